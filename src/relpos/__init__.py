@@ -1,0 +1,52 @@
+"""relpos: position representations for transformer attention.
+
+Centred on Shaw, Uszkoreit & Vaswani (2018), "Self-Attention with Relative Position
+Representations". Layers, from the bottom up:
+
+* :mod:`relpos.attention` — backends that know only indices, tables and biases;
+* :mod:`relpos.schemes` — position schemes, one file each, registered by name;
+* :mod:`relpos.layers` — :class:`MultiheadAttention` with a key/value cache;
+* ``relpos.models``, ``relpos.tasks``, ``relpos.cli`` — models, synthetic tasks, command line.
+"""
+
+from .attention import (
+    RelativeIndex,
+    available_backends,
+    register_backend,
+    relative_position_index,
+    shaw_attention,
+)
+from .layers import KVCache, MultiheadAttention
+from .schemes import (
+    AttentionPosition,
+    LearnedPositionEmbedding,
+    PositionScheme,
+    ShawRelativePosition,
+    SinusoidalEncoding,
+    available_schemes,
+    get_scheme,
+    register_scheme,
+    sinusoidal_encoding,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RelativeIndex",
+    "available_backends",
+    "register_backend",
+    "relative_position_index",
+    "shaw_attention",
+    "KVCache",
+    "MultiheadAttention",
+    "AttentionPosition",
+    "LearnedPositionEmbedding",
+    "PositionScheme",
+    "ShawRelativePosition",
+    "SinusoidalEncoding",
+    "available_schemes",
+    "get_scheme",
+    "register_scheme",
+    "sinusoidal_encoding",
+    "__version__",
+]

@@ -1,0 +1,25 @@
+"""Attention backends ("kernels"): they know indices, tables and biases — never schemes.
+
+``shaw_attention`` dispatches to a backend by name: ``reference`` (paper-literal oracle),
+``eager`` (``O(Lq·Lk)`` memory), and the fast ones registered by their own modules.
+"""
+
+from .api import BACKENDS, available_backends, register_backend, shaw_attention
+from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
+from .reference import masked_softmax, reference_attention
+from .sdpa import reference_bias_attention, sdpa_attention
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "register_backend",
+    "shaw_attention",
+    "RelativeIndex",
+    "relative_position_index",
+    "resolve_clipping",
+    "table_size",
+    "masked_softmax",
+    "reference_attention",
+    "reference_bias_attention",
+    "sdpa_attention",
+]

@@ -1,0 +1,180 @@
+"""``shaw_attention``: the functional entry point, its checks, and the backend registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from . import checks
+from .eager import eager_attention
+from .index import RelativeIndex, resolve_clipping
+from .reference import reference_attention
+
+__all__ = ["shaw_attention", "register_backend", "available_backends", "BACKENDS"]
+
+Backend = Callable[..., Tensor]
+
+#: name -> backend. Every backend takes ``(query, key, value, *, index, key_table, value_table,
+#: attn_mask, is_causal, scale, dropout_mask, key_query)`` with tables already ``(Ht, R, D)``
+#: and inputs in the compute dtype (float32 or float64).
+BACKENDS: dict[str, Backend] = {
+    "reference": reference_attention,
+    "eager": eager_attention,
+}
+
+#: name -> predicate(query, key_query, dropout) saying whether a backend can run these inputs;
+#: ``auto`` walks ``AUTO_ORDER`` and takes the first that applies.
+_APPLIES: dict[str, Callable[..., bool]] = {}
+AUTO_ORDER: list[str] = ["eager"]
+
+
+def register_backend(
+    name: str,
+    fn: Backend,
+    *,
+    applies: Callable[..., bool] | None = None,
+    auto_priority: int | None = None,
+) -> None:
+    """Add a backend. ``applies(query=..., key_query=..., dropout=..., has_mask=...)`` says when
+    ``auto`` may pick it; ``auto_priority`` is its place in the ``auto`` order (0 = first)."""
+    BACKENDS[name] = fn
+    if applies is not None:
+        _APPLIES[name] = applies
+    if auto_priority is not None and name not in AUTO_ORDER:
+        AUTO_ORDER.insert(auto_priority, name)
+
+
+def available_backends() -> list[str]:
+    return ["auto", *BACKENDS]
+
+
+def _pick_backend(name: str, **context) -> Backend:
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            applies = _APPLIES.get(candidate)
+            if applies is None or applies(**context):
+                return BACKENDS[candidate]
+        return BACKENDS["eager"]
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(available_backends())}")
+    return BACKENDS[name]
+
+
+def _dropout_mask(
+    shape: tuple[int, ...], dropout_p: float, *, dtype, device, generator: torch.Generator | None
+) -> Tensor:
+    keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
+    return keep.to(dtype) / (1.0 - dropout_p)
+
+
+def shaw_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_table: Tensor | None = None,
+    value_table: Tensor | None = None,
+    *,
+    max_distance: int | None = None,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    query_offset: int = 0,
+    key_offset: int = 0,
+    max_left: int | None = None,
+    max_right: int | None = None,
+    key_query: bool = False,
+    generator: torch.Generator | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    r"""Self-attention with relative position representations (Shaw et al., 2018).
+
+    .. math::
+        e_{ij} = \text{scale}\; q_i \cdot (k_j + a^K_{ij}), \quad
+        z_i = \sum_j \operatorname{softmax}_j(e_i)\,(v_j + a^V_{ij}), \quad
+        a^X_{ij} = w^X_{\mathrm{clip}(j - i, -k, k) + k}
+
+    Shape legend: ``B`` batch, ``H`` heads, ``Lq`` / ``Lk`` query / key length, ``D`` head size,
+    ``Dv`` value head size, ``R = 2k + 1`` (or ``max_left + max_right + 1``) table rows.
+
+    Args:
+        query: ``(B, H, Lq, D)``.
+        key: ``(B, H, Lk, D)``.
+        value: ``(B, H, Lk, Dv)``.
+        key_table: ``a^K`` rows, ``(R, D)`` shared by all heads or ``(H, R, D)`` per head;
+            ``None`` drops the key term.
+        value_table: ``a^V`` rows, ``(R, Dv)`` or ``(H, R, Dv)``; ``None`` drops the value term.
+        max_distance: the clipping distance ``k`` (required unless ``max_left`` and ``max_right``
+            are both given).
+        attn_mask: as in ``scaled_dot_product_attention``: boolean (True = may attend) or float
+            (added to the logits), broadcasting to ``(B, H, Lq, Lk)``.
+        is_causal: top-left aligned causal mask, as in SDPA (row ``r`` sees columns ``c <= r``);
+            may be combined with ``attn_mask``. For cached decoding pass an explicit mask.
+        dropout_p: probability of dropping an attention weight; both value terms use the dropped
+            weights. Applied whenever ``> 0`` (pass 0.0 at evaluation, as with SDPA).
+        scale: logit scale, default ``1/sqrt(D)``.
+        query_offset: absolute position of the first query; with a key/value cache this is the
+            number of cached positions, so query ``r`` is at ``i = query_offset + r``.
+        key_offset: absolute position of the first key.
+        max_left, max_right: asymmetric clipping (default ``max_distance`` each).
+        key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4).
+        generator: random generator for the dropout mask.
+        backend: ``"auto"`` (the fastest correct one), ``"reference"`` (paper-literal oracle),
+            ``"eager"`` (``O(Lq·Lk)`` memory), and any backend added by ``register_backend``.
+
+    Returns:
+        ``(B, H, Lq, Dv)``. A query row whose keys are all masked returns zeros (not NaN), and
+        its gradients are zero.
+    """
+    batch, heads, q_len, k_len, head_dim = checks.check_qkv(query, key, value)
+    left, right = resolve_clipping(max_distance, max_left, max_right)
+    for value_, name in ((query_offset, "query_offset"), (key_offset, "key_offset")):
+        if isinstance(value_, bool) or not isinstance(value_, int):
+            raise TypeError(f"{name} must be an int, got {type(value_).__name__} {value_!r}")
+    index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
+    rows = index.num_buckets
+    checks.check_table(key_table, "key_table", rows=rows, dim=head_dim, heads=heads, like=query)
+    checks.check_table(
+        value_table, "value_table", rows=rows, dim=value.shape[-1], heads=heads, like=query
+    )
+    checks.check_attn_mask(
+        attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query
+    )
+    scale = checks.check_scale(scale, head_dim)
+    dropout_p = checks.check_dropout(dropout_p)
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
+
+    fn = _pick_backend(
+        backend,
+        query=query,
+        key_query=key_query,
+        dropout=dropout_p > 0,
+        has_mask=attn_mask is not None,
+        value_dim=value.shape[-1],
+    )
+    # Half precision is computed in float32 (softmax sums in bf16 lose whole digits), then cast back.
+    compute_dtype = torch.promote_types(query.dtype, torch.float32)
+    cast = (lambda t: t if t is None else t.to(compute_dtype))
+    dropout_mask = None
+    if dropout_p > 0:
+        dropout_mask = _dropout_mask(
+            (batch, heads, q_len, k_len), dropout_p,
+            dtype=compute_dtype, device=query.device, generator=generator,
+        )
+    output = fn(
+        cast(query),
+        cast(key),
+        cast(value),
+        index=index,
+        key_table=cast(checks.normalize_table(key_table)),
+        value_table=cast(checks.normalize_table(value_table)),
+        attn_mask=attn_mask,
+        is_causal=is_causal,
+        scale=scale,
+        dropout_mask=dropout_mask,
+        key_query=key_query,
+    )
+    return output.to(query.dtype)

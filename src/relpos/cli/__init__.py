@@ -1,0 +1,44 @@
+"""The ``relpos`` command line: one module per subcommand.
+
+Each module in ``COMMANDS`` defines ``register(subparsers)`` (adds its parser, cheap: heavy imports
+happen inside the command) and sets ``func`` on the parser via ``set_defaults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+#: subcommand modules, in the order ``relpos --help`` lists them.
+COMMANDS = ["show"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="relpos",
+        description="Position representations for transformer attention "
+        "(Shaw et al. 2018 relative positions and the family around them).",
+    )
+    parser.add_argument("--version", action="version", version=f"relpos {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"relpos {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,5 @@
+"""Layers built from schemes and backends."""
+
+from .multihead import KVCache, MultiheadAttention
+
+__all__ = ["KVCache", "MultiheadAttention"]

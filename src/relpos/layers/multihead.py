@@ -1,0 +1,226 @@
+"""Multi-head attention with a pluggable position scheme, masks, dropout and a key/value cache.
+
+``MultiheadAttention(embed_dim, num_heads, max_distance=k)`` is Shaw et al.'s relative
+self-attention; ``position=`` takes any :class:`~relpos.schemes.AttentionPosition` (T5 bias, ALiBi,
+RoPE, …); with neither it is plain content attention.
+
+Incremental decoding: pass a :class:`KVCache`; the new queries sit at absolute positions
+``cache.length + r``, so relative distances to cached keys are the true ones (a major library once
+used distance 0 for every cached key, Hugging Face issue 19045).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..schemes.base import AttentionPosition
+from ..schemes.shaw import ShawRelativePosition
+
+__all__ = ["MultiheadAttention", "KVCache"]
+
+
+@dataclass
+class KVCache:
+    """Projected (and, for RoPE, rotated) keys and values seen so far: ``(B, H, L, D)`` each."""
+
+    key: Tensor | None = None
+    value: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.key is None else self.key.shape[2]
+
+    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        if self.key is None:
+            self.key, self.value = key, value
+        else:
+            self.key = torch.cat((self.key, key), dim=2)
+            self.value = torch.cat((self.value, value), dim=2)
+        return self.key, self.value
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention, ``batch_first`` by default.
+
+    Args:
+        embed_dim: model width ``E``; ``head_dim = E // num_heads``.
+        num_heads: ``H``.
+        max_distance: Shaw clipping distance ``k``; ``None`` for no relative terms.
+        key_term / value_term: keep Shaw's ``a^K`` / ``a^V``.
+        per_head_tables: one relative table per head (paper's base model) instead of shared.
+        position: any :class:`AttentionPosition`; overrides ``max_distance``.
+        dropout: attention-weight dropout, active in ``train()`` mode.
+        bias: biases on the four projections.
+        kdim, vdim: widths of the key/value inputs for cross-attention (default ``E``).
+        batch_first: inputs are ``(B, L, E)`` (default) rather than ``(L, B, E)``.
+        backend: attention backend for relative schemes (``"auto"``, ``"eager"``, …).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        max_distance: int | None = None,
+        key_term: bool = True,
+        value_term: bool = True,
+        per_head_tables: bool = False,
+        position: AttentionPosition | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        batch_first: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout, self.batch_first, self.backend = dropout, batch_first, backend
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.k_proj = nn.Linear(kdim or embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim or embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        if position is None and max_distance is not None:
+            position = ShawRelativePosition(
+                self.head_dim,
+                max_distance,
+                num_heads=num_heads,
+                key_term=key_term,
+                value_term=value_term,
+                per_head=per_head_tables,
+            )
+        self.position = position if position is not None else AttentionPosition()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # As torch.nn.MultiheadAttention: Xavier-uniform projections, zero biases.
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        query_offset: int | None = None,
+    ) -> Tensor:
+        """Attention output, same layout as ``query``.
+
+        Args:
+            query: ``(B, Lq, E)`` (or ``(Lq, B, E)`` if not ``batch_first``).
+            key, value: ``(B, Lk, kdim)`` / ``(B, Lk, vdim)`` for cross-attention; ``None`` for
+                self-attention (keys and values come from ``query``).
+            key_padding_mask: ``(B, Lk)`` bool, **True marks padding** (as in
+                ``torch.nn.MultiheadAttention``); for a cache, covers all cached keys too.
+            attn_mask: bool (True = may attend) or float, broadcasting to ``(B, H, Lq, Lk)``.
+            is_causal: query at absolute position ``i`` sees keys at positions ``<= i``; with a
+                cache this is offset by the cache length.
+            cache: a :class:`KVCache` (self-attention) that is read and extended in place.
+            query_offset: absolute position of the first query (default: the cache length).
+
+        Returns:
+            ``(B, Lq, E)``.
+        """
+        if not self.batch_first:
+            query = query.transpose(0, 1)
+            key = None if key is None else key.transpose(0, 1)
+            value = None if value is None else value.transpose(0, 1)
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"query must have shape (B, L, {self.embed_dim}), got {tuple(query.shape)}"
+            )
+        self_attention = key is None
+        if self_attention and value is not None:
+            raise ValueError("value given without key; pass both for cross-attention")
+        if not self_attention and value is None:
+            value = key
+        key_input = query if self_attention else key
+        value_input = query if self_attention else value
+
+        past = cache.length if cache is not None else 0
+        q_offset = past if query_offset is None else query_offset
+        q = self._split_heads(self.q_proj(query))  # (B, H, Lq, D)
+        k = self._split_heads(self.k_proj(key_input))  # (B, H, Lk_new, D)
+        v = self._split_heads(self.v_proj(value_input))  # (B, H, Lk_new, Dv)
+        if self_attention:
+            q, k = self.position.rotate(q, k, query_offset=q_offset, key_offset=past)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, H, past + Lk_new, D)
+        q_len, k_len = q.shape[2], k.shape[2]
+
+        mask = self._mask(attn_mask, key_padding_mask, is_causal, q_len, k_len, q_offset, q)
+        if self_attention:
+            out = self.position.attend(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                query_offset=q_offset,
+                key_offset=0,
+                backend=self.backend,
+            )
+        else:
+            # Cross-attention is content-only: source and target positions are not comparable,
+            # and Shaw et al. use relative positions in self-attention only.
+            out = AttentionPosition.attend(
+                self.position, q, k, v, attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
+        out = out.transpose(1, 2).reshape(query.shape[0], q_len, self.embed_dim)  # (B, Lq, E)
+        out = self.out_proj(out)
+        return out if self.batch_first else out.transpose(0, 1)
+
+    def _mask(
+        self,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+        q_len: int,
+        k_len: int,
+        q_offset: int,
+        like: Tensor,
+    ) -> Tensor | None:
+        """Combine the masks into one boolean ``(B|1, 1|H, Lq, Lk)`` mask (True = may attend)."""
+        allowed = None
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (like.shape[0], k_len) or key_padding_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"key_padding_mask must be a bool tensor of shape (B, Lk) = "
+                    f"({like.shape[0]}, {k_len}) with True at padding, got "
+                    f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+                )
+            allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        if is_causal:
+            query_pos = torch.arange(q_len, device=like.device) + q_offset
+            key_pos = torch.arange(k_len, device=like.device)
+            causal = key_pos[None, :] <= query_pos[:, None]  # (Lq, Lk)
+            allowed = causal if allowed is None else allowed & causal
+        if attn_mask is None:
+            return allowed
+        if allowed is None:
+            return attn_mask
+        if attn_mask.dtype == torch.bool:
+            return attn_mask & allowed
+        return torch.where(allowed, attn_mask, torch.full_like(attn_mask, float("-inf")))

@@ -1,0 +1,131 @@
+"""What a position scheme is, and the registry that finds one by name.
+
+A scheme reaches a transformer in up to four places (see ``shared/reference/family.md``):
+
+1. added to the input embeddings (absolute: sinusoidal, learned) — :meth:`PositionScheme.input_encoding`;
+2. rotating queries and keys (RoPE) — :meth:`AttentionPosition.rotate`;
+3. a bias on the logits (T5, ALiBi, Swin) or a key term (Shaw, Huang) — :meth:`AttentionPosition.attend`;
+4. a value term (Shaw) — also :meth:`AttentionPosition.attend`.
+
+A :class:`PositionScheme` is a small config dataclass that builds those pieces for a model of a
+given size; it is registered by name with :func:`register_scheme`. Models ask the registry, so a new
+scheme touches only its own file (and one import line in ``relpos/schemes/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from ..attention.sdpa import sdpa_attention
+
+__all__ = [
+    "AttentionPosition",
+    "PositionScheme",
+    "register_scheme",
+    "get_scheme",
+    "available_schemes",
+    "SCHEMES",
+]
+
+
+class AttentionPosition(nn.Module):
+    """The part of a scheme that lives inside one attention layer.
+
+    The default is content-only attention (no position information). Subclasses override
+    :meth:`rotate` (RoPE), :meth:`attend` (relative terms and biases), or both.
+    """
+
+    def rotate(
+        self, query: Tensor, key: Tensor, *, query_offset: int = 0, key_offset: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Rotate ``query (B, H, Lq, D)`` and ``key (B, H, Lk, D)`` by their absolute positions.
+
+        Called on the *new* queries and keys before a key/value cache stores them.
+        """
+        return query, key
+
+    def attend(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        dropout_p: float = 0.0,
+        query_offset: int = 0,
+        key_offset: int = 0,
+        backend: str = "auto",
+    ) -> Tensor:
+        """Attention output ``(B, H, Lq, Dv)`` with this scheme's position terms.
+
+        ``query`` is at absolute positions ``query_offset + r``, ``key``/``value`` at
+        ``key_offset + c``; masks mean what they mean for SDPA.
+        """
+        return sdpa_attention(
+            query, key, value, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p
+        )
+
+
+@dataclasses.dataclass
+class PositionScheme:
+    """A named position scheme: options as dataclass fields, factories for the model's pieces."""
+
+    name: ClassVar[str] = ""
+    #: citation shown by ``relpos`` listings.
+    paper: ClassVar[str] = ""
+    #: True when the scheme knows positions only as absolute indices bounded by a table size.
+    absolute: ClassVar[bool] = False
+    #: T5 computes its bias once and shares it with every layer.
+    shared_across_layers: ClassVar[bool] = False
+
+    def input_encoding(self, d_model: int, max_len: int) -> nn.Module | None:
+        """Module ``(B, L, d_model), offset -> (B, L, d_model)`` added at the input, or None."""
+        return None
+
+    def attention_position(
+        self, num_heads: int, head_dim: int, *, causal: bool
+    ) -> AttentionPosition | None:
+        """The per-layer module for self-attention (``causal`` for decoders), or None."""
+        return None
+
+
+SCHEMES: dict[str, type[PositionScheme]] = {}
+
+
+def register_scheme(cls: type[PositionScheme]) -> type[PositionScheme]:
+    """Class decorator: make ``cls`` available as ``get_scheme(cls.name)``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name` to be registered")
+    if cls.name in SCHEMES and SCHEMES[cls.name] is not cls:
+        raise ValueError(f"a scheme named {cls.name!r} is already registered")
+    SCHEMES[cls.name] = cls
+    return cls
+
+
+def available_schemes() -> list[str]:
+    return sorted(SCHEMES)
+
+
+def get_scheme(name: str | PositionScheme, **options) -> PositionScheme:
+    """Build a scheme by name, e.g. ``get_scheme("shaw", max_distance=4, value_term=False)``."""
+    if isinstance(name, PositionScheme):
+        if options:
+            return dataclasses.replace(name, **options)
+        return name
+    if name not in SCHEMES:
+        raise ValueError(
+            f"unknown position scheme {name!r}; valid names: {', '.join(available_schemes())}"
+        )
+    cls = SCHEMES[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(
+            f"scheme {name!r} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(fields)) or '(none)'}"
+        )
+    return cls(**options)

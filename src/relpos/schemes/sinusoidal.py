@@ -1,0 +1,76 @@
+"""Sinusoidal absolute positions (Vaswani et al., NeurIPS 2017, "Attention Is All You Need", Sec. 3.5).
+
+``PE(p, 2t) = sin(p / base^(2t/d))``, ``PE(p, 2t+1) = cos(p / base^(2t/d))``, ``base = 10000``,
+added to the token embeddings before the first layer. The paper *interleaves* sines and cosines
+(channel ``2t`` is a sine, ``2t+1`` its cosine); many libraries instead concatenate all sines then
+all cosines (``layout="concat"``). Both carry the same information; checkpoints are not
+interchangeable between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from .base import PositionScheme, register_scheme
+
+__all__ = ["sinusoidal_encoding", "SinusoidalEncoding", "SinusoidalScheme", "LAYOUTS"]
+
+LAYOUTS = ("interleaved", "concat")
+
+
+def sinusoidal_encoding(
+    positions: Tensor, dim: int, *, base: float = 10000.0, layout: str = "interleaved"
+) -> Tensor:
+    """``positions (L,)`` → ``(L, dim)`` float32 encodings. An odd ``dim`` drops the last cosine."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    if dim <= 0:
+        raise ValueError(f"dim must be > 0, got {dim}")
+    pairs = (dim + 1) // 2
+    inv_freq = base ** (-torch.arange(pairs, dtype=torch.float64) * 2.0 / dim)  # (pairs,)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (L, pairs)
+    sin, cos = angles.sin(), angles.cos()
+    if layout == "interleaved":
+        encoding = torch.stack((sin, cos), dim=-1).flatten(-2)  # (L, 2·pairs): sin, cos, sin, …
+    else:
+        encoding = torch.cat((sin, cos), dim=-1)  # (L, 2·pairs): all sines, then all cosines
+        if dim % 2:
+            encoding = torch.cat((sin, cos[:, :-1]), dim=-1)
+    return encoding[:, :dim].to(torch.float32)
+
+
+class SinusoidalEncoding(nn.Module):
+    """Adds ``PE(offset + r)`` to row ``r`` of ``x (B, L, d_model)``; no parameters, no length limit."""
+
+    def __init__(self, d_model: int, *, base: float = 10000.0, layout: str = "interleaved"):
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+        self.d_model, self.base, self.layout = d_model, base, layout
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        positions = torch.arange(x.shape[1], device=x.device) + offset
+        encoding = sinusoidal_encoding(positions, self.d_model, base=self.base, layout=self.layout)
+        return x + encoding.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, base={self.base}, layout={self.layout!r}"
+
+
+@register_scheme
+@dataclasses.dataclass
+class SinusoidalScheme(PositionScheme):
+    """``sinusoidal``: fixed absolute encodings added to the input."""
+
+    name = "sinusoidal"
+    paper = "Vaswani et al. 2017, Attention Is All You Need"
+    absolute = True
+
+    base: float = 10000.0
+    layout: str = "interleaved"  # the paper's; "concat" is the sin-block/cos-block variant
+
+    def input_encoding(self, d_model: int, max_len: int) -> nn.Module:
+        return SinusoidalEncoding(d_model, base=self.base, layout=self.layout)
