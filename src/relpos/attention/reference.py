@@ -1,4 +1,4 @@
-"""The paper-literal reference for relative attention: the oracle every fast backend is tested against.
+"""Paper-literal relative attention: the oracle every fast backend is tested against.
 
 Shaw, Uszkoreit & Vaswani (2018), "Self-Attention with Relative Position Representations",
 Eq. 3 and 4, for one head with head size ``d``::
@@ -33,7 +33,11 @@ def masked_softmax(logits: Tensor) -> Tensor:
     used instead and its sum of exponentials is 0, which we divide by 1. No ``inf - inf`` is ever
     formed, so gradients stay finite too.
     """
-    row_max = logits.detach().amax(dim=-1, keepdim=True)
+    if logits.shape[-1] == 0:
+        # No keys at all (Lk = 0): every row is "fully masked"; amax would raise on the empty dim.
+        row_max = logits.new_zeros(*logits.shape[:-1], 1)
+    else:
+        row_max = logits.detach().amax(dim=-1, keepdim=True)
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
     exp = torch.exp(logits - row_max)
     total = exp.sum(dim=-1, keepdim=True)
@@ -60,8 +64,9 @@ def reference_attention(
     Shapes: ``query (B, H, Lq, D)``, ``key (B, H, Lk, D)``, ``value (B, H, Lk, Dv)``,
     ``key_table (Ht, R, D)``, ``value_table (Ht, R, Dv)`` with ``Ht ∈ {1, H}`` and
     ``R = index.num_buckets``; ``attn_mask`` boolean or float, broadcasting to
-    ``(B, H, Lq, Lk)``, with ``is_causal`` as in :func:`relpos.attention.checks.logit_mask`; ``dropout_mask`` the kept-and-rescaled weights multiplier
-    ``(B, H, Lq, Lk)``. Returns ``(B, H, Lq, Dv)``.
+    ``(B, H, Lq, Lk)``, with ``is_causal`` as in :func:`relpos.attention.checks.logit_mask`;
+    ``dropout_mask`` the kept-and-rescaled weights multiplier ``(B, H, Lq, Lk)``.
+    Returns ``(B, H, Lq, Dv)``.
     """
     rel_index = index.dense(query.device)  # (Lq, Lk)
     keys = key.unsqueeze(2)  # (B, H, 1, Lk, D): every query sees the same k_j ...
@@ -70,10 +75,13 @@ def reference_attention(
         keys = keys + a_key.unsqueeze(0)  # (B, H, Lq, Lk, D): ... plus its own a^K_ij
     logits = torch.einsum("bhid,bhijd->bhij", query, keys.expand(-1, -1, query.shape[2], -1, -1))
     if key_query and key_table is not None:
-        logits = logits + torch.einsum("bhjd,hijd->bhij", key, key_table[:, rel_index].expand(
-            query.shape[1], -1, -1, -1))
+        logits = logits + torch.einsum(
+            "bhjd,hijd->bhij", key, key_table[:, rel_index].expand(query.shape[1], -1, -1, -1)
+        )
     logits = logits * scale
-    mask = logit_mask(attn_mask, is_causal, *logits.shape[-2:], dtype=logits.dtype, device=logits.device)
+    mask = logit_mask(
+        attn_mask, is_causal, *logits.shape[-2:], dtype=logits.dtype, device=logits.device
+    )
     if mask is not None:
         logits = logits + mask
     weights = masked_softmax(logits)  # (B, H, Lq, Lk): α_ij

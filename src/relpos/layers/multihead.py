@@ -158,8 +158,15 @@ class MultiheadAttention(nn.Module):
         key_input = query if self_attention else key
         value_input = query if self_attention else value
 
+        if cache is not None and not self_attention:
+            raise ValueError(
+                "cache is for self-attention only (it appends the new keys at every call); "
+                "for cross-attention project the source once and pass it as key/value"
+            )
         past = cache.length if cache is not None else 0
         q_offset = past if query_offset is None else query_offset
+        # Check before the cache is extended, so that a bad call leaves the cache as it was.
+        self._check_key_padding_mask(key_padding_mask, query.shape[0], past + key_input.shape[1])
         q = self._split_heads(self.q_proj(query))  # (B, H, Lq, D)
         k = self._split_heads(self.k_proj(key_input))  # (B, H, Lk_new, D)
         v = self._split_heads(self.v_proj(value_input))  # (B, H, Lk_new, Dv)
@@ -185,12 +192,35 @@ class MultiheadAttention(nn.Module):
             # Cross-attention is content-only: source and target positions are not comparable,
             # and Shaw et al. use relative positions in self-attention only.
             out = AttentionPosition.attend(
-                self.position, q, k, v, attn_mask=mask,
+                self.position,
+                q,
+                k,
+                v,
+                attn_mask=mask,
                 dropout_p=self.dropout if self.training else 0.0,
             )
         out = out.transpose(1, 2).reshape(query.shape[0], q_len, self.embed_dim)  # (B, Lq, E)
         out = self.out_proj(out)
         return out if self.batch_first else out.transpose(0, 1)
+
+    @staticmethod
+    def _check_key_padding_mask(key_padding_mask: Tensor | None, batch: int, k_len: int) -> None:
+        if key_padding_mask is None:
+            return
+        if (
+            not isinstance(key_padding_mask, Tensor)
+            or key_padding_mask.shape != (batch, k_len)
+            or key_padding_mask.dtype != torch.bool
+        ):
+            got = (
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+                if isinstance(key_padding_mask, Tensor)
+                else type(key_padding_mask).__name__
+            )
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor of shape (B, Lk) = ({batch}, {k_len}) "
+                f"with True at padding (Lk counts cached keys too), got {got}"
+            )
 
     def _mask(
         self,
@@ -205,12 +235,6 @@ class MultiheadAttention(nn.Module):
         """Combine the masks into one boolean ``(B|1, 1|H, Lq, Lk)`` mask (True = may attend)."""
         allowed = None
         if key_padding_mask is not None:
-            if key_padding_mask.shape != (like.shape[0], k_len) or key_padding_mask.dtype != torch.bool:
-                raise ValueError(
-                    f"key_padding_mask must be a bool tensor of shape (B, Lk) = "
-                    f"({like.shape[0]}, {k_len}) with True at padding, got "
-                    f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-                )
             allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
         if is_causal:
             query_pos = torch.arange(q_len, device=like.device) + q_offset

@@ -1,0 +1,281 @@
+"""``relpos.MultiheadAttention``: layouts, masks, cross-attention, dropout and cached decoding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from relpos import KVCache, MultiheadAttention, shaw_attention
+
+TIGHT = dict(rtol=1e-9, atol=1e-10)
+EMBED, HEADS = 12, 3
+
+
+def make_module(**kwargs) -> MultiheadAttention:
+    torch.manual_seed(0)
+    module = MultiheadAttention(EMBED, HEADS, **kwargs).double()
+    # Non-zero biases, so that a forgotten bias would show up.
+    with torch.no_grad():
+        for proj in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
+            if proj.bias is not None:
+                proj.bias.normal_()
+    return module.eval()
+
+
+def inputs(batch: int = 2, length: int = 6, width: int = EMBED, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, length, width, generator=gen, dtype=torch.float64)
+
+
+def split_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, length, _ = x.shape
+    return x.view(batch, length, HEADS, -1).transpose(1, 2)  # (B, H, L, D)
+
+
+def by_hand(module: MultiheadAttention, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The module's computation spelled out through ``shaw_attention``."""
+    q, k, v = (split_heads(proj(x)) for proj in (module.q_proj, module.k_proj, module.v_proj))
+    position = module.position
+    out = shaw_attention(
+        q,
+        k,
+        v,
+        position.key_table,
+        position.value_table,
+        max_left=position.max_left,
+        max_right=position.max_right,
+        backend="reference",
+        **kwargs,
+    )  # (B, H, L, D)
+    return module.out_proj(out.transpose(1, 2).reshape(x.shape))  # (B, L, E)
+
+
+def test_self_attention_shape_and_parameters():
+    module = make_module(max_distance=3)
+    x = inputs()
+    assert module(x).shape == x.shape
+    assert module.head_dim == EMBED // HEADS
+    assert module.position.key_table.shape == (7, 4)
+    assert module.position.value_table.shape == (7, 4)
+    per_head = make_module(max_distance=3, per_head_tables=True)
+    assert per_head.position.key_table.shape == (HEADS, 7, 4)
+
+
+def test_batch_first_false_is_the_transposed_layout():
+    module = make_module(max_distance=2)
+    seq_first = MultiheadAttention(EMBED, HEADS, max_distance=2, batch_first=False).double()
+    seq_first.load_state_dict(module.state_dict())
+    x = inputs()
+    expected = module(x)
+    out = seq_first(x.transpose(0, 1))  # (L, B, E)
+    torch.testing.assert_close(out, expected.transpose(0, 1), **TIGHT)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, -2:] = True
+    torch.testing.assert_close(
+        seq_first(x.transpose(0, 1), key_padding_mask=padding),
+        module(x, key_padding_mask=padding).transpose(0, 1),
+        **TIGHT,
+    )
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_key_padding_mask_matches_by_hand(per_head):
+    module = make_module(max_distance=2, per_head_tables=per_head)
+    x = inputs()
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0, -1] = True
+    padding[1, -3:] = True  # True = padding, as in torch.nn.MultiheadAttention
+    out = module(x, key_padding_mask=padding)
+    expected = by_hand(module, x, attn_mask=~padding[:, None, None, :])
+    torch.testing.assert_close(out, expected, **TIGHT)
+    assert not torch.allclose(out, module(x))
+
+
+def test_causal_matches_by_hand():
+    module = make_module(max_distance=2)
+    x = inputs()
+    torch.testing.assert_close(
+        module(x, is_causal=True), by_hand(module, x, is_causal=True), **TIGHT
+    )
+    # A later token does not change an earlier output.
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    torch.testing.assert_close(
+        module(changed, is_causal=True)[:, :-1], module(x, is_causal=True)[:, :-1], **TIGHT
+    )
+
+
+def test_attn_mask_and_padding_combine():
+    module = make_module(max_distance=2)
+    x = inputs()
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, -2:] = True
+    float_mask = torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    out = module(x, attn_mask=float_mask, key_padding_mask=padding, is_causal=True)
+    allowed = ~padding[:, None, None, :] & torch.ones(6, 6, dtype=torch.bool).tril()
+    expected_mask = float_mask.masked_fill(~allowed, float("-inf"))
+    torch.testing.assert_close(out, by_hand(module, x, attn_mask=expected_mask), **TIGHT)
+
+
+def test_cross_attention_is_content_only():
+    module = make_module(max_distance=2, kdim=5, vdim=7)
+    target, source, source_values = (
+        inputs(length=4),
+        inputs(length=6, width=5),
+        inputs(length=6, width=7, seed=2),
+    )
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0, :2] = True
+    out = module(target, source, source_values, key_padding_mask=padding)
+    assert out.shape == (2, 4, EMBED)
+    q = split_heads(module.q_proj(target))
+    k = split_heads(module.k_proj(source))
+    v = split_heads(module.v_proj(source_values))
+    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=~padding[:, None, None, :])
+    expected = module.out_proj(attended.transpose(1, 2).reshape(2, 4, EMBED))
+    torch.testing.assert_close(out, expected, **TIGHT)
+
+
+def test_plain_module_matches_sdpa_by_hand():
+    module = make_module()
+    x = inputs()
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, -2:] = True
+    q, k, v = (split_heads(proj(x)) for proj in (module.q_proj, module.k_proj, module.v_proj))
+    for kwargs, mask in (
+        (dict(), None),
+        (dict(is_causal=True), torch.ones(6, 6, dtype=torch.bool).tril()),
+        (dict(key_padding_mask=padding), ~padding[:, None, None, :]),
+    ):
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, D)
+        expected = module.out_proj(attended.transpose(1, 2).reshape(x.shape))
+        torch.testing.assert_close(module(x, **kwargs), expected, **TIGHT)
+
+
+# --- cached decoding --------------------------------------------------------------------------
+
+
+DECODING = {
+    "shared": dict(max_distance=2),
+    "per-head": dict(max_distance=2, per_head_tables=True),
+    "key-only": dict(max_distance=3, value_term=False),
+    "value-only": dict(max_distance=1, key_term=False),
+    "k>=length": dict(max_distance=10, per_head_tables=True),
+    "plain": dict(),
+}
+
+
+@pytest.mark.parametrize(
+    "chunks", [[1] * 7, [2, 3, 2], [3, 1, 3]], ids=["tokens", "2-3-2", "3-1-3"]
+)
+@pytest.mark.parametrize("config", list(DECODING), ids=list(DECODING))
+def test_cached_decoding_equals_full_sequence(config, chunks):
+    module = make_module(**DECODING[config])
+    x = inputs(length=sum(chunks))
+    full = module(x, is_causal=True)
+    cache = KVCache()
+    outputs, start = [], 0
+    for size in chunks:
+        outputs.append(module(x[:, start : start + size], is_causal=True, cache=cache))
+        start += size
+        assert cache.length == start
+    torch.testing.assert_close(torch.cat(outputs, dim=1), full, **TIGHT)
+
+
+def test_cached_decoding_with_padding_covers_cached_keys():
+    module = make_module(max_distance=2)
+    x = inputs(length=5)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 0] = True  # left padding in the second sequence
+    full = module(x, is_causal=True, key_padding_mask=padding)
+    cache = KVCache()
+    steps = [
+        module(x[:, t : t + 1], is_causal=True, cache=cache, key_padding_mask=padding[:, : t + 1])
+        for t in range(5)
+    ]
+    # Row 0 of the second sequence sees only a padded key: both runs give out_proj's bias there.
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, **TIGHT)
+    torch.testing.assert_close(full[1, 0], module.out_proj.bias, **TIGHT)
+
+
+def test_cached_decoding_uses_true_distances():
+    # Hugging Face issue 19045: distance 0 for every cached key. With the query at offset 0 the
+    # last step would differ from the full run; with the cache's offset it matches.
+    module = make_module(max_distance=3)
+    x = inputs(length=5)
+    cache = KVCache()
+    module(x[:, :4], is_causal=True, cache=cache)
+    cached = KVCache(cache.key.clone(), cache.value.clone())
+    right = module(x[:, 4:], cache=cache)
+    wrong = module(x[:, 4:], cache=cached, query_offset=0)
+    full = module(x, is_causal=True)[:, 4:]
+    torch.testing.assert_close(right, full, **TIGHT)
+    assert not torch.allclose(wrong, full)
+
+
+# --- dropout ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_distance=2), dict()], ids=["shaw", "plain"])
+def test_dropout_only_in_train_mode(kwargs):
+    module = make_module(dropout=0.5, **kwargs)
+    no_dropout = make_module(**kwargs)
+    x = inputs()
+    torch.testing.assert_close(module.eval()(x), no_dropout(x), **TIGHT)
+    torch.testing.assert_close(module(x), module(x), **TIGHT)
+    module.train()
+    torch.manual_seed(1)
+    first = module(x)
+    torch.manual_seed(2)
+    second = module(x)
+    assert not torch.allclose(first, second)
+    assert not torch.allclose(first, no_dropout(x))
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_embed_dim_not_divisible():
+    with pytest.raises(ValueError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"):
+        MultiheadAttention(10, 3)
+    with pytest.raises(ValueError, match=r"num_heads \(0\)"):
+        MultiheadAttention(8, 0)
+
+
+def test_bad_dropout():
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        MultiheadAttention(8, 2, dropout=1.5)
+
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (torch.zeros(2, 5, dtype=torch.bool), r"\(B, Lk\) = \(2, 6\).*got torch.bool \(2, 5\)"),
+        (torch.zeros(6, dtype=torch.bool), r"\(B, Lk\) = \(2, 6\).*got torch.bool \(6,\)"),
+        (torch.zeros(2, 6), r"got torch.float32 \(2, 6\)"),
+    ],
+)
+def test_bad_key_padding_mask(mask, match):
+    module = make_module(max_distance=2)
+    with pytest.raises(ValueError, match=r"key_padding_mask must be a bool tensor.*" + match):
+        module(inputs(), key_padding_mask=mask)
+
+
+def test_bad_key_padding_mask_leaves_cache_unchanged():
+    module = make_module(max_distance=2)
+    cache = KVCache()
+    module(inputs(length=3), is_causal=True, cache=cache)
+    with pytest.raises(ValueError, match=r"key_padding_mask .*\(2, 4\)"):
+        module(inputs(length=1), cache=cache, key_padding_mask=torch.zeros(2, 1, dtype=torch.bool))
+    assert cache.length == 3
+
+
+def test_bad_query_and_key_arguments():
+    module = make_module(max_distance=2)
+    with pytest.raises(ValueError, match=r"query must have shape \(B, L, 12\), got \(2, 6, 8\)"):
+        module(inputs(width=8))
+    with pytest.raises(ValueError, match=r"value given without key"):
+        module(inputs(), value=inputs())
+    with pytest.raises(ValueError, match=r"cache is for self-attention only"):
+        module(inputs(), inputs(), cache=KVCache())
