@@ -22,8 +22,9 @@ class LearnedPositionEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int) -> None:
         super().__init__()
-        if max_len <= 0:
-            raise ValueError(f"max_len must be > 0, got {max_len}")
+        for value, name in ((max_len, "max_len"), (d_model, "d_model")):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.max_len = max_len
         self.table = nn.Parameter(torch.empty(max_len, d_model))
         self.reset_parameters()
@@ -32,6 +33,11 @@ class LearnedPositionEmbedding(nn.Module):
         nn.init.normal_(self.table, std=0.02)  # GPT-2's initialisation
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        d_model = self.table.shape[1]
+        if x.dim() != 3 or x.shape[-1] != d_model:
+            raise ValueError(f"x must have shape (B, L, {d_model}), got {tuple(x.shape)}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative int (a position), got {offset!r}")
         last = offset + x.shape[1] - 1
         if last >= self.max_len:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Sinusoidal absolute positions (Vaswani et al., NeurIPS 2017, "Attention Is All You Need", Sec. 3.5).
+"""Sinusoidal absolute positions (Vaswani et al. 2017, "Attention Is All You Need", Sec. 3.5).
 
 ``PE(p, 2t) = sin(p / base^(2t/d))``, ``PE(p, 2t+1) = cos(p / base^(2t/d))``, ``base = 10000``,
 added to the token embeddings before the first layer. The paper *interleaves* sines and cosines
@@ -27,8 +27,11 @@ def sinusoidal_encoding(
     """``positions (L,)`` → ``(L, dim)`` float32 encodings. An odd ``dim`` drops the last cosine."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-    if dim <= 0:
-        raise ValueError(f"dim must be > 0, got {dim}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if not isinstance(positions, Tensor) or positions.dim() != 1:
+        got = tuple(positions.shape) if isinstance(positions, Tensor) else type(positions).__name__
+        raise ValueError(f"positions must be a 1-D tensor (L,), got {got}")
     pairs = (dim + 1) // 2
     inv_freq = base ** (-torch.arange(pairs, dtype=torch.float64) * 2.0 / dim)  # (pairs,)
     angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]  # (L, pairs)
@@ -36,22 +39,25 @@ def sinusoidal_encoding(
     if layout == "interleaved":
         encoding = torch.stack((sin, cos), dim=-1).flatten(-2)  # (L, 2·pairs): sin, cos, sin, …
     else:
-        encoding = torch.cat((sin, cos), dim=-1)  # (L, 2·pairs): all sines, then all cosines
-        if dim % 2:
-            encoding = torch.cat((sin, cos[:, :-1]), dim=-1)
+        # (L, dim): all sines, then all cosines; an odd dim has one sine more than cosines.
+        encoding = torch.cat((sin, cos[:, : dim - pairs]), dim=-1)
     return encoding[:, :dim].to(torch.float32)
 
 
 class SinusoidalEncoding(nn.Module):
-    """Adds ``PE(offset + r)`` to row ``r`` of ``x (B, L, d_model)``; no parameters, no length limit."""
+    """Adds ``PE(offset + r)`` to row ``r`` of ``x (B, L, d_model)``; no parameters, no limit."""
 
     def __init__(self, d_model: int, *, base: float = 10000.0, layout: str = "interleaved"):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model <= 0:
+            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
         self.d_model, self.base, self.layout = d_model, base, layout
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (B, L, {self.d_model}), got {tuple(x.shape)}")
         positions = torch.arange(x.shape[1], device=x.device) + offset
         encoding = sinusoidal_encoding(positions, self.d_model, base=self.base, layout=self.layout)
         return x + encoding.to(x.dtype)
