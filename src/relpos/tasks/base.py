@@ -12,6 +12,9 @@ Example (copy, digits)::
 
 from __future__ import annotations
 
+import inspect
+import numbers
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -24,6 +27,9 @@ __all__ = [
     "get_task",
     "available_tasks",
     "TASKS",
+    "FILE_PREFIX",
+    "check_seed",
+    "hold_out",
 ]
 
 
@@ -87,11 +93,66 @@ def available_tasks() -> list[str]:
     return sorted(TASKS)
 
 
+#: ``get_task("file:PATH", **options)`` loads a user's TSV file (see ``relpos.tasks.files``).
+FILE_PREFIX = "file:"
+
+
 def get_task(name: str, **options) -> Task:
-    """Build a registered task by name; unknown names list the valid ones."""
+    """Build a registered task by name; unknown names list the valid ones.
+
+    ``get_task("file:data.tsv", **options)`` is short for ``get_task("tsv", path="data.tsv", ...)``.
+    Options a task does not take raise a ``ValueError`` listing the ones it does.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"task name must be a str, got {type(name).__name__} {name!r}")
+    if name.startswith(FILE_PREFIX):
+        return get_task("tsv", path=name[len(FILE_PREFIX) :], **options)
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(available_tasks())}")
-    return TASKS[name](**options)
+        raise ValueError(
+            f"unknown task {name!r}; valid names: {', '.join(available_tasks())} "
+            f"(or {FILE_PREFIX}PATH for a file of source<TAB>target lines)"
+        )
+    factory = TASKS[name]
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = sorted(set(options) - set(parameters))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"task {name!r} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(parameters)) or '(none)'}"
+        )
+    return factory(**options)
+
+
+def check_seed(seed: int) -> int:
+    """The seed as a plain ``int``; tasks draw from ``random.Random(seed)``, never global state."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    return int(seed)
+
+
+def hold_out(
+    examples: list[Example], count: int, rng: random.Random, *, option: str = "count"
+) -> tuple[list[Example], list[Example]]:
+    """Split ``count`` randomly chosen examples off ``examples``: ``(kept, held_out)``.
+
+    Used to measure accuracy at *seen* lengths on examples the model was not trained on, for
+    tasks whose evaluation set holds only unseen lengths (SCAN's length split, a file split by a
+    length threshold). Both parts keep the input order.
+    """
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"{option} must be an int, got {type(count).__name__} {count!r}")
+    if count == 0:
+        return list(examples), []
+    if not 0 < count < len(examples):  # training must keep at least one example
+        raise ValueError(
+            f"{option} (examples held out of training) must be an int in "
+            f"[0, {len(examples)}), got {count!r}"
+        )
+    chosen = set(rng.sample(range(len(examples)), count))
+    kept = [ex for i, ex in enumerate(examples) if i not in chosen]
+    held = [ex for i, ex in enumerate(examples) if i in chosen]
+    return kept, held
 
 
 def lengths_in(examples: Sequence[Example]) -> list[int]:
