@@ -1,5 +1,43 @@
-"""Synthetic tasks, generated in code (no downloads), and the protocol for a user's own task."""
+"""Synthetic tasks, generated in code (no downloads), and the protocol for a user's own task.
 
-from .base import TASKS, Example, Task, TaskData, available_tasks, get_task, register_task
+Importing this package registers every task: ``copy``, ``reverse``, ``duplicate`` (Ontañón et al.
+2022), ``copy-kz``, ``reverse-kz`` (Kazemnejad et al. 2023), ``scan`` (Lake & Baroni 2018) and
+``tsv`` / ``"file:PATH"`` (a user's file). ``get_task(name, **options).generate(seed)`` gives a
+:class:`TaskData`.
+"""
 
-__all__ = ["TASKS", "Example", "Task", "TaskData", "available_tasks", "get_task", "register_task"]
+from .base import (
+    FILE_PREFIX,
+    TASKS,
+    Example,
+    Task,
+    TaskData,
+    available_tasks,
+    check_seed,
+    get_task,
+    hold_out,
+    register_task,
+)
+from .files import TsvTask, read_tsv
+from .scan import ScanTask, interpret, scan_commands
+from .strings import StringTask, apply_operation
+
+__all__ = [
+    "FILE_PREFIX",
+    "TASKS",
+    "Example",
+    "Task",
+    "TaskData",
+    "available_tasks",
+    "check_seed",
+    "get_task",
+    "hold_out",
+    "register_task",
+    "TsvTask",
+    "read_tsv",
+    "ScanTask",
+    "interpret",
+    "scan_commands",
+    "StringTask",
+    "apply_operation",
+]

@@ -1,0 +1,192 @@
+"""A user's own task: a file of ``source<TAB>target`` lines, or a Python object.
+
+**From a file.** UTF-8 text, one example per line, source and target separated by exactly one
+tab; tokens are split on whitespace (``char_level=True``: every character of the field, after
+stripping its ends, is a token, a space included). Blank lines are skipped. For example::
+
+    3 1 4<TAB>4 1 3
+    jump twice<TAB>I_JUMP I_JUMP
+
+A task needs to know what to evaluate on: a second file, or a length threshold that splits one
+file into seen (``length <= max_train_length``) and unseen lengths, or ``n_eval_seen`` random
+lines held out. ``length`` is the source token count (``length_of="target"`` to count targets)::
+
+    get_task("file:data.tsv", max_train_length=10)           # one file, split by length
+    get_task("file:train.tsv", eval_path="test.tsv")         # separate files
+    TsvTask("train.tsv", eval_path="test.tsv")               # the same, without the registry
+
+``"file:PATH"`` is short for ``get_task("tsv", path=PATH, ...)``. The file is read when the task
+is built, so a missing file (``FileNotFoundError`` with the path), an empty one or a malformed
+line (``ValueError`` naming the file, the line number and what was expected) fails at once.
+
+**From Python.** A task is any object with a ``name`` and a ``generate(seed) -> TaskData``
+method (:class:`relpos.tasks.Task`); ``seed`` must fully determine the data (draw from
+``random.Random(seed)``, never global state). Register a factory to make it available by name::
+
+    import random
+    from relpos.tasks import Example, TaskData, register_task
+
+    @register_task("sort")
+    class SortDigits:
+        name = "sort"
+
+        def generate(self, seed: int) -> TaskData:
+            rng = random.Random(seed)
+
+            def sample(length):
+                source = tuple(rng.choices("0123456789", k=length))
+                return Example(source, tuple(sorted(source)), length)
+
+            train = [sample(rng.randint(1, 8)) for _ in range(5000)]
+            evaluation = [sample(n) for n in range(1, 17) for _ in range(50)]
+            return TaskData(train, evaluation, train_lengths=(1, 8))
+
+    get_task("sort").generate(0)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import Example, TaskData, check_seed, hold_out, register_task
+
+__all__ = ["TsvTask", "read_tsv"]
+
+LENGTH_OF = ("source", "target")
+
+
+def _shown(line: str, limit: int = 60) -> str:
+    return repr(line if len(line) <= limit else line[:limit] + "…")
+
+
+def _tokens(text: str, char_level: bool) -> tuple[str, ...]:
+    return tuple(text.strip()) if char_level else tuple(text.split())
+
+
+def read_tsv(
+    path: str | os.PathLike, *, char_level: bool = False, length_of: str = "source"
+) -> list[Example]:
+    """The examples of a ``source<TAB>target`` file, in file order (see the module docstring)."""
+    if length_of not in LENGTH_OF:
+        raise ValueError(f"length_of must be 'source' or 'target', got {length_of!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "task file not found", str(path))
+    if not path.is_file():
+        raise ValueError(f"task file {str(path)!r} is not a regular file")
+    examples = []
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                fields = line.split("\t")
+                if len(fields) != 2:
+                    raise ValueError(
+                        f"{path}, line {number}: expected 'source<TAB>target' (exactly one tab), "
+                        f"found {len(fields) - 1} tabs in {_shown(line)}"
+                    )
+                source, target = (_tokens(text, char_level) for text in fields)
+                if not source or not target:
+                    side = "source" if not source else "target"
+                    raise ValueError(
+                        f"{path}, line {number}: the {side} is empty; expected tokens on both "
+                        f"sides of the tab in {_shown(line)}"
+                    )
+                length = len(source) if length_of == "source" else len(target)
+                examples.append(Example(source, target, length))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: expected UTF-8 text ({error})") from None
+    if not examples:
+        raise ValueError(f"{path} has no examples: expected lines of 'source<TAB>target'")
+    return examples
+
+
+@dataclass
+class TsvTask:
+    """A task read from a ``source<TAB>target`` file (see the module docstring)."""
+
+    path: str | os.PathLike
+    #: a second file to evaluate on; otherwise split ``path`` by ``max_train_length``.
+    eval_path: str | os.PathLike | None = None
+    #: train on ``length <= max_train_length``, evaluate on the longer examples.
+    max_train_length: int | None = None
+    char_level: bool = False
+    #: which side's token count is the reported length: "source" or "target".
+    length_of: str = "source"
+    #: move this many random training examples into evaluation (seen-length baseline).
+    n_eval_seen: int = 0
+    #: defaults to ``"file:" + path``.
+    name: str = ""
+    _train: list[Example] = field(init=False, repr=False)
+    _evaluation: list[Example] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path, got {type(self.path).__name__}")
+        if not isinstance(self.char_level, bool):
+            raise TypeError(f"char_level must be a bool, got {self.char_level!r}")
+        if isinstance(self.n_eval_seen, bool) or not isinstance(self.n_eval_seen, int):
+            raise TypeError(f"n_eval_seen must be an int, got {self.n_eval_seen!r}")
+        if self.n_eval_seen < 0:
+            raise ValueError(f"n_eval_seen must be >= 0, got {self.n_eval_seen}")
+        threshold = self.max_train_length
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1
+        ):
+            raise ValueError(f"max_train_length must be an int >= 1 or None, got {threshold!r}")
+        if self.eval_path is not None and threshold is not None:
+            raise ValueError(
+                "give eval_path (a separate evaluation file) or max_train_length (split one "
+                f"file by length), not both; got eval_path={str(self.eval_path)!r}, "
+                f"max_train_length={threshold}"
+            )
+        if self.eval_path is None and threshold is None and self.n_eval_seen == 0:
+            raise ValueError(
+                f"task file {str(self.path)!r} needs something to evaluate on: eval_path=FILE, "
+                "max_train_length=N (split by length) or n_eval_seen=N (hold out N lines)"
+            )
+        if not self.name:
+            self.name = f"file:{self.path}"
+
+        examples = read_tsv(self.path, char_level=self.char_level, length_of=self.length_of)
+        if self.eval_path is not None:
+            self._train = examples
+            self._evaluation = read_tsv(
+                self.eval_path, char_level=self.char_level, length_of=self.length_of
+            )
+        elif threshold is not None:
+            self._train = [ex for ex in examples if ex.length <= threshold]
+            self._evaluation = [ex for ex in examples if ex.length > threshold]
+            lengths = sorted({ex.length for ex in examples})
+            if not self._train or not self._evaluation:
+                raise ValueError(
+                    f"max_train_length={threshold} leaves no "
+                    f"{'training' if not self._train else 'evaluation'} examples in "
+                    f"{self.path}: its {self.length_of} lengths run {lengths[0]}–{lengths[-1]}"
+                )
+        else:
+            self._train, self._evaluation = examples, []
+        if self.n_eval_seen >= len(self._train):
+            raise ValueError(
+                f"n_eval_seen={self.n_eval_seen} must be below the {len(self._train)} training "
+                f"examples of {self.path}"
+            )
+
+    def generate(self, seed: int) -> TaskData:
+        rng = random.Random(check_seed(seed))
+        train = list(self._train)
+        rng.shuffle(train)
+        shortest = min(ex.length for ex in train)
+        longest = max(ex.length for ex in train)
+        train, held_out = hold_out(train, self.n_eval_seen, rng, option="n_eval_seen")
+        evaluation = sorted(held_out + self._evaluation, key=lambda ex: ex.length)
+        return TaskData(train=train, evaluation=evaluation, train_lengths=(shortest, longest))
+
+
+register_task("tsv")(TsvTask)
