@@ -43,7 +43,7 @@ def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) ->
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["i\\j", *labels])
-        for label, row in zip(labels, index):
+        for label, row in zip(labels, index, strict=True):
             writer.writerow([label, *row])
         return buffer.getvalue().rstrip("\n")
     width = max(len(str(2 * k)), *(len(label) for label in labels))
@@ -54,13 +54,15 @@ def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) ->
         " " * (row_head + 3) + " ".join(label.rjust(width) for label in labels),
         " " * (row_head + 3) + "-" * ((width + 1) * len(labels) - 1),
     ]
-    for label, row in zip(labels, index):
+    for label, row in zip(labels, index, strict=True):
         lines.append(f"{label.rjust(row_head)} | " + " ".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    tokens = args.tokens.split() if args.tokens else None
+    tokens = args.tokens.split() if args.tokens is not None else None
+    if tokens == []:
+        raise ValueError(f"--tokens must contain at least one token, got {args.tokens!r}")
     length = args.length
     if tokens is not None:
         if length is not None and length != len(tokens):
