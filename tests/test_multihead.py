@@ -279,3 +279,13 @@ def test_bad_query_and_key_arguments():
         module(inputs(), value=inputs())
     with pytest.raises(ValueError, match=r"cache is for self-attention only"):
         module(inputs(), inputs(), cache=KVCache())
+
+
+def test_torch_style_self_attention_call_keeps_positions():
+    # module(x, x, x) is how torch.nn.MultiheadAttention is called for self-attention.
+    module = make_module(max_distance=2)
+    x = inputs()
+    torch.testing.assert_close(module(x, x, x, is_causal=True), module(x, is_causal=True), **TIGHT)
+    torch.testing.assert_close(module(x, x), module(x), **TIGHT)
+    # A different tensor with the same values is cross-attention: content only.
+    assert not torch.allclose(module(x, x.clone()), module(x))

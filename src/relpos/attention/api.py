@@ -37,8 +37,11 @@ def register_backend(
     applies: Callable[..., bool] | None = None,
     auto_priority: int | None = None,
 ) -> None:
-    """Add a backend. ``applies(query=..., key_query=..., dropout=..., has_mask=...)`` says when
-    ``auto`` may pick it; ``auto_priority`` is its place in the ``auto`` order (0 = first)."""
+    """Add a backend.
+
+    ``applies(query=, key_query=, dropout=, has_mask=, value_dim=)`` says when ``auto`` may pick
+    it (accept ``**context`` to stay compatible with new keys); ``auto_priority`` is its place in
+    the ``auto`` order (0 = first)."""
     BACKENDS[name] = fn
     if applies is not None:
         _APPLIES[name] = applies
@@ -58,7 +61,8 @@ def _pick_backend(name: str, **context) -> Backend:
                 return BACKENDS[candidate]
         return BACKENDS["eager"]
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid names: {', '.join(available_backends())}")
+        valid = ", ".join(available_backends())
+        raise ValueError(f"unknown backend {name!r}; valid names: {valid}")
     return BACKENDS[name]
 
 
@@ -155,14 +159,21 @@ def shaw_attention(
         has_mask=attn_mask is not None,
         value_dim=value.shape[-1],
     )
-    # Half precision is computed in float32 (softmax sums in bf16 lose whole digits), then cast back.
+    # Half precision is computed in float32 (softmax sums in bf16 lose whole digits), then cast
+    # back.
     compute_dtype = torch.promote_types(query.dtype, torch.float32)
-    cast = (lambda t: t if t is None else t.to(compute_dtype))
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return t if t is None else t.to(compute_dtype)
+
     dropout_mask = None
     if dropout_p > 0:
         dropout_mask = _dropout_mask(
-            (batch, heads, q_len, k_len), dropout_p,
-            dtype=compute_dtype, device=query.device, generator=generator,
+            (batch, heads, q_len, k_len),
+            dropout_p,
+            dtype=compute_dtype,
+            device=query.device,
+            generator=generator,
         )
     output = fn(
         cast(query),

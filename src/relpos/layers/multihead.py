@@ -130,7 +130,8 @@ class MultiheadAttention(nn.Module):
         Args:
             query: ``(B, Lq, E)`` (or ``(Lq, B, E)`` if not ``batch_first``).
             key, value: ``(B, Lk, kdim)`` / ``(B, Lk, vdim)`` for cross-attention; ``None`` for
-                self-attention (keys and values come from ``query``).
+                self-attention (keys and values come from ``query``). ``module(x, x, x)``, the
+                ``torch.nn.MultiheadAttention`` idiom, is self-attention too.
             key_padding_mask: ``(B, Lk)`` bool, **True marks padding** (as in
                 ``torch.nn.MultiheadAttention``); for a cache, covers all cached keys too.
             attn_mask: bool (True = may attend) or float, broadcasting to ``(B, H, Lq, Lk)``.
@@ -142,6 +143,10 @@ class MultiheadAttention(nn.Module):
         Returns:
             ``(B, Lq, E)``.
         """
+        if key is query and (value is None or value is query):
+            # torch.nn.MultiheadAttention's idiom for self-attention; treating it as
+            # cross-attention would silently drop the relative position terms.
+            key = value = None
         if not self.batch_first:
             query = query.transpose(0, 1)
             key = None if key is None else key.transpose(0, 1)
