@@ -567,3 +567,15 @@ def test_bad_input_names_the_argument(case):
     kwargs = {"max_distance": 2, **kwargs}
     with pytest.raises(error, match=match):
         shaw_attention(*tensors.values(), **kwargs)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (3, 5), (2, 3, 5), (2, 1, 3, 5), (1, 1, 1, 5)])
+def test_masks_broadcast_like_sdpa(shape):
+    # Every shape that broadcasts to (B, H, Lq, Lk) means the same as its expanded version.
+    tensors, kwargs = make_inputs(q_len=3, k_len=5)
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(2)) < 0.6
+    expanded = mask.expand(2, 2, 3, 5)
+    for backend in ["reference", *FAST_BACKENDS]:
+        output = shaw_attention(*tensors.values(), attn_mask=mask, backend=backend, **kwargs)
+        expected = shaw_attention(*tensors.values(), attn_mask=expanded, backend=backend, **kwargs)
+        torch.testing.assert_close(output, expected, **TIGHT)

@@ -56,7 +56,9 @@ def check_qkv(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int, int,
         )
     for name, t in (("key", key), ("value", value)):
         if t.dtype != query.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but query has {query.dtype}; cast them alike")
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but query has {query.dtype}; cast them alike"
+            )
         if t.device != query.device:
             raise ValueError(f"{name} is on {t.device} but query is on {query.device}")
     if head_dim == 0 or value.shape[3] == 0:
@@ -89,7 +91,9 @@ def check_table(
             f"(expected {expected}; 2k+1 = max_left + max_right + 1 = {rows})"
         )
     if table.dtype != like.dtype:
-        raise TypeError(f"{name} has dtype {table.dtype} but query has {like.dtype}; cast them alike")
+        raise TypeError(
+            f"{name} has dtype {table.dtype} but query has {like.dtype}; cast them alike"
+        )
     if table.device != like.device:
         raise ValueError(f"{name} is on {table.device} but query is on {like.device}")
 
@@ -110,13 +114,16 @@ def check_attn_mask(
     if not isinstance(attn_mask, Tensor):
         raise TypeError(f"attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
     target = (batch, heads, q_len, k_len)
+    # Align from the right, as broadcasting does: (Lk,), (Lq, Lk), (H, Lq, Lk), (B, H, Lq, Lk).
     fits = attn_mask.dim() <= 4 and all(
-        have in (1, want) for have, want in zip(reversed(attn_mask.shape), reversed(target))
+        have in (1, want)
+        for have, want in zip(attn_mask.shape, target[4 - attn_mask.dim() :], strict=True)
     )
     if not fits:
         raise ValueError(
             f"attn_mask of shape {_shape(attn_mask)} does not broadcast to (B, H, Lq, Lk) = "
-            f"{target}; use (Lq, Lk), (B, 1, Lq, Lk), (B, 1, 1, Lk) for key padding, or (B, H, Lq, Lk)"
+            f"{target}; use (Lq, Lk), (B, 1, Lq, Lk), (B, 1, 1, Lk) for key padding, "
+            "or (B, H, Lq, Lk)"
         )
     if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
         raise TypeError(

@@ -2,9 +2,11 @@
 
 A scheme reaches a transformer in up to four places (see ``shared/reference/family.md``):
 
-1. added to the input embeddings (absolute: sinusoidal, learned) — :meth:`PositionScheme.input_encoding`;
+1. added to the input embeddings (absolute: sinusoidal, learned) —
+   :meth:`PositionScheme.input_encoding`;
 2. rotating queries and keys (RoPE) — :meth:`AttentionPosition.rotate`;
-3. a bias on the logits (T5, ALiBi, Swin) or a key term (Shaw, Huang) — :meth:`AttentionPosition.attend`;
+3. a bias on the logits (T5, ALiBi, Swin) or a key term (Shaw, Huang) —
+   :meth:`AttentionPosition.attend`;
 4. a value term (Shaw) — also :meth:`AttentionPosition.attend`.
 
 A :class:`PositionScheme` is a small config dataclass that builds those pieces for a model of a
