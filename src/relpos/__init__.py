@@ -18,15 +18,24 @@ from .attention import (
 )
 from .layers import KVCache, MultiheadAttention
 from .schemes import (
+    ALiBiBias,
     AttentionPosition,
     LearnedPositionEmbedding,
     PositionScheme,
+    RotaryPosition,
     ShawRelativePosition,
     SinusoidalEncoding,
+    T5RelativeBias,
+    WindowRelativeBias,
+    alibi_slopes,
+    apply_rope,
     available_schemes,
     get_scheme,
     register_scheme,
+    rope_frequencies,
     sinusoidal_encoding,
+    swin_relative_position_index,
+    t5_relative_bucket,
 )
 
 __version__ = "0.1.0"
@@ -48,5 +57,14 @@ __all__ = [
     "get_scheme",
     "register_scheme",
     "sinusoidal_encoding",
+    "ALiBiBias",
+    "RotaryPosition",
+    "T5RelativeBias",
+    "WindowRelativeBias",
+    "alibi_slopes",
+    "apply_rope",
+    "rope_frequencies",
+    "swin_relative_position_index",
+    "t5_relative_bucket",
     "__version__",
 ]

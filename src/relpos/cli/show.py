@@ -13,7 +13,7 @@ import json
 
 from ..attention.index import relative_position_index
 
-__all__ = ["register", "format_index"]
+__all__ = ["register", "format_index", "format_window_index"]
 
 
 def register(subparsers) -> None:
@@ -29,6 +29,15 @@ def register(subparsers) -> None:
         "--tokens", default=None, help='label rows/columns, e.g. "I think therefore I am"'
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--2d",
+        dest="two_d",
+        action="store_true",
+        help="print Swin's 2D window index instead (see --window)",
+    )
+    parser.add_argument(
+        "--window", default="2x2", help="window size HxW for --2d (default 2x2; Swin uses 7x7)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -59,7 +68,53 @@ def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) ->
     return "\n".join(lines)
 
 
+def _parse_window(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"--window must look like HxW, e.g. 7x7, got {text!r}")
+    window_h, window_w = (int(part) for part in parts)
+    if window_h < 1 or window_w < 1:
+        raise ValueError(f"--window sides must be >= 1, got {text!r}")
+    return window_h, window_w
+
+
+def format_window_index(index: list[list[int]], window_h: int, window_w: int, fmt: str) -> str:
+    """Render Swin's window index; tokens are labelled ``y,x`` in row-major order."""
+    rows = (2 * window_h - 1) * (2 * window_w - 1)
+    centre = (window_h - 1) * (2 * window_w - 1) + window_w - 1
+    labels = [f"{y},{x}" for y in range(window_h) for x in range(window_w)]
+    if fmt == "json":
+        return json.dumps(
+            {"window": [window_h, window_w], "tokens": labels, "num_rows": rows, "index": index}
+        )
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["i\\j", *labels])
+        for label, row in zip(labels, index, strict=True):
+            writer.writerow([label, *row])
+        return buffer.getvalue().rstrip("\n")
+    width = max(len(str(rows - 1)), *(len(label) for label in labels))
+    row_head = max(len(label) for label in labels)
+    lines = [
+        f"Swin window index (dy + {window_h - 1})*{2 * window_w - 1} + (dx + {window_w - 1}), "
+        f"dy = y_i - y_j, dx = x_i - x_j: {rows} table rows, entry {centre} is the token itself",
+        " " * (row_head + 3) + " ".join(label.rjust(width) for label in labels),
+        " " * (row_head + 3) + "-" * ((width + 1) * len(labels) - 1),
+    ]
+    for label, row in zip(labels, index, strict=True):
+        lines.append(f"{label.rjust(row_head)} | " + " ".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "two_d", False):
+        from ..schemes.swin import swin_relative_position_index
+
+        window_h, window_w = _parse_window(args.window)
+        index = swin_relative_position_index(window_h, window_w).tolist()
+        print(format_window_index(index, window_h, window_w, args.format))
+        return 0
     tokens = args.tokens.split() if args.tokens is not None else None
     if tokens == []:
         raise ValueError(f"--tokens must contain at least one token, got {args.tokens!r}")

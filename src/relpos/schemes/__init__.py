@@ -3,6 +3,7 @@
 Importing this package registers every built-in scheme; ``get_scheme(name, **options)`` builds one.
 """
 
+from .alibi import ALiBiBias, ALiBiScheme, alibi_slopes
 from .base import (
     SCHEMES,
     AttentionPosition,
@@ -11,10 +12,14 @@ from .base import (
     get_scheme,
     register_scheme,
 )
+from .huang import HuangScheme
 from .learned import LearnedPositionEmbedding, LearnedScheme
 from .none import NoPositionScheme
+from .rope import RoPEScheme, RotaryPosition, apply_rope, rope_angles, rope_frequencies
 from .shaw import ShawRelativePosition, ShawScheme
 from .sinusoidal import SinusoidalEncoding, SinusoidalScheme, sinusoidal_encoding
+from .swin import WindowRelativeBias, swin_relative_position_index
+from .t5 import T5RelativeBias, T5Scheme, t5_relative_bucket
 
 __all__ = [
     "SCHEMES",
@@ -31,4 +36,18 @@ __all__ = [
     "SinusoidalEncoding",
     "SinusoidalScheme",
     "sinusoidal_encoding",
+    "ALiBiBias",
+    "ALiBiScheme",
+    "alibi_slopes",
+    "HuangScheme",
+    "RoPEScheme",
+    "RotaryPosition",
+    "apply_rope",
+    "rope_angles",
+    "rope_frequencies",
+    "WindowRelativeBias",
+    "swin_relative_position_index",
+    "T5RelativeBias",
+    "T5Scheme",
+    "t5_relative_bucket",
 ]

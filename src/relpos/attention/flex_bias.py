@@ -1,0 +1,268 @@
+"""Scalar biases that depend only on the distance ``j - i``: dense (SDPA) and FlexAttention paths.
+
+T5's bucketed bias and ALiBi's linear bias are both *Toeplitz*: ``b_h(i, j) = f_h(j - i)``. A
+block of ``Lq`` queries at positions ``query_offset + r`` and ``Lk`` keys at ``key_offset + c``
+meets only ``Lq + Lk - 1`` distinct distances, so a scheme hands the kernels one small table,
+``distance_bias (H, Lq + Lk - 1)``, whose column ``c - r + Lq - 1`` is the bias of query row ``r``
+and key column ``c``. Column 0 belongs to the smallest distance,
+``key_offset - query_offset - (Lq - 1)`` (see :func:`relative_distances`).
+
+The same table runs three ways, all computing ``softmax(scale · q kᵀ + b + mask) v``:
+
+* ``reference``: expand to ``(H, Lq, Lk)`` and do the softmax by hand
+  (:func:`relpos.attention.sdpa.reference_bias_attention`) — the oracle;
+* ``sdpa``: expand and pass it to SDPA as an additive mask (``O(H·Lq·Lk)`` memory for the bias);
+* ``flex``: FlexAttention reads the table inside its ``score_mod``, so the ``(Lq, Lk)`` bias is
+  never formed. It is fused only under ``torch.compile``, and its backward runs only on CUDA.
+
+Shape legend: ``B`` batch, ``H`` heads, ``Lq`` / ``Lk`` query / key length, ``D`` head size,
+``Dv`` value head size.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from .api import available_backends
+from .checks import check_attn_mask, check_dropout, check_qkv, check_scale, logit_mask
+from .sdpa import fully_masked_rows, reference_bias_attention, sdpa_attention
+
+__all__ = [
+    "BIAS_BACKENDS",
+    "relative_distances",
+    "expand_distance_bias",
+    "flex_bias_attention",
+    "flex_applies",
+    "distance_bias_attention",
+]
+
+#: backends that mean something for a scalar bias; any other registered (Shaw) backend name
+#: selects the fused SDPA path, because those kernels exist for relative *tables*, not biases.
+BIAS_BACKENDS = ("auto", "reference", "sdpa", "flex")
+
+#: below this many queries or keys FlexAttention's 128-wide tiles are mostly padding and its
+#: per-shape compilation is not repaid; SDPA with the dense bias is used instead.
+FLEX_MIN_LENGTH = 128
+
+
+def relative_distances(
+    query_len: int,
+    key_len: int,
+    *,
+    query_offset: int = 0,
+    key_offset: int = 0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``LongTensor (Lq + Lk - 1,)``: every distance ``j - i`` in the block, in table order.
+
+    Entry ``t`` is ``key_offset - query_offset - (Lq - 1) + t``, so query row ``r`` and key
+    column ``c`` (distance ``key_offset + c - query_offset - r``) read entry ``c - r + Lq - 1``.
+    """
+    for value, name in (
+        (query_len, "query_len"),
+        (key_len, "key_len"),
+        (query_offset, "query_offset"),
+        (key_offset, "key_offset"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if query_len < 1 or key_len < 1:
+        raise ValueError(
+            f"query_len and key_len must be >= 1, got query_len={query_len}, key_len={key_len}"
+        )
+    smallest = key_offset - query_offset - (query_len - 1)
+    return torch.arange(query_len + key_len - 1, device=device) + smallest
+
+
+def _check_distance_bias(distance_bias: Tensor, heads: int, q_len: int, k_len: int) -> None:
+    if not isinstance(distance_bias, Tensor) or not distance_bias.is_floating_point():
+        raise TypeError(
+            "distance_bias must be a floating-point torch.Tensor, got "
+            f"{getattr(distance_bias, 'dtype', type(distance_bias).__name__)}"
+        )
+    width = q_len + k_len - 1
+    if (
+        distance_bias.dim() != 2
+        or distance_bias.shape[0] not in (1, heads)
+        or (distance_bias.shape[1] != width)
+    ):
+        raise ValueError(
+            f"distance_bias must have shape (H, Lq + Lk - 1) = ({heads}, {width}) (or 1 row "
+            f"shared by all heads), got {tuple(distance_bias.shape)}"
+        )
+
+
+def expand_distance_bias(distance_bias: Tensor, query_len: int, key_len: int) -> Tensor:
+    """``(H, Lq + Lk - 1)`` per-distance biases → the dense ``(H, Lq, Lk)`` bias."""
+    _check_distance_bias(distance_bias, distance_bias.shape[0], query_len, key_len)
+    rows = torch.arange(query_len, device=distance_bias.device)
+    cols = torch.arange(key_len, device=distance_bias.device)
+    column = cols[None, :] - rows[:, None] + (query_len - 1)  # (Lq, Lk): constant along diagonals
+    return distance_bias[:, column]  # (H, Lq, Lk)
+
+
+def _causal_mask_mod(batch, head, q_idx, kv_idx):
+    # Top-left aligned, as SDPA's is_causal: row r sees columns c <= r.
+    return kv_idx <= q_idx
+
+
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    # Without torch.compile FlexAttention falls back to an unfused path that forms the full
+    # score matrix, which would defeat its purpose here.
+    return torch.compile(flex_attention)
+
+
+def flex_bias_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    distance_bias: Tensor | None = None,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    compiled: bool = True,
+) -> Tensor:
+    """``softmax(scale · q kᵀ + b + mask) v`` by FlexAttention, reading ``b`` in ``score_mod``.
+
+    Args:
+        query: ``(B, H, Lq, D)``; key ``(B, H, Lk, D)``; value ``(B, H, Lk, Dv)``.
+        distance_bias: ``(H, Lq + Lk - 1)`` (or one shared row), see the module docstring.
+        attn_mask: bool (True = may attend) or float, broadcasting to ``(B, H, Lq, Lk)``; it is
+            read inside ``score_mod`` too, so it gives no block sparsity.
+        is_causal: top-left aligned causal mask; alone it becomes a block mask, so fully masked
+            tiles are skipped.
+        scale: logit scale, default ``1/sqrt(D)``.
+        compiled: use ``torch.compile(flex_attention)`` (the fused kernel). ``False`` runs
+            FlexAttention's unfused eager path — forward only on CPU, handy for testing.
+
+    Returns:
+        ``(B, H, Lq, Dv)``; a query row whose keys are all masked gives zeros, as in
+        :func:`relpos.attention.sdpa.sdpa_attention`. No dropout: FlexAttention has none.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    batch, heads, q_len, k_len, _ = check_qkv(query, key, value)
+    check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
+    if distance_bias is not None:
+        _check_distance_bias(distance_bias, heads, q_len, k_len)
+        # SDPA's path casts the bias to the query dtype too; keep the two paths alike.
+        distance_bias = distance_bias.to(query.dtype).expand(heads, -1)  # (H, Lq + Lk - 1)
+
+    block_mask, dense_mask, empty = None, None, None
+    if attn_mask is not None:
+        dense_mask = logit_mask(
+            attn_mask, is_causal, q_len, k_len, dtype=query.dtype, device=query.device
+        )
+        # As in sdpa_attention: open rows with no allowed key for the kernel, zero them after.
+        empty = fully_masked_rows(dense_mask)
+        dense_mask = dense_mask.masked_fill(empty, 0.0).expand(batch, heads, q_len, k_len)
+    elif is_causal:
+        block_mask = create_block_mask(
+            _causal_mask_mod, None, None, q_len, k_len, device=query.device
+        )
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        if distance_bias is not None:
+            score = score + distance_bias[h, kv_idx - q_idx + (q_len - 1)]
+        if dense_mask is not None:
+            score = score + dense_mask[b, h, q_idx, kv_idx]
+        return score
+
+    attend = _compiled_flex_attention() if compiled else flex_attention
+    output = attend(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    if empty is not None:
+        output = output.masked_fill(empty, 0.0)
+    return output
+
+
+def flex_applies(
+    query: Tensor,
+    key: Tensor,
+    *,
+    distance_bias: Tensor,
+    attn_mask: Tensor | None,
+    dropout_p: float,
+) -> bool:
+    """Whether ``auto`` takes FlexAttention: CUDA, long blocks, no dropout, no dense mask.
+
+    Its CPU backward does not exist, a dense mask removes its advantage (it would be read per
+    score like the SDPA bias), and a bias that needs gradients is scattered back with atomics,
+    which PyTorch's authors describe as possibly slower; those cases stay on SDPA.
+    """
+    return (
+        query.is_cuda
+        and dropout_p == 0.0
+        and attn_mask is None
+        and not distance_bias.requires_grad
+        and min(query.shape[-2], key.shape[-2]) >= FLEX_MIN_LENGTH
+    )
+
+
+def distance_bias_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    distance_bias: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Attention with a per-distance bias, by the path ``backend`` names.
+
+    ``distance_bias (H, Lq + Lk - 1)`` as in the module docstring; other arguments as
+    :func:`relpos.attention.sdpa.sdpa_attention`. ``backend``: ``"auto"`` (FlexAttention where
+    :func:`flex_applies`, else SDPA), ``"sdpa"``, ``"flex"``, ``"reference"`` (manual, no
+    dropout); the name of any other registered backend selects SDPA. Returns ``(B, H, Lq, Dv)``.
+    """
+    _, heads, q_len, k_len, head_dim = check_qkv(query, key, value)
+    _check_distance_bias(distance_bias, heads, q_len, k_len)
+    dropout_p = check_dropout(dropout_p)
+    scale = check_scale(scale, head_dim)
+    if not isinstance(backend, str) or backend not in (*BIAS_BACKENDS, *available_backends()):
+        valid = sorted({*BIAS_BACKENDS, *available_backends()})
+        raise ValueError(f"unknown backend {backend!r}; valid names: {', '.join(valid)}")
+    if backend in ("reference", "flex") and dropout_p > 0:
+        raise ValueError(
+            f"backend={backend!r} has no attention dropout, got dropout_p={dropout_p}; use "
+            "backend='sdpa' (or 'auto'), or dropout_p=0.0 (evaluation)"
+        )
+    if backend == "flex" or (
+        backend == "auto"
+        and flex_applies(
+            query, key, distance_bias=distance_bias, attn_mask=attn_mask, dropout_p=dropout_p
+        )
+    ):
+        return flex_bias_attention(
+            query,
+            key,
+            value,
+            distance_bias=distance_bias,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            scale=scale,
+        )
+    bias = expand_distance_bias(distance_bias, q_len, k_len)  # (H, Lq, Lk)
+    if backend == "reference":
+        return reference_bias_attention(
+            query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale
+        )
+    return sdpa_attention(
+        query,
+        key,
+        value,
+        bias=bias,
+        attn_mask=attn_mask,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        scale=scale,
+    )

@@ -1,0 +1,60 @@
+"""Key-query relative position embeddings (Huang, Liang, Xu & Xiang, Findings of EMNLP 2020,
+"Improve Transformer Models with Better Relative Position Embeddings", Sec. 3, method 4).
+
+Method 4 lets the relative vector interact with the key as well as with the query:
+``e_ij = (q_i·k_j + q_i·a_ij + k_j·a_ij) / sqrt(d)`` — Shaw et al.'s key term plus ``k_j·a_ij``,
+with one table ``a`` per layer shared by all heads and no value term. Method 3 ("relative_key",
+``key_query=False``) keeps only ``q_i·a_ij``.
+
+It is built on Shaw's machinery (:class:`~relpos.schemes.shaw.ShawRelativePosition` with
+``key_query=True``, which every Shaw backend computes). Two differences from Hugging Face BERT's
+``relative_key_query``, neither of which changes what the model can express:
+
+* BERT indexes its table by ``i - j``, Shaw by ``j - i``: the rows are stored in reverse order;
+* BERT's table has a row for every distance up to its maximum length (no clipping); here
+  distances are clipped at ``max_distance`` — with ``max_distance >= L - 1`` the two coincide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import PositionScheme, register_scheme
+from .shaw import ShawRelativePosition
+
+__all__ = ["HuangScheme"]
+
+
+@register_scheme
+@dataclasses.dataclass
+class HuangScheme(PositionScheme):
+    """``huang``: relative key vectors that meet both the query and the key (method 4)."""
+
+    name = "huang"
+    paper = "Huang et al. 2020, Improve Transformer Models with Better Relative Position Embeddings"
+
+    # Clipping distance; generous, since the paper's tables cover the whole input length.
+    max_distance: int = 128
+    key_query: bool = True  # False: method 3 ("relative_key"), the query term alone
+    per_head: bool = False  # BERT shares one table across the heads of a layer
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_distance, bool)
+            or not isinstance(self.max_distance, int)
+            or (self.max_distance < 0)
+        ):
+            raise ValueError(f"max_distance must be an int >= 0, got {self.max_distance!r}")
+        if not isinstance(self.key_query, bool):
+            raise TypeError(f"key_query must be a bool, got {self.key_query!r}")
+
+    def attention_position(self, num_heads: int, head_dim: int, *, causal: bool):
+        return ShawRelativePosition(
+            head_dim,
+            self.max_distance,
+            num_heads=num_heads,
+            key_term=True,
+            value_term=False,
+            per_head=self.per_head,
+            key_query=self.key_query,
+        )

@@ -1,0 +1,471 @@
+"""The position-scheme family against its formulas (``shared/reference/family.md``), known values,
+and every scheme's contract with the models: gradients, fused == manual path, cached decoding."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import relpos
+from relpos.schemes.rope import rope_angles
+
+# ---------------------------------------------------------------------------------------------
+# T5 buckets
+
+
+def plain_t5_bucket(n: int, bidirectional: bool, num_buckets: int, max_distance: int) -> int:
+    """The bucketing of family.md, one integer at a time, in plain Python floats."""
+    bucket = 0
+    if bidirectional:
+        num_buckets //= 2
+        if n > 0:
+            bucket = num_buckets
+        n = abs(n)
+    else:
+        n = max(-n, 0)
+    max_exact = num_buckets // 2
+    if n < max_exact:
+        return bucket + n
+    scaled = math.log(n / max_exact) / math.log(max_distance / max_exact)
+    return bucket + min(max_exact + math.floor(scaled * (num_buckets - max_exact)), num_buckets - 1)
+
+
+T5_CONFIGS = [
+    (True, 32, 128),  # T5's defaults (encoder)
+    (False, 32, 128),  # T5's defaults (decoder)
+    (True, 16, 64),
+    (False, 8, 20),
+    (True, 64, 256),
+    (True, 10, 50),  # max_exact = 2
+    (False, 2, 5),  # the smallest causal table
+    (True, 33, 100),  # odd: T5's integer halving leaves the last bucket unused
+]
+
+
+@pytest.mark.parametrize("bidirectional, num_buckets, max_distance", T5_CONFIGS)
+def test_t5_bucket_matches_formula_for_every_integer(bidirectional, num_buckets, max_distance):
+    distances = torch.arange(-300, 301)
+    got = relpos.t5_relative_bucket(
+        distances, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+    )
+    expected = [
+        plain_t5_bucket(n, bidirectional, num_buckets, max_distance) for n in distances.tolist()
+    ]
+    assert got.dtype == torch.long
+    assert got.tolist() == expected
+    assert got.min() >= 0 and got.max() < num_buckets
+
+
+def test_t5_bucket_known_values_at_boundaries():
+    def bucket(n, **kw):
+        return relpos.t5_relative_bucket(torch.tensor([n]), **kw).item()
+
+    # Defaults, bidirectional: 16 buckets per side, 8 exact; log buckets reach 15 at distance 128.
+    for n, expected in [
+        (0, 0),
+        (-1, 1),
+        (1, 17),
+        (-7, 7),
+        (-8, 8),
+        (8, 24),
+        (-15, 9),
+        (-16, 10),  # log(2)/log(16)·8 = 2 exactly
+        (-127, 15),
+        (-128, 15),
+        (128, 31),
+        (-(10**9), 15),
+        (10**9, 31),
+    ]:
+        assert bucket(n) == expected, n
+    # Causal: later keys share bucket 0; 16 exact distances, the rest logarithmic up to 128.
+    for n, expected in [(5, 0), (0, 0), (-3, 3), (-15, 15), (-16, 16), (-128, 31), (-(10**9), 31)]:
+        assert bucket(n, bidirectional=False) == expected, n
+
+
+def test_t5_bucket_is_monotone_in_distance():
+    distances = torch.arange(0, 5000)
+    for sign in (1, -1):
+        buckets = relpos.t5_relative_bucket(sign * distances)
+        assert bool((buckets[1:] >= buckets[:-1]).all())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(relative_position=torch.tensor([1.0])), TypeError, "integer tensor"),
+        (dict(relative_position=[1, 2]), TypeError, "torch.Tensor"),
+        (dict(num_buckets=3), ValueError, "num_buckets must be >= 4"),
+        (dict(num_buckets=32, max_distance=8), ValueError, "max_distance must be >"),
+        (dict(num_buckets=32.0), TypeError, "num_buckets must be an int"),
+        (dict(bidirectional=1), TypeError, "bidirectional must be a bool"),
+    ],
+)
+def test_t5_bucket_bad_input(kwargs, error, match):
+    kwargs = {"relative_position": torch.arange(3), **kwargs}
+    position = kwargs.pop("relative_position")
+    with pytest.raises(error, match=match):
+        relpos.t5_relative_bucket(position, **kwargs)
+
+
+def test_t5_bias_reads_bucket_weights_with_offsets():
+    bias = relpos.T5RelativeBias(3, num_buckets=8, max_distance=20)
+    dense = bias.bias(4, 9, query_offset=5, key_offset=2)  # (H, Lq, Lk)
+    i = torch.arange(4)[:, None] + 5
+    j = torch.arange(9)[None, :] + 2
+    buckets = relpos.t5_relative_bucket(j - i, num_buckets=8, max_distance=20)
+    expected = bias.bucket_weights[buckets].permute(2, 0, 1)
+    assert torch.equal(dense, expected)
+
+
+def test_t5_scheme_is_shared_and_follows_causality():
+    scheme = relpos.get_scheme("t5", num_buckets=16)
+    assert scheme.shared_across_layers
+    assert scheme.attention_position(2, 8, causal=True).bidirectional is False
+    assert scheme.attention_position(2, 8, causal=False).bidirectional is True
+    assert (
+        relpos.get_scheme("t5", bidirectional=True)
+        .attention_position(2, 8, causal=True)
+        .bidirectional
+    )
+    with pytest.raises(ValueError, match="max_distance"):
+        relpos.get_scheme("t5", num_buckets=32, max_distance=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# ALiBi
+
+
+def test_alibi_slopes_8_heads():
+    assert relpos.alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]
+
+
+def test_alibi_slopes_12_heads():
+    # The 8 slopes for 8 heads, then every other slope for 16 heads (2^-0.5, 2^-1.5, ...).
+    expected = [2.0**-k for k in range(1, 9)] + [2.0**-0.5, 2.0**-1.5, 2.0**-2.5, 2.0**-3.5]
+    got = relpos.alibi_slopes(12, dtype=torch.float64)
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0)
+    assert torch.equal(relpos.alibi_slopes(12), torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    "heads, expected",
+    [
+        (1, [2.0**-8]),
+        (2, [2.0**-4, 2.0**-8]),
+        (6, [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]),
+        (16, [2.0 ** (-k / 2) for k in range(1, 17)]),
+    ],
+)
+def test_alibi_slopes_other_head_counts(heads, expected):
+    assert torch.allclose(
+        relpos.alibi_slopes(heads, dtype=torch.float64),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=1e-15,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("heads", [0, -2, 2.0, True])
+def test_alibi_slopes_bad_heads(heads):
+    with pytest.raises(ValueError, match="num_heads"):
+        relpos.alibi_slopes(heads)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_alibi_bias_formula(causal):
+    alibi = relpos.ALiBiBias(4, causal=causal)
+    dense = alibi.bias(3, 6, query_offset=4, key_offset=1)  # (H, Lq, Lk)
+    slopes = relpos.alibi_slopes(4)
+    for h in range(4):
+        for r in range(3):
+            for c in range(6):
+                i, j = 4 + r, 1 + c
+                expected = slopes[h] * (j - i) if causal else -slopes[h] * abs(i - j)
+                assert dense[h, r, c].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert list(alibi.parameters()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# RoPE
+
+
+def complex_rope(x, positions, layout, base=10000.0):
+    """RoPE as multiplication of channel pairs, seen as complex numbers, by e^{i p θ_t}."""
+    d = x.shape[-1]
+    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    rotation = torch.polar(
+        torch.ones(len(positions), d // 2, dtype=torch.float64), positions.double()[:, None] * theta
+    )
+    if layout == "interleaved":
+        pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], d // 2, 2).contiguous())
+        return torch.view_as_real(pairs * rotation).flatten(-2)
+    pairs = torch.complex(x[..., : d // 2], x[..., d // 2 :])
+    rotated = pairs * rotation
+    return torch.cat((rotated.real, rotated.imag), dim=-1)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "half"])
+def test_rope_matches_complex_rotation(layout):
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64)
+    got = relpos.apply_rope(x, offset=7, layout=layout)
+    assert torch.allclose(got, complex_rope(x, torch.arange(5) + 7, layout), atol=1e-12)
+
+
+def test_rope_layouts_differ_only_by_channel_order():
+    x = torch.randn(4, 6, dtype=torch.float64)
+    half_order = torch.cat((torch.arange(0, 6, 2), torch.arange(1, 6, 2)))  # interleaved -> half
+    interleaved = relpos.apply_rope(x, layout="interleaved")
+    half = relpos.apply_rope(x[:, half_order], layout="half")
+    assert torch.allclose(interleaved[:, half_order], half, atol=1e-12)
+    assert not torch.allclose(interleaved, relpos.apply_rope(x, layout="half"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    p=st.integers(-50, 500),
+    s=st.integers(-50, 500),
+    shift=st.integers(-200, 2000),
+    layout=st.sampled_from(["interleaved", "half"]),
+    seed=st.integers(0, 2**16),
+)
+def test_rope_logit_depends_only_on_distance(p, s, shift, layout, seed):
+    generator = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(2, 1, 16, dtype=torch.float64, generator=generator)
+
+    def logit(query_pos, key_pos):
+        rotated_q = relpos.apply_rope(q, positions=torch.tensor([query_pos]), layout=layout)
+        rotated_k = relpos.apply_rope(k, positions=torch.tensor([key_pos]), layout=layout)
+        return (rotated_q * rotated_k).sum().item()
+
+    assert logit(p, s) == pytest.approx(logit(p + shift, s + shift), abs=1e-9)
+    assert logit(p, s) == pytest.approx(
+        (q * relpos.apply_rope(k, positions=torch.tensor([s - p]), layout=layout)).sum().item(),
+        abs=1e-9,
+    )
+
+
+def test_rope_offset_continues_the_sequence():
+    x = torch.randn(1, 2, 10, 8)
+    full = relpos.apply_rope(x, layout="half")
+    assert torch.allclose(relpos.apply_rope(x[:, :, 6:], offset=6, layout="half"), full[:, :, 6:])
+
+
+def test_rope_linear_scaling_divides_positions():
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    scaled = relpos.apply_rope(x, offset=3, scaling="linear", scaling_factor=4.0)
+    by_hand = relpos.apply_rope(x, positions=(torch.arange(6) + 3) / 4.0)
+    assert torch.allclose(scaled, by_hand, atol=1e-12)
+    assert not torch.allclose(scaled, relpos.apply_rope(x, offset=3))
+
+
+def test_rope_ntk_scaling_raises_the_base():
+    d, s = 16, 8.0
+    ntk = relpos.rope_frequencies(d, scaling="ntk", scaling_factor=s)
+    expected = relpos.rope_frequencies(d, base=10000.0 * s ** (d / (d - 2)))
+    assert torch.allclose(ntk, expected, rtol=1e-14)
+    plain = relpos.rope_frequencies(d)
+    assert ntk[0] == plain[0] == 1.0  # the fastest pair is untouched ...
+    assert ntk[-1].item() == pytest.approx(plain[-1].item() / s, rel=1e-12)  # ... the slowest / s
+    angles = rope_angles(torch.tensor([3]), d, scaling="ntk", scaling_factor=s)
+    assert torch.allclose(angles[0], 3 * ntk)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(layout="rotated"), "unknown RoPE layout 'rotated'"),
+        (dict(scaling="yarn", scaling_factor=2.0), "unknown RoPE scaling 'yarn'"),
+        (dict(scaling_factor=2.0), "has no effect without scaling"),
+        (dict(scaling="linear", scaling_factor=0.0), "scaling_factor must be a number > 0"),
+        (dict(base=1.0), "base must be a number > 1"),
+    ],
+)
+def test_rope_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        relpos.apply_rope(torch.randn(3, 8), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        relpos.RotaryPosition(8, **kwargs)
+
+
+def test_rope_odd_head_size_is_refused():
+    with pytest.raises(ValueError, match="head_dim must be even"):
+        relpos.apply_rope(torch.randn(3, 7))
+    with pytest.raises(ValueError, match="head_dim must be even"):
+        relpos.get_scheme("rope").attention_position(2, 5, causal=True)
+    with pytest.raises(ValueError, match="unknown RoPE layout"):
+        relpos.get_scheme("rope", layout="neox")
+    with pytest.raises(ValueError, match="NTK-aware scaling needs head_dim > 2"):
+        relpos.rope_frequencies(2, scaling="ntk", scaling_factor=2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Huang et al. (method 4)
+
+
+def test_huang_method_4_formula():
+    torch.manual_seed(0)
+    position = relpos.get_scheme("huang", max_distance=3).attention_position(2, 4, causal=False)
+    q, k, v = torch.randn(3, 1, 2, 5, 4, dtype=torch.float64)
+    table = position.key_table.detach().double()  # (2k + 1, D), shared by the heads
+    got = position.attend(q, k, v)
+    logits = torch.empty(1, 2, 5, 5, dtype=torch.float64)
+    for i in range(5):
+        for j in range(5):
+            a = table[max(-3, min(3, j - i)) + 3]
+            logits[..., i, j] = (
+                (q[..., i, :] * k[..., j, :]).sum(-1) + q[..., i, :] @ a + k[..., j, :] @ a
+            ) / 2.0
+    expected = torch.softmax(logits, dim=-1) @ v
+    assert torch.allclose(got, expected, atol=1e-12)
+    assert position.value_table is None
+    method_3 = relpos.get_scheme("huang", key_query=False).attention_position(2, 4, causal=False)
+    assert not method_3.key_query
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin
+
+
+def test_swin_index_2x2():
+    assert relpos.swin_relative_position_index(2, 2).tolist() == [
+        [4, 3, 1, 0],
+        [5, 4, 2, 1],
+        [7, 6, 4, 3],
+        [8, 7, 5, 4],
+    ]
+
+
+def test_swin_index_7x7_properties():
+    index = relpos.swin_relative_position_index(7, 7)
+    assert index.shape == (49, 49) and index.dtype == torch.long
+    assert index.min() == 0 and index.max() == 168
+    assert bool((index.diagonal() == 84).all())
+    assert torch.equal(index + index.T, torch.full_like(index, 168))  # (dy, dx) -> (-dy, -dx)
+    assert len(index.unique()) == 13 * 13
+
+
+def test_swin_index_matches_formula_for_a_rectangular_window():
+    wh, ww = 3, 4
+    index = relpos.swin_relative_position_index(wh, ww)
+    for a in range(wh * ww):
+        for b in range(wh * ww):
+            dy, dx = a // ww - b // ww, a % ww - b % ww
+            assert index[a, b] == (dy + wh - 1) * (2 * ww - 1) + (dx + ww - 1)
+
+
+def test_window_bias_in_multihead_attention():
+    torch.manual_seed(0)
+    bias = relpos.WindowRelativeBias((2, 3), num_heads=2)
+    assert bias.bias_table.shape == (3 * 5, 2)
+    assert "rel_index" not in bias.state_dict()  # derived, not saved
+    dense = bias.bias()
+    assert torch.equal(dense[1], bias.bias_table[:, 1][bias.rel_index])
+    attn = relpos.MultiheadAttention(8, 2, position=bias).double()
+    windows = torch.randn(5, 6, 8, dtype=torch.float64)  # (B·nW, N, C)
+    attn(windows).sum().backward()
+    assert bias.bias_table.grad is not None and bias.bias_table.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"2x3 window of N = 6 tokens, got 5 queries"):
+        attn(windows[:, :5])
+
+
+@pytest.mark.parametrize("size", [0, (2, 0), (2, 2, 2), 2.5])
+def test_window_bad_size(size):
+    with pytest.raises(ValueError, match="window_size"):
+        relpos.WindowRelativeBias(size, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every scheme: registry, gradients, fused == manual, cached decoding
+
+FAMILY = ["t5", "alibi", "rope", "huang", "none"]
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("causal", [False, True])
+def test_scheme_builds_by_name(name, causal):
+    scheme = relpos.get_scheme(name)
+    assert scheme.name == name and scheme.paper
+    assert scheme.input_encoding(16, 10) is None  # none of these touches the input
+    position = scheme.attention_position(4, 8, causal=causal)
+    if name == "none":
+        assert position is None
+    else:
+        assert isinstance(position, relpos.AttentionPosition)
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(ValueError, match="has no option"):
+        relpos.get_scheme("alibi", slope=1.0)
+
+
+def build(name, causal, heads=2, head_dim=4):
+    position = relpos.get_scheme(name).attention_position(heads, head_dim, causal=causal)
+    if name == "huang":  # small tables so that the inputs below are clipped, too
+        position = relpos.get_scheme(name, max_distance=3).attention_position(
+            heads, head_dim, causal=causal
+        )
+    return position
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    attn = relpos.MultiheadAttention(8, 2, position=build(name, causal=True))
+    attn(torch.randn(2, 9, 8), is_causal=True).square().sum().backward()
+    own = dict(attn.position.named_parameters())
+    expected = {"t5": {"bucket_weights"}, "huang": {"key_table"}}.get(name, set())
+    assert set(own) == expected
+    # (A key-projection bias can get an exactly-zero gradient: softmax ignores q·b_k.)
+    for param_name, param in [*own.items(), ("q_proj.weight", attn.q_proj.weight)]:
+        assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+
+
+@pytest.mark.parametrize("name", ["t5", "alibi", "rope", "huang", "swin"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_path_equals_manual_reference(name, masked):
+    torch.manual_seed(1)
+    length = 6
+    if name == "swin":
+        position, offsets = relpos.WindowRelativeBias((2, 3), 2), {}
+    else:
+        position, offsets = build(name, causal=True), dict(query_offset=3, key_offset=1)
+    position = position.double()
+    for param in position.parameters():  # nonzero tables, so the position terms matter
+        torch.nn.init.normal_(param)
+    content_q, content_k, v = torch.randn(3, 2, 2, length, 4, dtype=torch.float64)
+    q, k = position.rotate(content_q, content_k, **offsets)
+    mask = None
+    if masked:
+        mask = torch.rand(2, 1, length, length) > 0.3
+        mask[0, 0, 2] = False  # a row with no key at all gives zeros
+    fused = position.attend(q, k, v, attn_mask=mask, backend="auto", **offsets)
+    manual = position.attend(q, k, v, attn_mask=mask, backend="reference", **offsets)
+    assert torch.allclose(fused, manual, atol=1e-12)
+    if masked:
+        assert torch.equal(fused[0, :, 2], torch.zeros_like(fused[0, :, 2]))
+    plain = relpos.AttentionPosition().attend(content_q, content_k, v, attn_mask=mask)
+    assert not torch.allclose(fused, plain)  # the position terms did something
+
+
+@pytest.mark.parametrize("name", FAMILY + ["shaw"])
+def test_cached_decoding_equals_full_recomputation(name):
+    torch.manual_seed(2)
+    if name == "shaw":
+        attn = relpos.MultiheadAttention(8, 2, max_distance=2)
+    else:
+        attn = relpos.MultiheadAttention(8, 2, position=build(name, causal=True))
+    attn = attn.double().eval()
+    if name == "t5":  # distances up to 11 span exact and logarithmic buckets
+        attn.position = relpos.T5RelativeBias(
+            2, bidirectional=False, num_buckets=8, max_distance=10
+        ).double()
+    x = torch.randn(2, 12, 8, dtype=torch.float64)
+    full = attn(x, is_causal=True)
+    cache, pieces, start = relpos.KVCache(), [], 0
+    for size in (4, 1, 3, 1, 1, 2):
+        pieces.append(attn(x[:, start : start + size], is_causal=True, cache=cache))
+        start += size
+    assert cache.length == 12
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-12)
