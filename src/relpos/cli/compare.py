@@ -1,0 +1,252 @@
+"""``relpos compare``: train position schemes side by side and test them on longer inputs.
+
+With no arguments it runs the default experiment (see ``relpos.experiments.presets.DEFAULT``):
+a small grid of schemes trained on short strings, then evaluated on the training lengths and on
+longer, unseen ones. It prints a table and writes results.json, table.md and accuracy.png into a
+fresh run folder (runs/compare-<timestamp> unless --out is given).
+
+Examples:
+  relpos compare                                  # the default grid (a few minutes on a CPU)
+  relpos compare --schemes none,shaw -k 4 --steps 300 --seeds 0
+  relpos compare --task copy --train-lengths 1-8 --eval-lengths 1-16
+  relpos compare --preset k-sweep                 # the paper's Table 2 analogue
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run", "parse_range", "parse_list"]
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"1-8"`` → ``(1, 8)``; ``"5"`` → ``(5, 5)``."""
+    parts = text.split("-")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or values[0] < 1 or values[1] < values[0]:
+        raise argparse.ArgumentTypeError(
+            f"expected a length range like 1-8 (two ints, 1 <= low <= high), got {text!r}"
+        )
+    return values[0], values[1]
+
+
+def parse_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(item) for item in parse_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated non-negative ints like 0,1,2, got {text!r}"
+        ) from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train position schemes side by side; accuracy on seen and unseen lengths",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    grid = parser.add_argument_group("what to train (default: the built-in default experiment)")
+    grid.add_argument("--task", help="task name (relpos.tasks), or file:PATH for a TSV file")
+    grid.add_argument(
+        "--schemes", type=parse_list, help="comma-separated scheme names, e.g. none,sinusoidal,shaw"
+    )
+    grid.add_argument(
+        "-k",
+        "--max-distance",
+        type=_non_negative,
+        help="clipping distance k for every scheme that has one (shaw)",
+    )
+    grid.add_argument(
+        "--train-lengths",
+        type=parse_range,
+        metavar="LOW-HIGH",
+        help="training lengths, e.g. 1-8 (task options min/max_train_length)",
+    )
+    grid.add_argument(
+        "--eval-lengths",
+        type=parse_range,
+        metavar="LOW-HIGH",
+        help="evaluation lengths, e.g. 1-16 (task option eval_lengths)",
+    )
+    grid.add_argument("--arch", choices=("encoder-decoder", "decoder", "encoder"))
+    grid.add_argument(
+        "--preset", help="a named experiment: default, k-sweep, kv-ablation, length-gen"
+    )
+    budget = parser.add_argument_group("budget and where it runs")
+    budget.add_argument("--steps", type=_positive, help="training steps per run")
+    budget.add_argument("--seeds", type=_parse_seeds, help="comma-separated seeds, e.g. 0,1,2")
+    budget.add_argument("--device", help="cpu (default), cuda, cuda:1, mps, …")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", help="run folder (default runs/compare-<timestamp>); must be new")
+    output.add_argument(
+        "--resume", action="store_true", help="continue an interrupted compare in --out"
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress display, only the table")
+    parser.set_defaults(func=run)
+
+
+def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
+    """The experiments the flags ask for, and the preset name they start from."""
+    from ..experiments import presets
+    from ..experiments.compare import Variant
+
+    name = args.preset or presets.DEFAULT_PRESET
+    grid_flags = {
+        "--task": args.task,
+        "--schemes": args.schemes,
+        "--train-lengths": args.train_lengths,
+        "--eval-lengths": args.eval_lengths,
+    }
+    if args.preset and args.preset != presets.DEFAULT_PRESET:
+        given = [flag for flag, value in grid_flags.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"--preset {args.preset} defines its own grid; it cannot be combined with "
+                f"{', '.join(given)} (only with --steps, --seeds, --device, --arch, -k, --out)"
+            )
+    experiments = presets.get_preset(name)
+    for experiment in experiments:
+        if args.task is not None:
+            if args.task != experiment.task:
+                # A different task: its own defaults, not the default task's length options.
+                experiment.task_options = {}
+            experiment.task = experiment.title = args.task
+        if args.train_lengths is not None:
+            low, high = args.train_lengths
+            experiment.task_options["min_train_length"] = low
+            experiment.task_options["max_train_length"] = high
+        if args.eval_lengths is not None:
+            low, high = args.eval_lengths
+            experiment.task_options["eval_lengths"] = list(range(low, high + 1))
+            experiment.task_options.pop("max_eval_length", None)
+        if args.schemes is not None:
+            experiment.variants = [Variant(scheme) for scheme in args.schemes]
+        if args.max_distance is not None:
+            _apply_k(experiment, args.max_distance)
+        if args.arch is not None:
+            experiment.model["arch"] = args.arch
+        if args.steps is not None:
+            experiment.train["steps"] = args.steps
+        if args.seeds is not None:
+            experiment.seeds = list(args.seeds)
+    return experiments, name
+
+
+def _apply_k(experiment, k: int) -> None:
+    import dataclasses
+
+    from .. import get_scheme
+    from ..experiments.compare import Variant
+
+    changed = False
+    variants = []
+    for variant in experiment.variants:
+        scheme = get_scheme(variant.scheme)  # unknown names raise, listing the valid ones
+        if "max_distance" in {f.name for f in dataclasses.fields(scheme)}:
+            options = {**variant.options, "max_distance": k}
+            label = variant.label if "max_distance" in variant.options else ""
+            variant = Variant(variant.scheme, options, label)
+            changed = True
+        variants.append(variant)
+    if not changed:
+        raise ValueError(
+            f"-k {k} given, but none of the schemes "
+            f"({', '.join(v.scheme for v in experiment.variants)}) has a clipping distance"
+        )
+    experiment.variants = variants
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The flags as given (recorded in results.json so a run can be repeated)."""
+    flags = {
+        "--preset": args.preset,
+        "--task": args.task,
+        "--schemes": args.schemes,
+        "-k": args.max_distance,
+        "--train-lengths": args.train_lengths,
+        "--eval-lengths": args.eval_lengths,
+        "--arch": args.arch,
+        "--steps": args.steps,
+        "--seeds": args.seeds,
+        "--device": args.device,
+        "--out": args.out,
+    }
+    words = ["relpos", "compare"]
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        if flag.endswith("lengths"):
+            value = f"{value[0]}-{value[1]}"
+        elif isinstance(value, list):
+            value = ",".join(map(str, value))
+        words += [flag, str(value)]
+    words += [flag for flag in ("--resume", "--quiet") if getattr(args, flag[2:])]
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..experiments.compare import format_table, run_compare
+
+    experiments, preset = build_experiments(args)
+    console = Console(stderr=False)
+    command = _command_line(args)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out: the run folder to continue")
+    log = None if args.quiet else (lambda message: console.print(message, highlight=False))
+    results = run_compare(
+        experiments,
+        args.out,
+        device=args.device,
+        progress=not args.quiet,
+        resume=args.resume,
+        command=command,
+        preset=preset,
+        log=log,
+    )
+    for table in format_table(results):
+        console.print(table)
+    out = results["out"]
+    console.print(
+        f"{results['seconds']:.0f} s in all. Wrote {out}/results.json, table.md, accuracy.png "
+        f"(relpos plot accuracy {out} redraws it)",
+        highlight=False,
+    )
+    return 0

@@ -1,0 +1,99 @@
+"""``relpos plot``: figures that explain position representations (PNG files).
+
+  relpos plot sinusoidal                 the sinusoidal encoding as a heatmap, and PE(p)·PE(q)
+  relpos plot index                      the relative index matrix (the seed's: length 10, k = 3)
+  relpos plot vectors RUN_DIR            cosine similarity of a trained model's 2k+1 key vectors
+  relpos plot attention RUN_DIR          a trained model's attention maps on one example
+  relpos plot accuracy RUN_DIR           accuracy vs. length from a `relpos compare` folder
+
+RUN_DIR for vectors/attention is a training run folder (config.json + checkpoint) or a compare
+folder (the first run with a matching scheme is used). Each writes a PNG (--out; default: the
+figure's name, in RUN_DIR when there is one, else in the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+FIGURES = ("sinusoidal", "index", "vectors", "attention", "accuracy")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="draw a figure (PNG): sinusoidal, index, vectors, attention, accuracy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("figure", choices=FIGURES, metavar="FIGURE", help=", ".join(FIGURES))
+    parser.add_argument("run_dir", nargs="?", help="run folder (vectors, attention, accuracy)")
+    parser.add_argument("--out", help="PNG path to write")
+    parser.add_argument(
+        "--length", type=_positive, help="sequence length (sinusoidal, index, attention)"
+    )
+    parser.add_argument(
+        "-k", "--max-distance", type=int, default=3, help="k for `index` (default 3)"
+    )
+    parser.add_argument("--tokens", help='label the index matrix, e.g. "I think therefore I am"')
+    parser.add_argument("--dim", type=_positive, default=64, help="encoding size for `sinusoidal`")
+    parser.add_argument(
+        "--metric", choices=("exact", "token"), default="exact", help="for `accuracy`"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="which example `attention` draws")
+    parser.add_argument(
+        "--scheme",
+        help="in a compare folder, plot the first run of this scheme (default: shaw if present)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments import plots
+
+    needs_run = args.figure in ("vectors", "attention", "accuracy")
+    if needs_run and args.run_dir is None:
+        raise ValueError(f"`relpos plot {args.figure}` needs a RUN_DIR (a run folder)")
+    if not needs_run and args.run_dir is not None:
+        raise ValueError(f"`relpos plot {args.figure}` takes no RUN_DIR, got {args.run_dir!r}")
+    if needs_run and not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"RUN_DIR {args.run_dir!r} is not a folder")
+    default_dir = Path(args.run_dir) if needs_run else Path(".")
+    out = Path(args.out) if args.out else default_dir / f"{args.figure}.png"
+
+    if args.figure == "sinusoidal":
+        path = plots.plot_sinusoidal(out, length=args.length or 64, dim=args.dim)
+    elif args.figure == "index":
+        tokens = args.tokens.split() if args.tokens else None
+        path = plots.plot_index(
+            out, length=args.length or 10, max_distance=args.max_distance, tokens=tokens
+        )
+    elif args.figure == "accuracy":
+        path = plots.plot_accuracy(args.run_dir, out, metric=args.metric)
+    elif args.figure == "vectors":
+        path = plots.plot_run_vectors(
+            plots.find_run(args.run_dir, scheme=args.scheme or "shaw"), out
+        )
+    else:
+        run_dir = args.run_dir
+        try:
+            run_dir = plots.find_run(run_dir, scheme=args.scheme or "shaw")
+        except ValueError:
+            if args.scheme is not None:
+                raise
+            run_dir = plots.find_run(run_dir)  # no shaw run: the first one
+        path = plots.plot_run_attention(run_dir, out, length=args.length, seed=args.seed)
+    print(f"wrote {path}")
+    return 0

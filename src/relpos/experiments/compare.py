@@ -1,0 +1,468 @@
+"""Train a grid of position schemes on a task and compare them on seen and unseen lengths.
+
+This is what ``relpos compare`` runs. An :class:`Experiment` is one task, a list of
+:class:`Variant` s (a scheme with its options, under a display label) and a list of seeds; every
+(variant, seed) pair is one call to :func:`relpos.training.train`. :func:`run_compare` runs a list
+of experiments (a preset may hold several tasks) into one run folder::
+
+    OUT/
+      results.json        # the configs, every run's metrics, mean ± std over seeds (rewritten
+                          # after every run, so an interrupted compare can --resume)
+      table.md            # the summary table (also printed)
+      accuracy.png        # exact-match accuracy vs. length, one line per variant
+      runs/<task>/<variant>/seed<S>/   # each training run (config, checkpoint, metrics)
+
+Scoring is free-running greedy decoding, exact match per sequence (and per token), reported by
+length; "seen" lengths are those inside the task's training range, "unseen" all others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Variant",
+    "Experiment",
+    "run_compare",
+    "summarise",
+    "format_table",
+    "markdown_table",
+    "default_out_dir",
+    "validate",
+]
+
+RESULTS_FILE = "results.json"
+TABLE_FILE = "table.md"
+PLOT_FILE = "accuracy.png"
+
+
+@dataclass
+class Variant:
+    """One line of a comparison: the scheme ``scheme`` built with ``options``, shown as ``label``.
+
+    ``options`` go to :func:`relpos.get_scheme` (e.g. ``{"max_distance": 4, "value_term": False}``
+    for Shaw). The label defaults to the scheme name followed by its options.
+    """
+
+    scheme: str
+    options: dict = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scheme, str) or not self.scheme:
+            raise TypeError(f"scheme must be a scheme name (str), got {self.scheme!r}")
+        if not isinstance(self.options, dict):
+            raise TypeError(f"options must be a dict, got {type(self.options).__name__}")
+        if not self.label:
+            shown = " ".join(f"{_SHORT.get(k, k)}={v}" for k, v in self.options.items())
+            self.label = f"{self.scheme} {shown}".strip()
+
+
+#: short names for option keys in default labels ("shaw k=4", not "shaw max_distance=4").
+_SHORT = {"max_distance": "k"}
+
+
+@dataclass
+class Experiment:
+    """One task, the variants to train on it, and the seeds to repeat each with.
+
+    ``train`` and ``model`` hold :class:`relpos.training.TrainConfig` and
+    :class:`relpos.models.ModelConfig` fields that differ from their defaults (e.g.
+    ``{"steps": 600}``, ``{"arch": "decoder"}``); the task, scheme and seed are filled in per run.
+    """
+
+    task: str
+    variants: list[Variant]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    task_options: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ValueError(f"experiment on task {self.task!r} has no variants (schemes) to train")
+        labels = [v.label for v in self.variants]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"variant labels must be unique, got duplicates: {duplicates}")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"seeds must be non-negative ints, got {self.seeds!r}")
+        for name, value in (("train", self.train), ("model", self.model)):
+            for reserved in ("task", "task_options", "seed", "model", "scheme", "scheme_options"):
+                if reserved in value:
+                    raise ValueError(
+                        f"Experiment.{name} must not set {reserved!r}: compare sets it per run"
+                    )
+        self.title = self.title or self.task
+
+    def train_config(self, variant: Variant, seed: int):
+        """The :class:`relpos.training.TrainConfig` for one run."""
+        from ..models import ModelConfig
+        from ..training import TrainConfig
+
+        model = ModelConfig(
+            **self.model, scheme=variant.scheme, scheme_options=dict(variant.options)
+        )
+        return TrainConfig(
+            **self.train,
+            task=self.task,
+            task_options=dict(self.task_options),
+            model=model,
+            seed=seed,
+        )
+
+
+def validate(experiments: Sequence[Experiment]) -> None:
+    """Fail fast, before any training: every task, scheme and config field must exist."""
+    from .. import get_scheme
+    from ..tasks import get_task
+
+    if not experiments:
+        raise ValueError("nothing to compare: no experiments given")
+    for experiment in experiments:
+        get_task(experiment.task, **experiment.task_options)  # unknown names list valid ones
+        for variant in experiment.variants:
+            get_scheme(variant.scheme, **variant.options)
+        try:
+            experiment.train_config(experiment.variants[0], experiment.seeds[0])
+        except TypeError as error:  # an unknown TrainConfig/ModelConfig field
+            raise ValueError(f"experiment {experiment.title!r}: {error}") from None
+
+
+def default_out_dir(root: str | Path = "runs") -> Path:
+    """``runs/compare-<timestamp>``, made unique if two compares start within one second."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(root) / f"compare-{stamp}"
+    suffix = 2
+    while out.exists():
+        out = Path(root) / f"compare-{stamp}-{suffix}"
+        suffix += 1
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_") or "variant"
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for a single value); ``None`` values are skipped
+    (an empty group, e.g. no unseen lengths), and all-``None`` gives ``(None, None)``."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var)
+
+
+#: the per-example measures of relpos.training.evaluate that are summarised over seeds.
+MEASURES = ("exact", "token", "tf_exact")
+
+
+def _stats(entries: list[dict]) -> dict:
+    out = {}
+    for key in MEASURES:
+        out[f"{key}_mean"], out[f"{key}_std"] = _mean_std([e.get(key) for e in entries])
+    return out
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean ± std over seeds of each variant's metrics.
+
+    ``runs``: ``{"variant": label, "seed": s, "metrics": <train metrics>, "seconds": t}`` dicts.
+    Returns ``{label: {"seeds": n, "seen": {...}, "unseen": {...}, "by_length": {"L": {...}},
+    "final_loss_mean": x, "seconds_mean": t}}``; each ``{...}`` has ``<m>_mean`` and ``<m>_std``
+    for ``m`` in exact, token, tf_exact (``by_length`` entries also ``seen`` and ``count``).
+    The std is the sample standard deviation over seeds.
+    """
+    by_variant: dict[str, list[dict]] = {}
+    for run in runs:
+        by_variant.setdefault(run["variant"], []).append(run)
+    summary = {}
+    for label, variant_runs in by_variant.items():
+        metrics = [run["metrics"] for run in variant_runs]
+        lengths = sorted({int(n) for m in metrics for n in m["by_length"]})
+        by_length = {}
+        for n in lengths:
+            entries = [m["by_length"][str(n)] for m in metrics if str(n) in m["by_length"]]
+            by_length[str(n)] = {
+                **_stats(entries),
+                "seen": bool(entries[0]["seen"]),
+                "count": sum(int(e["count"]) for e in entries),
+            }
+        summary[label] = {
+            "seeds": len(variant_runs),
+            "seen": _stats([m["seen"] for m in metrics]),
+            "unseen": _stats([m["unseen"] for m in metrics]),
+            "by_length": by_length,
+            "final_loss_mean": _mean_std([m.get("final_loss") for m in metrics])[0],
+            "seconds_mean": _mean_std([run["seconds"] for run in variant_runs])[0],
+        }
+    return summary
+
+
+def _pm(stats: dict, key: str) -> str:
+    mean, std = stats[f"{key}_mean"], stats[f"{key}_std"]
+    return "—" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
+    low, high = experiment["train_lengths"]
+    unseen = [
+        int(n)
+        for n, e in next(iter(experiment["summary"].values()))["by_length"].items()
+        if not e["seen"]
+    ]
+    unseen_text = f"{min(unseen)}–{max(unseen)}" if unseen else "none"
+    header = [
+        "variant",
+        f"seen {low}–{high}",
+        f"unseen {unseen_text}",
+        "unseen token",
+        "unseen TF",
+        "s/run",
+    ]
+    rows = [
+        [
+            label,
+            _pm(s["seen"], "exact"),
+            _pm(s["unseen"], "exact"),
+            _pm(s["unseen"], "token"),
+            _pm(s["unseen"], "tf_exact"),
+            f"{s['seconds_mean']:.0f}",
+        ]
+        for label, s in experiment["summary"].items()
+    ]
+    return header, rows
+
+
+def _experiment_caption(experiment: dict) -> str:
+    seeds = experiment["seeds"]
+    return (
+        f"{experiment['title']}: exact match, greedy decoding (TF: teacher-forced); "
+        f"mean ± std over seeds {', '.join(map(str, seeds))}"
+    )
+
+
+def format_table(results: dict):
+    """The summary as ``rich`` tables (one per experiment), ready for ``Console.print``."""
+    from rich.table import Table
+
+    tables = []
+    for experiment in results["experiments"]:
+        if not experiment.get("summary"):
+            continue
+        header, rows = _table_rows(experiment)
+        table = Table(title=_experiment_caption(experiment), title_justify="left")
+        for i, column in enumerate(header):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def markdown_table(results: dict) -> str:
+    """The same summary as Markdown (``table.md``, and for the docs)."""
+    blocks = []
+    for experiment in results["experiments"]:
+        if not experiment.get("summary"):
+            continue
+        header, rows = _table_rows(experiment)
+        lines = [f"**{_experiment_caption(experiment)}**", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines.extend("| " + " | ".join(row) + " |" for row in rows)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _machine() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write atomically, so a compare killed mid-write leaves the previous results intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _prepare_out(out: Path, resume: bool) -> dict | None:
+    """Create ``out`` (never reusing a non-empty folder unless resuming); return prior results."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
+    existing = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / RESULTS_FILE).is_file():
+            raise FileNotFoundError(f"cannot resume: no {RESULTS_FILE} in {str(out)!r}")
+        return json.loads((out / RESULTS_FILE).read_text())
+    if existing:
+        raise FileExistsError(
+            f"run folder {str(out)!r} already exists and is not empty; choose another --out, "
+            "or pass --resume to continue an interrupted compare there"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def run_compare(
+    experiments: Sequence[Experiment],
+    out: str | Path | None = None,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    command: str = "",
+    preset: str | None = None,
+    log: Callable[[str], None] | None = print,
+    plot: bool = True,
+) -> dict:
+    """Train and evaluate every (experiment, variant, seed); write the run folder; return results.
+
+    Args:
+        experiments: what to train (see :mod:`relpos.experiments.presets` for the named ones).
+        out: the run folder (default ``runs/compare-<timestamp>``); an existing, non-empty folder
+            raises ``FileExistsError`` unless ``resume``.
+        device: overrides every experiment's ``train["device"]`` (``"cpu"``, ``"cuda"``, …).
+        progress: show each training run's progress bar.
+        resume: continue an interrupted compare in ``out``: finished runs are kept, an
+            interrupted one continues from its last checkpoint.
+        command: the command line, recorded in ``results.json``.
+        log: where one-line status messages go (``None``: nowhere).
+        plot: write ``accuracy.png`` (needs matplotlib).
+    """
+    from ..tasks import get_task
+    from ..training import train
+
+    experiments = list(experiments)
+    validate(experiments)
+    out = Path(out) if out is not None else default_out_dir()
+    previous = _prepare_out(out, resume)
+    say = log or (lambda message: None)
+
+    results = {
+        "command": command,
+        "preset": preset,
+        "out": str(out),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "seconds": 0.0,
+        "complete": False,
+        "experiments": [],
+    }
+    for experiment in experiments:
+        # The training range (for the table and the plot's shading) comes from the data itself:
+        # an evaluation set need not contain every seen length (SCAN's test set has none).
+        data = get_task(experiment.task, **experiment.task_options).generate(experiment.seeds[0])
+        train_options = dict(experiment.train)
+        if device is not None:
+            train_options["device"] = device
+        results["experiments"].append(
+            {
+                "title": experiment.title,
+                "task": experiment.task,
+                "task_options": experiment.task_options,
+                "seeds": list(experiment.seeds),
+                "train": train_options,
+                "model": experiment.model,
+                "variants": [dataclasses.asdict(v) for v in experiment.variants],
+                "train_lengths": list(data.train_lengths),
+                "train_examples": len(data.train),
+                "eval_lengths": sorted({ex.length for ex in data.evaluation}),
+                "runs": [],
+                "summary": {},
+            }
+        )
+    if previous is not None:
+        if [e["variants"] for e in previous["experiments"]] != [
+            e["variants"] for e in results["experiments"]
+        ] or [e["task"] for e in previous["experiments"]] != [
+            e["task"] for e in results["experiments"]
+        ]:
+            raise ValueError(
+                f"cannot resume {str(out)!r}: its results.json was written for different "
+                "experiments (tasks/variants); resume with the same command"
+            )
+        for old, new in zip(previous["experiments"], results["experiments"], strict=True):
+            new["runs"] = [r for r in old["runs"] if r["seed"] in new["seeds"]]
+        results["started"] = previous.get("started", results["started"])
+
+    jobs = [
+        (index, experiment, variant, seed)
+        for index, experiment in enumerate(experiments)
+        for variant in experiment.variants
+        for seed in experiment.seeds
+    ]
+    start = time.perf_counter()
+    spent_before = previous.get("seconds", 0.0) if previous else 0.0
+    done_seconds: list[float] = []
+    for number, (index, experiment, variant, seed) in enumerate(jobs, 1):
+        record = results["experiments"][index]
+        if any(r["variant"] == variant.label and r["seed"] == seed for r in record["runs"]):
+            continue
+        remaining = len(jobs) - number + 1
+        eta = ""
+        if done_seconds:
+            eta = f", about {remaining * sum(done_seconds) / len(done_seconds) / 60:.1f} min left"
+        say(f"[{number}/{len(jobs)}] {experiment.title} · {variant.label} · seed {seed}{eta}")
+        config = experiment.train_config(variant, seed)
+        if device is not None:
+            config.device = device
+        run_dir = out / "runs" / _slug(experiment.title) / _slug(variant.label) / f"seed{seed}"
+        interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
+        result = train(config, run_dir, resume=interrupted, progress=progress)
+        done_seconds.append(result.seconds)
+        record["runs"].append(
+            {
+                "variant": variant.label,
+                "seed": seed,
+                "run_dir": str(run_dir.relative_to(out)),
+                "seconds": result.seconds,
+                "metrics": result.metrics,
+            }
+        )
+        _update(results, out, spent_before + time.perf_counter() - start)
+
+    results["complete"] = True
+    _update(results, out, spent_before + time.perf_counter() - start)
+    (out / TABLE_FILE).write_text(markdown_table(results))
+    if plot:
+        from .plots import plot_accuracy
+
+        plot_accuracy(results, out / PLOT_FILE)
+    return results
+
+
+def _update(results: dict, out: Path, seconds: float) -> None:
+    results["seconds"] = round(seconds, 1)
+    for record in results["experiments"]:
+        order = {v["label"]: i for i, v in enumerate(record["variants"])}
+        record["runs"].sort(key=lambda r: (order[r["variant"]], r["seed"]))
+        record["summary"] = summarise(record["runs"]) if record["runs"] else {}
+    _write_json(out / RESULTS_FILE, results)

@@ -1,0 +1,514 @@
+"""Figures that explain: the encodings themselves, what a trained model learned, and how well it
+generalised.
+
+Every function writes one PNG and returns its path. matplotlib is imported lazily (it is an
+optional dependency) and always with the non-interactive Agg backend, so the figures render on
+headless machines.
+
+* :func:`plot_sinusoidal` — the sinusoidal encoding as a heatmap, and the dot products between
+  positions (they depend on the distance ``p - q`` only: the absolute encoding hides a relative
+  one, Vaswani et al. Sec. 3.5);
+* :func:`plot_index` — the seed's relative index matrix ``clip(j - i, -k, k) + k``;
+* :func:`plot_vectors` — cosine similarity of a trained model's ``2k + 1`` relative key vectors;
+* :func:`plot_attention` — attention maps of a trained model on one example;
+* :func:`plot_accuracy` — exact-match accuracy against length from a ``relpos compare`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..attention.index import relative_position_index
+from ..schemes.sinusoidal import sinusoidal_encoding
+
+__all__ = [
+    "plot_sinusoidal",
+    "plot_index",
+    "plot_vectors",
+    "plot_attention",
+    "plot_accuracy",
+    "relative_key_tables",
+    "attention_maps",
+    "find_run",
+    "plot_run_vectors",
+    "plot_run_attention",
+]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never open a window, also under a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out must be a .png path, got {str(out)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return out
+
+
+def _check_positive(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+# --------------------------------------------------------------------------- the encodings
+
+
+def plot_sinusoidal(
+    out: str | Path, *, length: int = 64, dim: int = 64, base: float = 10000.0
+) -> Path:
+    """Heatmap of ``PE(p, i)`` for ``p < length``, ``i < dim``, beside ``PE(p)·PE(q)``."""
+    _check_positive(length, "length")
+    _check_positive(dim, "dim")
+    plt = _pyplot()
+    encoding = sinusoidal_encoding(torch.arange(length), dim, base=base)  # (L, dim)
+    similarity = encoding @ encoding.T  # (L, L)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    image = left.imshow(encoding.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
+    left.set_xlabel("channel i (even: sin, odd: cos)")
+    left.set_ylabel("position p")
+    left.set_title(
+        f"PE(p, 2t) = sin(p·ω_t), PE(p, 2t+1) = cos(p·ω_t)\nω_t = {base:g}^(−2t/d), d = {dim}",
+        fontsize=10,
+    )
+    fig.colorbar(image, ax=left, fraction=0.046)
+
+    image = right.imshow(similarity.numpy(), cmap="viridis")
+    right.set_xlabel("position q")
+    right.set_ylabel("position p")
+    right.set_title(
+        "PE(p) · PE(q) = Σ_t cos((p − q)·ω_t)\nconstant along diagonals: it depends on p − q only",
+        fontsize=10,
+    )
+    fig.colorbar(image, ax=right, fraction=0.046)
+    fig.suptitle(
+        "Sinusoidal absolute positions (Vaswani et al. 2017): one fixed vector per position"
+    )
+    return _save(fig, out)
+
+
+def plot_index(
+    out: str | Path, *, length: int = 10, max_distance: int = 3, tokens: list[str] | None = None
+) -> Path:
+    """The relative index matrix, every cell annotated (default: the seed's ``L = 10, k = 3``)."""
+    if tokens is not None:
+        if not tokens:
+            raise ValueError("tokens must not be empty")
+        length = len(tokens)
+    _check_positive(length, "length")
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 0:
+        raise ValueError(f"max_distance must be an int >= 0, got {max_distance!r}")
+    labels = tokens or [str(i) for i in range(length)]
+    k = max_distance
+    index = relative_position_index(length, length, k)  # (L, L)
+    plt = _pyplot()
+    size = max(4.0, 0.55 * length + 2)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(index.numpy(), cmap="coolwarm", vmin=0, vmax=max(2 * k, 1))
+    fontsize = 10 if length <= 16 else 7 if length <= 32 else 0
+    if fontsize:
+        for i in range(length):
+            for j in range(length):
+                value = int(index[i, j])
+                # Bold marks the clipped cells: every distance beyond k shares one vector.
+                clipped = abs(j - i) > k
+                ax.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=fontsize,
+                    color="white" if value in (0, 2 * k) and k > 0 else "black",
+                    fontweight="bold" if clipped else "normal",
+                )
+    ax.set_xticks(range(length), labels, rotation=45 if tokens else 0)
+    ax.set_yticks(range(length), labels)
+    ax.set_xlabel("key position j")
+    ax.set_ylabel("query position i (the centre)")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, ticks=range(2 * k + 1))
+    colorbar.set_label(f"table row (0 … {2 * k}); row {k} is the token itself")
+    ax.set_title(
+        f"clip(j − i, −{k}, {k}) + {k}: {2 * k + 1} learned vectors cover every length\n"
+        "(bold: distance beyond k, clipped to the first/last row)",
+        fontsize=10,
+        pad=28,
+    )
+    return _save(fig, out)
+
+
+# --------------------------------------------------------------------------- trained models
+
+
+def relative_key_tables(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(module name, key table)`` for every Shaw self-attention layer of ``model``.
+
+    Tables come back as ``(H or 1, R, D)`` float tensors, whether shared or per head.
+    """
+    from ..schemes.shaw import ShawRelativePosition
+
+    tables = []
+    for name, module in model.named_modules():
+        if isinstance(module, ShawRelativePosition) and module.key_table is not None:
+            table = module.key_table.detach().float()
+            tables.append((name, table if table.dim() == 3 else table[None]))
+    return tables
+
+
+def _cosine_similarity(table: torch.Tensor) -> torch.Tensor:
+    """``(R, D)`` rows → ``(R, R)`` cosine similarities."""
+    unit = torch.nn.functional.normalize(table, dim=-1)
+    return unit @ unit.T
+
+
+def plot_vectors(model: torch.nn.Module, out: str | Path, *, title: str = "") -> Path:
+    """Cosine similarity of the ``2k + 1`` relative key vectors ``w^K`` of every layer.
+
+    Per-head tables are shown averaged over heads (the per-head similarity matrices are averaged,
+    not the vectors, which would mix unrelated bases).
+    """
+    tables = relative_key_tables(model)
+    if not tables:
+        raise ValueError(
+            "this model has no Shaw relative key tables to plot (scheme 'shaw' with key_term=True "
+            "is needed); train one with e.g. `relpos compare --schemes shaw`"
+        )
+    plt = _pyplot()
+    columns = min(len(tables), 4)
+    rows = math.ceil(len(tables) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(tables) :]:
+        ax.axis("off")
+    for ax, (name, table) in zip(axes.flat, tables, strict=False):
+        similarity = torch.stack([_cosine_similarity(head) for head in table]).mean(0)  # (R, R)
+        rows_in_table = similarity.shape[0]
+        k = (rows_in_table - 1) // 2
+        image = ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        ticks = list(range(rows_in_table))
+        labels = [f"{t - k:+d}" if t != k else "0" for t in ticks]
+        step = max(1, rows_in_table // 9)
+        ax.set_xticks(ticks[::step], labels[::step])
+        ax.set_yticks(ticks[::step], labels[::step])
+        heads = f", mean of {table.shape[0]} heads" if table.shape[0] > 1 else ""
+        ax.set_title(f"{name.removesuffix('.position')}{heads}", fontsize=9)
+        ax.set_xlabel("relative distance j − i")
+        ax.set_ylabel("relative distance j − i")
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02)
+    fig.suptitle(
+        title or "Cosine similarity of the learned relative key vectors w^K (per layer)", y=1.02
+    )
+    return _save(fig, out)
+
+
+def attention_maps(
+    model: torch.nn.Module, forward: Callable[[], object]
+) -> list[tuple[str, torch.Tensor]]:
+    """Call ``forward()`` (one pass of ``model``, in eval mode) and return every attention
+    layer's weights.
+
+    Returns ``(layer name, weights (H, Lq, Lk))`` for the first batch row, in call order.
+    Self-attention weights are what the layer's position module computes, whatever the scheme
+    (biases, rotations, Shaw's key term): its ``attend`` is run a second time with the identity
+    matrix as values, so the output *is* the weight matrix (Shaw's value term, which adds to
+    the output, is switched off for that second call only). Cross-attention is content-only
+    (:mod:`relpos.models.transformer`), so its weights are ``softmax(q·k / sqrt(D))``.
+    """
+    from ..layers import MultiheadAttention
+
+    maps: list[tuple[str, torch.Tensor]] = []
+    handles, patched = [], {}
+    current = {"name": ""}  # the attention layer running now (T5 shares one module per stack)
+
+    def self_attention(position, original):
+        def attend(query, key, value, **options):
+            output = original(query, key, value, **options)
+            batch, heads, _, key_len = (*query.shape[:3], key.shape[2])
+            eye = torch.eye(key_len, dtype=query.dtype, device=query.device)
+            eye = eye.expand(batch, heads, key_len, key_len)  # (B, H, Lk, Lk)
+            value_table = getattr(position, "value_table", None)
+            if value_table is not None:
+                position.value_table = None
+            try:
+                weights = original(query, key, eye, **{**options, "dropout_p": 0.0})
+            finally:
+                if value_table is not None:
+                    position.value_table = value_table
+            maps.append((current["name"], weights[0].detach().float()))  # (H, Lq, Lk)
+            return output
+
+        return attend
+
+    def enter(name):
+        def hook(module, args, kwargs):
+            current["name"] = name
+
+        return hook
+
+    def cross_attention(name):
+        def hook(module, args, kwargs, output):
+            key = args[1] if len(args) > 1 else kwargs.get("key")
+            if key is None or key is args[0]:
+                return  # self-attention: recorded by the position module
+            q = module._split_heads(module.q_proj(args[0]))  # (B, H, Lq, D)
+            k = module._split_heads(module.k_proj(key))  # (B, H, Lk, D)
+            logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, Lq, Lk)
+            padding = kwargs.get("key_padding_mask")
+            if padding is not None:
+                logits = logits.masked_fill(padding[:, None, None, :], float("-inf"))
+            maps.append((name, logits.softmax(-1)[0].detach().float()))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if not isinstance(module, MultiheadAttention):
+            continue
+        handles.append(module.register_forward_pre_hook(enter(name), with_kwargs=True))
+        handles.append(module.register_forward_hook(cross_attention(name), with_kwargs=True))
+        position = module.position
+        if id(position) not in patched:
+            position.attend = self_attention(position, position.attend)
+            patched[id(position)] = position
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+        for position in patched.values():
+            del position.attend  # back to the class's method
+    return maps
+
+
+def plot_attention(
+    maps: list[tuple[str, torch.Tensor]],
+    out: str | Path,
+    *,
+    query_labels: dict[str, list[str]] | None = None,
+    key_labels: dict[str, list[str]] | None = None,
+    title: str = "",
+) -> Path:
+    """One heatmap per ``(name, weights (H, Lq, Lk))``: the attention weights, averaged over heads.
+
+    ``query_labels`` / ``key_labels`` map a name to the tokens along its axes (optional).
+    """
+    if not maps:
+        raise ValueError("maps is empty: nothing to plot")
+    plt = _pyplot()
+    columns = min(len(maps), 4)
+    rows = math.ceil(len(maps) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(maps) :]:
+        ax.axis("off")
+    query_labels, key_labels = query_labels or {}, key_labels or {}
+    for ax, (name, weights) in zip(axes.flat, maps, strict=False):
+        if weights.dim() != 3:
+            raise ValueError(
+                f"attention map {name!r} must be (H, Lq, Lk), got {tuple(weights.shape)}"
+            )
+        ax.imshow(weights.float().mean(0).numpy(), cmap="viridis", vmin=0)
+        for axis, labels in (
+            (ax.set_yticks, query_labels.get(name)),
+            (ax.set_xticks, key_labels.get(name)),
+        ):
+            if labels is not None:
+                axis(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{name} (mean of {weights.shape[0]} heads)", fontsize=9)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+    fig.suptitle(title or "Attention weights", y=1.02)
+    return _save(fig, out)
+
+
+def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
+    """A training run folder: ``run_dir`` itself, or, for a ``relpos compare`` folder, its first
+    run (its first ``scheme`` run if given)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").is_file():
+        return run_dir
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is neither a training run (config.json) nor a compare folder "
+            "(results.json)"
+        )
+    results = json.loads(results_path.read_text())
+    for experiment in results.get("experiments", []):
+        schemes = {v["label"]: v["scheme"] for v in experiment["variants"]}
+        for run in experiment["runs"]:
+            if scheme is None or schemes.get(run["variant"]) == scheme:
+                return run_dir / run["run_dir"]
+    wanted = f"a finished {scheme!r} run" if scheme else "a finished run"
+    raise ValueError(f"compare folder {str(run_dir)!r} has no {wanted}")
+
+
+def _run_title(loaded) -> str:
+    config = loaded.config
+    options = ", ".join(f"{k}={v}" for k, v in config.model.scheme_options.items())
+    scheme = f"{config.model.scheme}({options})" if options else config.model.scheme
+    return (
+        f"{scheme}, {config.model.arch}, task {config.task}, {loaded.step} steps, "
+        f"seed {config.seed}"
+    )
+
+
+def plot_run_vectors(run_dir: str | Path, out: str | Path) -> Path:
+    """:func:`plot_vectors` for a trained run (a compare folder: its first Shaw run)."""
+    from ..training import load_run
+
+    loaded = load_run(find_run(run_dir, scheme="shaw"))
+    return plot_vectors(
+        loaded.model,
+        out,
+        title=f"Cosine similarity of learned relative key vectors w^K — {_run_title(loaded)}",
+    )
+
+
+def plot_run_attention(
+    run_dir: str | Path, out: str | Path, *, length: int | None = None, seed: int = 0
+) -> Path:
+    """:func:`plot_attention` for a trained run on one evaluation example of ``length``
+    (default: the longest evaluated length up to 24), drawn with ``seed``.
+
+    The pass is teacher-forced (the decoder reads the gold target), so every map has the
+    example's true shape; the title shows the model's own greedy output as well.
+    """
+    import random
+
+    from ..tasks import get_task
+    from ..training import load_run
+    from ..training.data import encode_examples
+    from ..training.evaluate import model_logits
+    from ..training.tokenizer import BOS, EOS
+
+    loaded = load_run(find_run(run_dir))
+    config, model, tokenizer = loaded.config, loaded.model, loaded.tokenizer
+    data = get_task(config.task, **config.task_options).generate(config.seed)
+    lengths = sorted({ex.length for ex in data.evaluation})
+    if length is None:
+        length = max([n for n in lengths if n <= 24] or lengths[:1])
+    candidates = [ex for ex in data.evaluation if ex.length == length]
+    if not candidates:
+        raise ValueError(f"the task has no evaluation example of length {length}; it has {lengths}")
+    example = random.Random(seed).choice(candidates)
+    arch = model.arch
+    encoded = encode_examples([example], tokenizer, arch)
+    batch = encoded.batch(torch.tensor([0]))
+    maps = attention_maps(model, lambda: model_logits(model, batch))
+
+    source, target = list(example.source), list(example.target)
+    with torch.no_grad():
+        if arch == "encoder-decoder":
+            ids = model.generate(
+                batch.source,
+                batch.source_padding,
+                bos=BOS,
+                eos=EOS,
+                max_new_tokens=len(target) + 1,
+            )
+        elif arch == "decoder":
+            prompt = batch.inputs[:, : len(source) + 1]
+            ids = model.generate(prompt, eos=EOS, max_new_tokens=len(target) + 1)
+        else:
+            ids = model_logits(model, batch).argmax(-1)[:, : len(target)]
+    prediction = tokenizer.decode(ids[0].tolist())
+    if arch == "encoder-decoder":
+        sequence_labels = {"encoder": source, "decoder": ["<bos>", *target]}
+    else:
+        sequence_labels = {"decoder": [*source, "<sep>", *target], "encoder": source}
+    query_labels, key_labels = {}, {}
+    for name, _ in maps:
+        stack = "encoder" if name.startswith("encoder") else "decoder"
+        query_labels[name] = sequence_labels[stack]
+        key_labels[name] = sequence_labels["encoder" if "cross" in name else stack]
+    seen = "seen" if data.seen(length) else "UNSEEN"
+    verdict = "correct" if prediction == target else "wrong"
+    title = (
+        f"Attention weights — {_run_title(loaded)}\n"
+        f"length {length} ({seen} in training): {' '.join(source)} → "
+        f"{' '.join(prediction)} ({verdict})"
+    )
+    return plot_attention(maps, out, query_labels=query_labels, key_labels=key_labels, title=title)
+
+
+# --------------------------------------------------------------------------- compare results
+
+
+def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = "exact") -> Path:
+    """Accuracy against length, one line per variant (mean ± std over seeds), training range shaded.
+
+    ``results`` is a ``relpos compare`` results dict, its ``results.json`` or its run folder.
+    One panel per experiment (task).
+    """
+    if metric not in ("exact", "token"):
+        raise ValueError(f"metric must be 'exact' or 'token', got {metric!r}")
+    if not isinstance(results, dict):
+        path = Path(results)
+        if path.is_dir():
+            path = path / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no compare results at {str(path)!r} (expected results.json)")
+        results = json.loads(path.read_text())
+    experiments = results.get("experiments")
+    if not experiments:
+        raise ValueError("results have no 'experiments': is this a `relpos compare` results.json?")
+    plt = _pyplot()
+    columns = min(len(experiments), 3)
+    rows = math.ceil(len(experiments) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.3 * rows), squeeze=False)
+    for ax in axes.flat[len(experiments) :]:
+        ax.axis("off")
+    for ax, experiment in zip(axes.flat, experiments, strict=False):
+        low, high = experiment["train_lengths"]
+        ax.axvspan(low - 0.5, high + 0.5, color="0.9", zorder=0)
+        ax.text(
+            (low + high) / 2,
+            1.06,
+            f"trained on lengths {low}–{high}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="0.35",
+        )
+        for label, summary in experiment["summary"].items():
+            by_length = summary["by_length"]
+            lengths = sorted(int(length) for length in by_length)
+            mean = [by_length[str(n)][f"{metric}_mean"] for n in lengths]
+            std = [by_length[str(n)][f"{metric}_std"] for n in lengths]
+            (line,) = ax.plot(lengths, mean, marker="o", markersize=3, label=label)
+            ax.fill_between(
+                lengths,
+                [m - s for m, s in zip(mean, std, strict=True)],
+                [m + s for m, s in zip(mean, std, strict=True)],
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
+        seeds = experiment.get("seeds", [])
+        ax.set_title(f"{experiment['task']} ({len(seeds)} seed{'s' * (len(seeds) != 1)})")
+        ax.set_xlabel("length")
+        ax.set_ylabel("exact-match accuracy" if metric == "exact" else "token accuracy")
+        ax.set_ylim(-0.03, 1.12)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle("Accuracy vs. length: shaded = lengths seen in training; right of it = unseen")
+    fig.tight_layout()
+    return _save(fig, out)
