@@ -1,22 +1,73 @@
 """Memory-lean eager relative attention: ``O(Lq·Lk)`` memory, never an ``(Lq, Lk, D)`` tensor.
 
-Shaw et al. (2018), Sec. 3.3, split each term in two. With ``R = 2k + 1`` table rows:
+Shaw et al. (2018), Sec. 3.3, split each term in two. With ``R = 2k + 1`` table rows and
+``b(i, j)`` the table row of a pair:
 
-* key term: ``q_i · a^K_ij = (Q A_Kᵀ)[i, r(i, j)]`` — one small ``(Lq, R)`` matmul, then a gather
-  by the index ``r``;
-* value term: ``Σ_j α_ij a^V_ij = Σ_b (Σ_{j: r(i,j)=b} α_ij) A_V[b]`` — the attention mass of each
+* key term: ``q_i · a^K_ij = (Q A_Kᵀ)[i, b(i, j)]`` — one small ``(Lq, R)`` matmul, then a
+  gather by the index;
+* value term: ``Σ_j α_ij a^V_ij = Σ_b (Σ_{j: b(i,j)=b} α_ij) A_V[b]`` — the attention mass of each
   row summed per relative bucket ``(Lq, R)``, then a small matmul with ``A_V``.
+
+Two implementations of the same contract live here:
+
+* :func:`gather_scatter_attention`, the readable one: the gather and the bucket sums go through
+  an ``(Lq, Lk)`` index with ``gather`` / ``scatter_add``, and autograd derives the backward.
+* :class:`ShawAttentionFunction`, the fast one (what ``eager`` runs), with a hand-written
+  backward. It never reads a dense index: the clipped index is constant to the left of the band
+  (bucket 0) and to its right (bucket ``R - 1``), so in a block of ``T`` query rows everything
+  but a ``T × (T + R)`` window is a rectangle of one bucket, and a per-bucket add or sum there is
+  a single sliced in-place op. The window's index depends only on ``c - r``, so one small index
+  serves every block (:class:`BandBlocks`). The ``(Lq, Lk)`` logits buffer is the only large
+  allocation of the forward (it becomes the attention weights in place), and the backward's
+  ``dO Vᵀ`` buffer becomes ``dS`` in place. On a CPU a fresh multi-megabyte tensor costs page
+  faults comparable to a full matmul, so avoiding allocations is most of the speed.
+
+Backward of the fast path (``P`` weights, ``W = P ⊙ dropout``, ``Qs = scale·Q``)::
+
+    dV   = Wᵀ dO                      dA_V = Σ_batch bucket_sum(W)ᵀ dO
+    dW   = dO Vᵀ + gather(dO A_Vᵀ)    ρ    = rowsum(dO ⊙ O)          (= rowsum(dW ⊙ W))
+    dS   = P ⊙ (dW ⊙ dropout − ρ)
+    dQ   = scale · (dS K + bucket_sum(dS) A_K)
+    dK   = dSᵀ Qs                     dA_K = Σ_batch bucket_sum(dS)ᵀ Qs
+
+``ρ`` from the output is the FlashAttention identity (Dao et al. 2022, Alg. 2): it saves a pass
+over ``(Lq, Lk)``. Huang et al. (2020)'s key-query term and a float mask that needs gradients go
+through :func:`gather_scatter_attention`.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
+import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .checks import logit_mask
 from .index import RelativeIndex
 from .reference import masked_softmax
 
-__all__ = ["eager_attention", "bucket_sum", "gather_buckets"]
+__all__ = [
+    "eager_attention",
+    "gather_scatter_attention",
+    "fast_path_applies",
+    "ShawAttentionFunction",
+    "BandBlocks",
+    "band_blocks",
+    "add_by_bucket_",
+    "sum_by_bucket",
+    "bucket_sum",
+    "gather_buckets",
+    "BLOCK_ROWS",
+]
+
+#: query rows per block of the fast path. Each block costs a few small ops, and its window
+#: (``T × (T + R)`` entries) goes through gather/scatter; 128 keeps both small for L = 256–4096.
+BLOCK_ROWS = 128
+
+
+# --- the readable formulation ------------------------------------------------------------------
 
 
 def gather_buckets(per_bucket: Tensor, rel_index: Tensor) -> Tensor:
@@ -32,7 +83,7 @@ def bucket_sum(weights: Tensor, rel_index: Tensor, num_buckets: int) -> Tensor:
     return masses.scatter_add(-1, expanded, weights)
 
 
-def eager_attention(
+def gather_scatter_attention(
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -46,7 +97,10 @@ def eager_attention(
     dropout_mask: Tensor | None = None,
     key_query: bool = False,
 ) -> Tensor:
-    """Same contract as :func:`relpos.attention.reference.reference_attention`."""
+    """The split of Sec. 3.3 with a dense index; autograd does the backward.
+
+    Same contract as :func:`relpos.attention.reference.reference_attention`.
+    """
     rel_index = index.dense(query.device)  # (Lq, Lk)
     logits = query @ key.transpose(-1, -2)  # (B, H, Lq, Lk): q_i · k_j
     if key_table is not None:
@@ -56,7 +110,9 @@ def eager_attention(
             key_rel = key @ key_table.transpose(-1, -2)  # (B, H, Lk, R): k_j · w^K_b
             logits = logits + gather_buckets(key_rel, rel_index.T).transpose(-1, -2)
     logits = logits * scale
-    mask = logit_mask(attn_mask, is_causal, *logits.shape[-2:], dtype=logits.dtype, device=logits.device)
+    mask = logit_mask(
+        attn_mask, is_causal, *logits.shape[-2:], dtype=logits.dtype, device=logits.device
+    )
     if mask is not None:
         logits = logits + mask
     weights = masked_softmax(logits)  # (B, H, Lq, Lk)
@@ -67,3 +123,368 @@ def eager_attention(
         masses = bucket_sum(weights, rel_index, index.num_buckets)  # (B, H, Lq, R)
         output = output + masses @ value_table  # (B, H, Lq, Dv)
     return output
+
+
+# --- the band structure of the clipped index ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandBlocks:
+    """How a clipped index splits into one-bucket rectangles and small windows, per row block.
+
+    For rows ``r0:r1`` of block ``n``: columns ``:starts[n]`` all use bucket 0 (clipped to the
+    left), columns ``ends[n]:`` all use bucket ``R - 1`` (clipped to the right), and the window
+    ``starts[n]:ends[n]`` uses ``window_index[:r1 - r0, offsets[n]:offsets[n] + ends[n] -
+    starts[n]]``. ``window_index (T, T + R - 2)`` is shared by all blocks.
+    """
+
+    rows: tuple[tuple[int, int], ...]
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    offsets: tuple[int, ...]
+    window_index: Tensor
+    num_buckets: int
+    key_len: int
+
+
+@functools.lru_cache(maxsize=64)
+def _window_index(block_rows: int, max_left: int, max_right: int, device: torch.device) -> Tensor:
+    # Row t, window column w of any block: c - r = w - t + (first window column - r0), and the
+    # first window column sits one past the last left-clipped distance, so the bucket is
+    # clip(1 + w - t, 0, R - 1) whatever the block and the offsets.
+    width = block_rows + max_left + max_right - 1
+    rows = torch.arange(block_rows, device=device)[:, None]
+    cols = torch.arange(width, device=device)[None, :]
+    return (1 + cols - rows).clamp(0, max_left + max_right)  # (T, T + R - 2)
+
+
+def band_blocks(
+    index: RelativeIndex, device: torch.device | str | None = None, block_rows: int = BLOCK_ROWS
+) -> BandBlocks:
+    """Split ``index`` into row blocks of ``block_rows`` (see :class:`BandBlocks`)."""
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    q_len, k_len = index.query_len, index.key_len
+    # Column c of row r is at distance j - i = c - r - shift; it is clipped to the left when
+    # c - r <= last_left and to the right when c - r >= first_right.
+    shift = index.diagonal_shift
+    last_left = shift - index.max_left
+    first_right = shift + index.max_right
+    rows, starts, ends, offsets = [], [], [], []
+    for r0 in range(0, q_len, block_rows):
+        r1 = min(q_len, r0 + block_rows)
+        window_first = r0 + last_left + 1  # left of it: clipped left for every row of the block
+        window_stop = max(r1 - 1 + first_right, window_first)  # from it: clipped right for all
+        start = min(max(window_first, 0), k_len)
+        end = min(max(window_stop, 0), k_len)
+        rows.append((r0, r1))
+        starts.append(start)
+        ends.append(end)
+        offsets.append(start - window_first)
+    device = torch.device(device or "cpu")
+    block_rows = min(block_rows, max(q_len, 1))
+    window_index = _window_index(block_rows, index.max_left, index.max_right, device)
+    return BandBlocks(
+        tuple(rows),
+        tuple(starts),
+        tuple(ends),
+        tuple(offsets),
+        window_index,
+        index.num_buckets,
+        k_len,
+    )
+
+
+def _add_block_(block_scores: Tensor, block_buckets: Tensor, blocks: BandBlocks, n: int) -> None:
+    """Block ``n`` of :func:`add_by_bucket_`.
+
+    ``block_scores (…, T, Lk)`` and ``block_buckets (…, T, R)`` are rows ``blocks.rows[n]``.
+    """
+    r0, r1 = blocks.rows[n]
+    start, end, offset = blocks.starts[n], blocks.ends[n], blocks.offsets[n]
+    if start > 0:
+        block_scores[..., :start].add_(block_buckets[..., :1])
+    if end < blocks.key_len:
+        block_scores[..., end:].add_(block_buckets[..., blocks.num_buckets - 1 :])
+    if end > start:
+        window = blocks.window_index[: r1 - r0, offset : offset + end - start]  # (T, W)
+        window = window.expand(*block_buckets.shape[:-1], end - start)
+        block_scores[..., start:end].add_(block_buckets.gather(-1, window))
+
+
+def _sum_block_(block_masses: Tensor, block_weights: Tensor, blocks: BandBlocks, n: int) -> None:
+    """Block ``n`` of :func:`sum_by_bucket`, accumulated into ``block_masses (…, T, R)``."""
+    r0, r1 = blocks.rows[n]
+    start, end, offset = blocks.starts[n], blocks.ends[n], blocks.offsets[n]
+    if start > 0:
+        block_masses[..., 0].add_(block_weights[..., :start].sum(-1))
+    if end < blocks.key_len:
+        block_masses[..., blocks.num_buckets - 1].add_(block_weights[..., end:].sum(-1))
+    if end > start:
+        window = blocks.window_index[: r1 - r0, offset : offset + end - start]  # (T, W)
+        window = window.expand(*block_weights.shape[:-1], end - start)
+        block_masses.scatter_add_(-1, window, block_weights[..., start:end])
+
+
+def add_by_bucket_(scores: Tensor, per_bucket: Tensor, blocks: BandBlocks) -> Tensor:
+    """In place: ``scores[…, r, c] += per_bucket[…, r, b(r, c)]``; ``scores (…, Lq, Lk)``,
+    ``per_bucket (…, Lq, R)``. Returns ``scores``."""
+    for n, (r0, r1) in enumerate(blocks.rows):
+        _add_block_(scores[..., r0:r1, :], per_bucket[..., r0:r1, :], blocks, n)
+    return scores
+
+
+def sum_by_bucket(weights: Tensor, blocks: BandBlocks) -> Tensor:
+    """``(…, Lq, Lk)`` weights → ``(…, Lq, R)``: each row's sum per bucket.
+
+    Equal to :func:`bucket_sum` with the dense index, without reading one.
+    """
+    masses = weights.new_zeros(*weights.shape[:-1], blocks.num_buckets)
+    for n, (r0, r1) in enumerate(blocks.rows):
+        _sum_block_(masses[..., r0:r1, :], weights[..., r0:r1, :], blocks, n)
+    return masses
+
+
+# --- the fast path -----------------------------------------------------------------------------
+
+
+def _mask_scores_(scores: Tensor, attn_mask: Tensor | None, is_causal: bool) -> None:
+    """Apply SDPA's mask semantics to ``scores`` in place (no ``(Lq, Lk)`` float mask is built)."""
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores.masked_fill_(~attn_mask, float("-inf"))
+        else:
+            scores.add_(attn_mask.to(scores.dtype))
+    if is_causal:
+        q_len, k_len = scores.shape[-2:]
+        above = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu_(1)
+        scores.masked_fill_(above, float("-inf"))
+
+
+def _softmax_(scores: Tensor, *, masked: bool) -> Tensor:
+    """Softmax over the last dimension, in place on the CPU; a fully masked row gives 0.
+
+    Same result as :func:`~relpos.attention.reference.masked_softmax`. ``masked`` says whether
+    any logit may be ``-inf``; only then is a pass spent looking for rows with no allowed key.
+    """
+    empty = None
+    if masked:
+        empty = torch.isneginf(scores.amax(dim=-1, keepdim=True))  # (…, Lq, 1)
+        if bool(empty.any()):
+            scores.masked_fill_(empty, 0.0)  # any finite row: its weights are zeroed below
+        else:
+            empty = None
+    if scores.device.type == "cpu":
+        # The CPU kernel streams each row (max, then exp and sum, then rescale) elementwise, so
+        # writing the result over its input is safe; it saves a fresh (Lq, Lk) buffer, whose page
+        # faults cost as much as the softmax itself. The tests compare this against the oracle.
+        torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    else:
+        scores = torch.softmax(scores, dim=-1)
+    if empty is not None:
+        scores.masked_fill_(empty, 0.0)
+    return scores
+
+
+def _table_grad(masses: Tensor, rows: Tensor, table: Tensor) -> Tensor:
+    """``Σ_batch massesᵀ rows`` as ``(Ht, R, D)``, summed over heads too when shared."""
+    grad = torch.einsum("bhqr,bhqd->hrd", masses, rows)  # (H, R, D)
+    if table.shape[0] == 1:
+        grad = grad.sum(0, keepdim=True)  # (1, R, D)
+    return grad
+
+
+class ShawAttentionFunction(torch.autograd.Function):
+    """Shaw attention with a hand-written backward; see the module docstring for the algebra.
+
+    ``apply(query, key, value, key_table, value_table, attn_mask, dropout_mask, index, is_causal,
+    scale, block_rows)`` with the shapes of :func:`eager_attention`; a float ``attn_mask`` gets no
+    gradient (use :func:`gather_scatter_attention` for that).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_table: Tensor | None,
+        value_table: Tensor | None,
+        attn_mask: Tensor | None,
+        dropout_mask: Tensor | None,
+        index: RelativeIndex,
+        is_causal: bool,
+        scale: float,
+        block_rows: int,
+    ) -> Tensor:
+        blocks = band_blocks(index, query.device, block_rows)
+        # Scaling the (Lq, D) queries once is cheaper than scaling (Lq, Lk) logits, and the same
+        # scaled queries give dK and dA_K in the backward without another multiply.
+        scaled_query = query * scale  # (B, H, Lq, D)
+        scores = scaled_query @ key.transpose(-1, -2)  # (B, H, Lq, Lk): the one big allocation
+        if key_table is not None:
+            query_rel = scaled_query @ key_table.transpose(-1, -2)  # (B, H, Lq, R)
+            add_by_bucket_(scores, query_rel, blocks)
+        _mask_scores_(scores, attn_mask, is_causal)
+        probs = _softmax_(scores, masked=attn_mask is not None or is_causal)  # (B, H, Lq, Lk)
+        weights = probs if dropout_mask is None else probs * dropout_mask
+        output = weights @ value  # (B, H, Lq, Dv)
+        masses = None
+        if value_table is not None:
+            masses = sum_by_bucket(weights, blocks)  # (B, H, Lq, R)
+            output.add_(masses @ value_table)
+        ctx.blocks = blocks
+        ctx.scale = scale
+        ctx.save_for_backward(
+            scaled_query,
+            key,
+            value,
+            key_table,
+            value_table,
+            probs,
+            weights,
+            dropout_mask,
+            masses,
+            output,
+        )
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):
+        (
+            scaled_query,
+            key,
+            value,
+            key_table,
+            value_table,
+            probs,
+            weights,
+            dropout_mask,
+            masses,
+            output,
+        ) = ctx.saved_tensors
+        blocks: BandBlocks = ctx.blocks
+        needs = ctx.needs_input_grad
+        grad_query = grad_key = grad_value = grad_key_table = grad_value_table = None
+
+        if needs[2]:
+            grad_value = weights.transpose(-1, -2) @ grad_output  # (B, H, Lk, Dv)
+        if value_table is not None and needs[4]:
+            grad_value_table = _table_grad(masses, grad_output, value_table)
+
+        row_dot = (grad_output * output).sum(-1, keepdim=True)  # (B, H, Lq, 1): ρ
+        out_rel = None
+        if value_table is not None:
+            out_rel = grad_output @ value_table.transpose(-1, -2)  # (B, H, Lq, R): dO · a^V_b
+        # Without dropout ρ is subtracted where dP is formed; as it is constant along a row, it
+        # rides along with the per-bucket add of the value term for free.
+        rho_folded = out_rel is not None and dropout_mask is None
+        if rho_folded:
+            out_rel.sub_(row_dot)
+        with_key_table = key_table is not None and (needs[0] or needs[3])
+        score_masses = grad_output.new_zeros(*probs.shape[:-1], blocks.num_buckets)  # (B,H,Lq,R)
+        if needs[0]:
+            grad_query = scaled_query.new_empty(scaled_query.shape)  # (B, H, Lq, D)
+        if needs[1]:
+            grad_key = key.new_zeros(key.shape)  # (B, H, Lk, D), contiguous for the view below
+        batch_heads = probs.shape[0] * probs.shape[1]
+        # Row blocks: dS of one block lives in a small buffer that stays in cache while it is
+        # built, reduced per bucket and multiplied out, instead of one fresh (Lq, Lk) tensor.
+        for n, (r0, r1) in enumerate(blocks.rows if needs[0] or needs[1] or needs[3] else ()):
+            rows = slice(r0, r1)
+            grad_scores = grad_output[..., rows, :] @ value.transpose(-1, -2)  # (B, H, T, Lk)
+            if out_rel is not None:
+                _add_block_(grad_scores, out_rel[..., rows, :], blocks, n)
+            if dropout_mask is not None:
+                grad_scores.mul_(dropout_mask[..., rows, :])
+            if not rho_folded:
+                grad_scores.sub_(row_dot[..., rows, :])
+            grad_scores.mul_(probs[..., rows, :])  # dS = P ⊙ (dP − ρ): 0 wherever P is
+            if with_key_table:
+                _sum_block_(score_masses[..., rows, :], grad_scores, blocks, n)
+            if needs[0]:
+                grad_query[..., rows, :] = grad_scores @ key  # (B, H, T, D)
+            if needs[1]:
+                # dK += dSᵀ Qs, accumulated in place over the (B·H) batch of matrices.
+                grad_key.view(batch_heads, *key.shape[2:]).baddbmm_(
+                    grad_scores.reshape(batch_heads, r1 - r0, -1).transpose(1, 2),
+                    scaled_query[..., rows, :].reshape(batch_heads, r1 - r0, -1),
+                )
+        if needs[0]:
+            if key_table is not None:
+                grad_query.add_(score_masses @ key_table)
+            grad_query.mul_(ctx.scale)
+        if key_table is not None and needs[3]:
+            grad_key_table = _table_grad(score_masses, scaled_query, key_table)
+        return (
+            grad_query,
+            grad_key,
+            grad_value,
+            grad_key_table,
+            grad_value_table,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def fast_path_applies(
+    query: Tensor, key: Tensor, *, attn_mask: Tensor | None, key_query: bool
+) -> bool:
+    """Whether :class:`ShawAttentionFunction` covers the inputs: no key-query term, no float
+    mask that needs a gradient, and at least one query and one key."""
+    mask_needs_grad = attn_mask is not None and attn_mask.requires_grad
+    return not key_query and not mask_needs_grad and query.shape[-2] > 0 and key.shape[-2] > 0
+
+
+def eager_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    index: RelativeIndex,
+    key_table: Tensor | None,
+    value_table: Tensor | None,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    scale: float,
+    dropout_mask: Tensor | None = None,
+    key_query: bool = False,
+    block_rows: int = BLOCK_ROWS,
+) -> Tensor:
+    """Same contract as :func:`relpos.attention.reference.reference_attention`.
+
+    Runs :class:`ShawAttentionFunction` where :func:`fast_path_applies`, else
+    :func:`gather_scatter_attention`. ``block_rows`` is the fast path's row-block size.
+    """
+    if not fast_path_applies(query, key, attn_mask=attn_mask, key_query=key_query):
+        return gather_scatter_attention(
+            query,
+            key,
+            value,
+            index=index,
+            key_table=key_table,
+            value_table=value_table,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_mask=dropout_mask,
+            key_query=key_query,
+        )
+    return ShawAttentionFunction.apply(
+        query,
+        key,
+        value,
+        key_table,
+        value_table,
+        attn_mask,
+        dropout_mask,
+        index,
+        is_causal,
+        scale,
+        block_rows,
+    )
