@@ -1,0 +1,347 @@
+"""Timing and peak memory of the attention backends against SDPA without positions.
+
+A benchmark, not a test: :func:`run_benchmark` returns one row per (length, backend) and
+``relpos bench`` prints them and writes JSON. The default setting is issue 2's: float32, B = 1,
+H = 4, D = 64, k = 16, tables shared by the heads, key and value terms, forward + backward.
+
+How it measures:
+
+* **time**: each backend runs ``warmup`` untimed calls, then ``repeats`` timed calls, taken in
+  turns (one call of every backend per round) so that load from other processes falls on all of
+  them alike; the median is reported, and the ratio is to SDPA's median at the same length. A
+  "call" is the forward, plus (unless ``backward=False``) ``torch.autograd.grad`` of the output
+  against a fixed random upstream gradient with respect to the query, key, value and both tables
+  (SDPA: query, key and value). CUDA is synchronised around each call.
+* **peak memory**: one extra call per (length, backend). On CUDA, ``max_memory_allocated`` above
+  what was allocated before the call. On the CPU, the running total of tensor bytes that
+  ``torch.profiler(profile_memory=True)`` records at every allocation and free during the call;
+  its maximum is the peak of the tensors the call itself allocates (saved activations, scratch,
+  outputs and gradients), not counting the inputs, which exist before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "BenchConfig",
+    "BASELINE",
+    "DTYPES",
+    "run_benchmark",
+    "default_backends",
+    "peak_memory_bytes",
+    "machine_info",
+    "format_table",
+]
+
+#: the name of the baseline row: SDPA with no position information at all.
+BASELINE = "sdpa"
+
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass
+class BenchConfig:
+    """What to time. Defaults are issue 2's CPU setting."""
+
+    lengths: tuple[int, ...] = (256, 512, 1024, 2048)  # sequence length L (= Lq = Lk)
+    batch: int = 1
+    heads: int = 4
+    head_dim: int = 64
+    max_distance: int = 16  # clipping distance k: tables have 2k + 1 rows
+    shared: bool = True  # one table for all heads (the paper's big model), else one per head
+    dtype: str = "float32"
+    device: str = "cpu"
+    repeats: int = 10  # timed calls per backend and length
+    warmup: int = 2  # untimed calls first (allocator, thread pools, kernel caches)
+    backends: tuple[str, ...] | None = None  # None: SDPA and every backend that applies
+    backward: bool = True  # forward + backward; False: forward only, under no_grad
+    # The paper-literal reference gathers (B, H, L, L, D) tensors: 1 GiB each at L = 1024.
+    reference_max_length: int = 1024
+    memory: bool = True  # also measure peak memory (one extra call each)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form notes copied into the JSON
+
+
+def _check_config(config: BenchConfig) -> None:
+    if config.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+    for name in ("batch", "heads", "head_dim", "repeats"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if config.max_distance < 0:
+        raise ValueError(f"max_distance must be >= 0, got {config.max_distance}")
+    if not config.lengths or any(length < 1 for length in config.lengths):
+        raise ValueError(f"lengths must be positive ints, got {config.lengths}")
+    if config.warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {config.warmup}")
+
+
+def _applies(name: str, query: Tensor) -> bool:
+    from .attention import api
+
+    predicate = api._APPLIES.get(name)  # registered with register_backend(..., applies=...)
+    if predicate is None:
+        return True
+    return bool(
+        predicate(
+            query=query, key_query=False, dropout=False, has_mask=False, value_dim=query.shape[-1]
+        )
+    )
+
+
+def default_backends(device: str | torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
+    """SDPA, then every registered Shaw backend that applies to inputs on ``device``."""
+    from .attention import BACKENDS
+
+    probe = torch.empty(1, 1, 1, 8, device=device, dtype=dtype)
+    return [BASELINE, *(name for name in BACKENDS if _applies(name, probe))]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(step: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes of tensors allocated by one ``step()`` above what existed before it.
+
+    CUDA: the allocator's peak statistic. CPU: the maximum of the running allocation total that
+    the profiler records with every allocation event. ``None`` where neither is available.
+    """
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        _synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        from torch._C._profiler import _EventType
+    except ImportError:  # the event tree is experimental API; report "n/a" rather than fail
+        return None
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    allocations = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
+        stack.extend(node.children)
+    # Only bytes allocated during the profile are counted, so the running total starts at 0.
+    total = peak = 0
+    for _, size in sorted(allocations, key=lambda pair: pair[0]):
+        total += size
+        peak = max(peak, total)
+    return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2: some torch builds' profiler logs every start and stop there."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def machine_info(device: str | torch.device) -> dict:
+    """What the numbers were measured on."""
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    device = torch.device(device)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _make_step(name: str, config: BenchConfig, tensors: dict, upstream: Tensor):
+    """One forward (+ backward) of backend ``name``, as a no-argument callable."""
+    from .attention import shaw_attention
+
+    query, key, value = tensors["query"], tensors["key"], tensors["value"]
+    if name == BASELINE:
+        leaves = [query, key, value]
+
+        def forward():
+            return F.scaled_dot_product_attention(query, key, value)
+    else:
+        leaves = [query, key, value, tensors["key_table"], tensors["value_table"]]
+
+        def forward():
+            return shaw_attention(
+                query,
+                key,
+                value,
+                tensors["key_table"],
+                tensors["value_table"],
+                max_distance=config.max_distance,
+                backend=name,
+            )
+
+    if not config.backward:
+
+        def step():
+            with torch.no_grad():
+                return forward()
+
+        return step
+
+    def step():
+        return torch.autograd.grad(forward(), leaves, upstream)
+
+    return step
+
+
+def _inputs(config: BenchConfig, length: int, device: torch.device) -> tuple[dict, Tensor]:
+    dtype = DTYPES[config.dtype]
+    gen = torch.Generator(device="cpu").manual_seed(config.seed + length)
+    rows = 2 * config.max_distance + 1
+    shape = (config.batch, config.heads, length, config.head_dim)
+    table_shape = (
+        (rows, config.head_dim) if config.shared else (config.heads, rows, config.head_dim)
+    )
+
+    def leaf(*size):
+        return torch.randn(*size, generator=gen).to(device, dtype).requires_grad_(config.backward)
+
+    tensors = {
+        "query": leaf(*shape),
+        "key": leaf(*shape),
+        "value": leaf(*shape),
+        "key_table": leaf(*table_shape),
+        "value_table": leaf(*table_shape),
+    }
+    upstream = torch.randn(*shape, generator=gen).to(device, dtype)
+    return tensors, upstream
+
+
+def run_benchmark(
+    config: BenchConfig | None = None, *, progress: Callable[[str], None] | None = None
+) -> dict:
+    """Time every backend of ``config`` at every length.
+
+    Returns ``{"config", "machine", "load_average", "rows"}`` where each row is a dict with
+    ``length, backend, median_ms, min_ms, ratio_to_sdpa, peak_mib, times_ms`` (``ratio_to_sdpa``
+    is ``None`` when SDPA was not run; ``peak_mib`` is ``None`` when memory was not measured).
+    """
+    config = config or BenchConfig()
+    _check_config(config)
+    device = torch.device(config.device)
+    backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
+    from .attention import available_backends
+
+    unknown = [b for b in backends if b != BASELINE and b not in available_backends()]
+    if unknown:
+        valid = ", ".join([BASELINE, *available_backends()])
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; valid names: {valid}")
+    say = progress or (lambda message: None)
+    load_before = _load_average()
+    rows = []
+    for length in config.lengths:
+        names = [b for b in backends if b != "reference" or length <= config.reference_max_length]
+        tensors, upstream = _inputs(config, length, device)
+        steps = {name: _make_step(name, config, tensors, upstream) for name in names}
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for name in names:
+            for _ in range(config.warmup if name != "reference" else min(config.warmup, 1)):
+                steps[name]()
+        for _ in range(config.repeats):
+            for name in names:
+                _synchronize(device)
+                start = time.perf_counter()
+                steps[name]()
+                _synchronize(device)
+                times[name].append((time.perf_counter() - start) * 1e3)
+        medians = {name: statistics.median(times[name]) for name in names}
+        for name in names:
+            peak = peak_memory_bytes(steps[name], device) if config.memory else None
+            ratio = medians[name] / medians[BASELINE] if BASELINE in medians else None
+            row = {
+                "length": length,
+                "backend": name,
+                "median_ms": round(medians[name], 3),
+                "min_ms": round(min(times[name]), 3),
+                "ratio_to_sdpa": None if ratio is None else round(ratio, 3),
+                "peak_mib": None if peak is None else round(peak / 2**20, 2),
+                "times_ms": [round(t, 3) for t in times[name]],
+            }
+            rows.append(row)
+            say(format_table([row], header=False))
+        del tensors, upstream, steps
+    return {
+        "config": asdict(config),
+        "machine": machine_info(device),
+        "load_average": {"before": load_before, "after": _load_average()},
+        "rows": rows,
+    }
+
+
+def format_table(rows: Sequence[dict], *, header: bool = True) -> str:
+    """Rows of :func:`run_benchmark` as an aligned text table."""
+    lines = []
+    if header:
+        lines.append(f"{'L':>6}  {'backend':<10} {'median ms':>10} {'x SDPA':>8} {'peak MiB':>9}")
+    for row in rows:
+        ratio = "-" if row["ratio_to_sdpa"] is None else f"{row['ratio_to_sdpa']:.2f}"
+        peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
+        lines.append(
+            f"{row['length']:>6}  {row['backend']:<10} {row['median_ms']:>10.2f} {ratio:>8} "
+            f"{peak:>9}"
+        )
+    return "\n".join(lines)

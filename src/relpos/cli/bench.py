@@ -1,0 +1,129 @@
+"""``relpos bench``: time the attention backends against SDPA without positions.
+
+Prints, per sequence length and backend, the median time of a forward + backward call, its ratio
+to SDPA's, and the peak memory the call allocates; ``--json`` also writes every timing. The
+defaults are issue 2's setting: float32, B = 1, H = 4, D = 64, k = 16, shared tables, key and
+value terms. Other processes on the machine slow every row; the backends are timed in turns so
+that the ratios stay comparable, but run it on a quiet machine for absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 512,1024, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one length")
+    return values
+
+
+def register(subparsers) -> None:
+    from ..bench import BenchConfig
+
+    defaults = BenchConfig()
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the attention backends against SDPA",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--dtype", default=defaults.dtype, choices=("float32", "float64", "bfloat16", "float16")
+    )
+    parser.add_argument(
+        "--lengths",
+        type=_int_list,
+        default=defaults.lengths,
+        help="sequence lengths, e.g. 512,1024,2048 (default: %(default)s)",
+    )
+    parser.add_argument("-B", "--batch", type=int, default=defaults.batch)
+    parser.add_argument("-H", "--heads", type=int, default=defaults.heads)
+    parser.add_argument("-D", "--head-dim", type=int, default=defaults.head_dim)
+    parser.add_argument("-k", "--max-distance", type=int, default=defaults.max_distance)
+    tables = parser.add_mutually_exclusive_group()
+    tables.add_argument(
+        "--shared",
+        dest="shared",
+        action="store_true",
+        default=defaults.shared,
+        help="one table for all heads (default)",
+    )
+    tables.add_argument("--per-head", dest="shared", action="store_false", help="a table per head")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls each")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls first")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated names, 'sdpa' for the baseline (default: sdpa and every backend "
+        "that applies on the device)",
+    )
+    parser.add_argument(
+        "--fwd-only", action="store_true", help="time the forward only (under no_grad)"
+    )
+    parser.add_argument(
+        "--reference-max-length",
+        type=int,
+        default=defaults.reference_max_length,
+        help="skip the paper-literal reference above this length (default: %(default)s)",
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import BenchConfig, format_table, run_benchmark
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    backends = None
+    if args.backends:
+        backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    config = BenchConfig(
+        lengths=args.lengths,
+        batch=args.batch,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        max_distance=args.max_distance,
+        shared=args.shared,
+        dtype=args.dtype,
+        device=args.device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        backends=backends,
+        backward=not args.fwd_only,
+        reference_max_length=args.reference_max_length,
+        memory=not args.no_memory,
+    )
+    mode = "forward" if args.fwd_only else "forward+backward"
+    tables = "shared tables" if config.shared else "per-head tables"
+    print(
+        f"relpos bench: {config.device} {config.dtype}, B={config.batch} H={config.heads} "
+        f"D={config.head_dim} k={config.max_distance}, {tables}, {mode}, "
+        f"median of {config.repeats} calls, {torch.get_num_threads()} threads"
+    )
+    print(format_table([], header=True))
+    results = run_benchmark(config, progress=lambda line: print(line, flush=True))
+    load = results["load_average"]
+    print(f"load average before/after: {load['before']} / {load['after']}", file=sys.stderr)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
