@@ -1,0 +1,100 @@
+"""``ModelConfig`` and ``build_model``: the one place a model's size and position scheme are chosen.
+
+The defaults are Ontañón et al. (2022)'s small encoder-decoder (2 layers, d = 64, 4 heads,
+feed-forward 256, dropout 0.1), the size at which they compared absolute and relative positions on
+algorithmic tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..schemes import get_scheme
+
+__all__ = ["ModelConfig", "build_model", "ARCHS", "ACTIVATIONS"]
+
+#: the three architectures; see :mod:`relpos.models.transformer`.
+ARCHS = ("encoder-decoder", "decoder", "encoder")
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclass
+class ModelConfig:
+    """Size, architecture and position scheme of a model (``build_model(config, vocab_size)``)."""
+
+    arch: str = "encoder-decoder"  # "encoder-decoder" | "decoder" | "encoder"
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2  # per stack: an encoder-decoder has 2 encoder + 2 decoder layers
+    d_ff: int = 256
+    dropout: float = 0.1  # on embeddings, residual branches and attention weights
+    scheme: str = "shaw"
+    # passed to relpos.get_scheme(scheme, **scheme_options), e.g. {"max_distance": 4}
+    scheme_options: dict = field(default_factory=dict)
+    # rows of a learned absolute table; it must cover the longest *evaluation* sequence, so the
+    # rows past the training lengths exist but are never trained (that is what is being tested)
+    max_len: int = 512
+    activation: str = "relu"  # Vaswani et al. and Ontañón et al. used ReLU
+    # output projection = token embedding (Press & Wolf 2017): a third fewer parameters here
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}; got {self.arch!r}")
+        for name in ("d_model", "num_heads", "num_layers", "d_ff", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}"
+            )
+        if not isinstance(self.scheme_options, dict):
+            raise TypeError(
+                f"scheme_options must be a dict, got {type(self.scheme_options).__name__}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"ModelConfig has no field(s) {', '.join(unknown)}; its fields are: "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def build_model(config: ModelConfig, vocab_size: int) -> nn.Module:
+    """Build the model ``config.arch`` names, with ``vocab_size`` tokens (special tokens included).
+
+    The scheme comes from the registry,
+    ``relpos.get_scheme(config.scheme, **config.scheme_options)``; an unknown name raises a
+    ``ValueError`` listing the valid ones.
+    """
+    from .transformer import DecoderOnly, EncoderDecoder, EncoderOnly
+
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    scheme = get_scheme(config.scheme, **config.scheme_options)
+    classes = {"encoder-decoder": EncoderDecoder, "decoder": DecoderOnly, "encoder": EncoderOnly}
+    return classes[config.arch](config, vocab_size, scheme)

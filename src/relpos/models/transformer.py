@@ -1,0 +1,311 @@
+"""Small transformers that take any registered position scheme: encoder-decoder, decoder, encoder.
+
+* :class:`EncoderDecoder` — Vaswani et al. (2017), the setting of Shaw et al. (2018) and Ontañón et
+  al. (2022): a bidirectional encoder over the source, a causal decoder over ``BOS target``.
+* :class:`DecoderOnly` — one causal stack over ``source SEP target EOS`` (Kazemnejad et al. 2023).
+* :class:`EncoderOnly` — one bidirectional stack and a classifier per position (non-autoregressive
+  tagging; only for tasks whose target has the source's length).
+
+Where position information goes:
+
+* an *absolute* scheme (``sinusoidal``, ``learned``) adds ``scheme.input_encoding(d_model,
+  max_len)`` to the token embeddings of each stack; encoder and decoder get their own module
+  (for ``learned``, their own table);
+* a *relative* scheme (``shaw``, …) gives every **self**-attention layer a
+  ``scheme.attention_position(...)`` — relative terms go in self-attention, as in the paper. A
+  scheme with ``shared_across_layers`` (T5) builds one module per stack and reuses it in every
+  layer;
+* **cross-attention is content-only**: a decoder query and an encoder key sit in different
+  sequences, so ``j − i`` between them measures nothing (Shaw et al. use relative positions in
+  self-attention only; Ontañón et al.'s ``rel2`` variants are the exception and are not built).
+
+Choices: pre-LayerNorm blocks with a final LayerNorm (Xiong et al. 2020: stable without a long
+warmup at this size); ReLU (or GELU) feed-forward; one token embedding shared by source and target
+and, by default, tied to the output projection (Press & Wolf 2017); embeddings initialised with
+std ``d_model**-0.5`` and multiplied by ``sqrt(d_model)`` (Vaswani et al.), so a token vector has
+entries of unit scale, like the sinusoidal encoding added to it.
+
+Shape legend: ``B`` batch, ``L`` / ``Ls`` / ``Lt`` length (source, target), ``E`` = ``d_model``,
+``V`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import KVCache, MultiheadAttention
+from ..schemes import PositionScheme
+from .config import ModelConfig
+
+__all__ = [
+    "FeedForward",
+    "Block",
+    "Stack",
+    "EncoderDecoder",
+    "DecoderOnly",
+    "EncoderOnly",
+    "greedy_decode",
+]
+
+
+class FeedForward(nn.Module):
+    """``W2 · act(W1 x)``: the position-wise feed-forward layer."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(d_model, d_ff)
+        self.fc_out = nn.Linear(d_ff, d_model)
+        self.activation = F.relu if activation == "relu" else F.gelu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc_out(self.activation(self.fc_in(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN block: self-attention, optional (content-only) cross-attention, feed-forward."""
+
+    def __init__(self, config: ModelConfig, position, *, causal: bool, cross: bool) -> None:
+        super().__init__()
+        d_model, heads, dropout = config.d_model, config.num_heads, config.dropout
+        self.causal = causal
+        self.norm_self = nn.LayerNorm(d_model)
+        self.self_attn = MultiheadAttention(d_model, heads, position=position, dropout=dropout)
+        self.norm_cross = nn.LayerNorm(d_model) if cross else None
+        # No ``position``: cross-attention compares contents only (see the module docstring).
+        self.cross_attn = MultiheadAttention(d_model, heads, dropout=dropout) if cross else None
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, config.d_ff, config.activation)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        padding: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_padding: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """``x (B, L, E)``; ``padding (B, L)``, ``memory_padding (B, Ls)``: True at padding."""
+        h = self.norm_self(x)
+        x = x + self.drop(
+            self.self_attn(h, key_padding_mask=padding, is_causal=self.causal, cache=cache)
+        )
+        if self.cross_attn is not None:
+            h = self.norm_cross(x)
+            x = x + self.drop(self.cross_attn(h, memory, memory, key_padding_mask=memory_padding))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class Stack(nn.Module):
+    """Input position encoding (absolute schemes), ``num_layers`` blocks, final LayerNorm."""
+
+    def __init__(
+        self, config: ModelConfig, scheme: PositionScheme, *, causal: bool, cross: bool
+    ) -> None:
+        super().__init__()
+        self.input_encoding = scheme.input_encoding(config.d_model, config.max_len)
+
+        def position():
+            return scheme.attention_position(config.num_heads, config.head_dim, causal=causal)
+
+        shared = position() if scheme.shared_across_layers else None
+        self.blocks = nn.ModuleList(
+            Block(config, shared if shared is not None else position(), causal=causal, cross=cross)
+            for _ in range(config.num_layers)
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def embed(self, tokens_embedded: Tensor, offset: int = 0) -> Tensor:
+        """Add the absolute encoding of positions ``offset, offset + 1, …`` (if any)."""
+        x = tokens_embedded
+        if self.input_encoding is not None:
+            x = self.input_encoding(x, offset)
+        return self.drop(x)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        padding: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_padding: Tensor | None = None,
+        caches: list[KVCache] | None = None,
+    ) -> Tensor:
+        for layer, block in enumerate(self.blocks):
+            x = block(
+                x,
+                padding=padding,
+                memory=memory,
+                memory_padding=memory_padding,
+                cache=None if caches is None else caches[layer],
+            )
+        return self.norm(x)
+
+
+class _TokenModel(nn.Module):
+    """What the three architectures share: the token embedding and the output projection."""
+
+    arch = ""
+
+    def __init__(self, config: ModelConfig, vocab_size: int, scheme: PositionScheme) -> None:
+        super().__init__()
+        self.config, self.scheme, self.vocab_size = config, scheme, vocab_size
+        self.token_embedding = nn.Embedding(vocab_size, config.d_model)
+        nn.init.normal_(self.token_embedding.weight, std=config.d_model**-0.5)
+        self.output = None
+        if not config.tie_embeddings:
+            self.output = nn.Linear(config.d_model, vocab_size, bias=False)
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        if tokens.dim() != 2 or tokens.dtype != torch.long:
+            raise ValueError(
+                f"tokens must be a (B, L) int64 tensor, got {tokens.dtype} {tuple(tokens.shape)}"
+            )
+        return self.token_embedding(tokens) * math.sqrt(self.config.d_model)  # (B, L, E)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        if self.output is not None:
+            return self.output(hidden)
+        return F.linear(hidden, self.token_embedding.weight)  # (B, L, V), tied
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, scheme={self.scheme!r}, vocab_size={self.vocab_size}"
+
+
+def greedy_decode(step, first: Tensor, *, eos: int, max_new_tokens: int) -> Tensor:
+    """Batched greedy decoding.
+
+    ``step(tokens (B, 1)) -> logits (B, 1, V)`` consumes one token and returns the next-token
+    logits (it owns the key/value caches). ``first (B, 1)`` is fed first. Returns ``(B, T)`` with
+    ``T <= max_new_tokens``; after a row emits ``eos`` it is padded with ``eos``. Stops as soon as
+    every row has finished.
+    """
+    tokens, finished = first, torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
+    generated = []
+    for _ in range(max_new_tokens):
+        next_token = step(tokens)[:, -1].argmax(dim=-1)  # (B,)
+        next_token = next_token.masked_fill(finished, eos)
+        generated.append(next_token)
+        finished = finished | (next_token == eos)
+        if bool(finished.all()):
+            break
+        tokens = next_token[:, None]  # (B, 1)
+    if not generated:
+        return first.new_empty(first.shape[0], 0)
+    return torch.stack(generated, dim=1)  # (B, T)
+
+
+class EncoderDecoder(_TokenModel):
+    """Bidirectional encoder + causal decoder with content-only cross-attention."""
+
+    arch = "encoder-decoder"
+
+    def __init__(self, config: ModelConfig, vocab_size: int, scheme: PositionScheme) -> None:
+        super().__init__(config, vocab_size, scheme)
+        self.encoder = Stack(config, scheme, causal=False, cross=False)
+        self.decoder = Stack(config, scheme, causal=True, cross=True)
+
+    def encode(self, source: Tensor, source_padding: Tensor | None = None) -> Tensor:
+        """``source (B, Ls)`` → memory ``(B, Ls, E)``; ``source_padding``: True at padding."""
+        x = self.encoder.embed(self.embed_tokens(source))
+        return self.encoder(x, padding=source_padding)
+
+    def decode(
+        self,
+        target: Tensor,
+        memory: Tensor,
+        source_padding: Tensor | None = None,
+        *,
+        caches: list[KVCache] | None = None,
+    ) -> Tensor:
+        """``target (B, Lt)`` (starting with BOS) → next-token logits ``(B, Lt, V)``.
+
+        With ``caches`` (one :class:`KVCache` per layer), ``target`` holds only the new tokens and
+        sits at positions ``caches[0].length, …``. Right-padding of ``target`` needs no mask: the
+        causal mask already keeps real queries away from the padding after them.
+        """
+        offset = 0 if caches is None else caches[0].length
+        x = self.decoder.embed(self.embed_tokens(target), offset)
+        x = self.decoder(x, memory=memory, memory_padding=source_padding, caches=caches)
+        return self.logits(x)
+
+    def forward(
+        self, source: Tensor, target: Tensor, source_padding: Tensor | None = None
+    ) -> Tensor:
+        """Teacher-forced logits ``(B, Lt, V)`` for ``source (B, Ls)`` and ``target (B, Lt)``."""
+        return self.decode(target, self.encode(source, source_padding), source_padding)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        source: Tensor,
+        source_padding: Tensor | None = None,
+        *,
+        bos: int,
+        eos: int,
+        max_new_tokens: int,
+    ) -> Tensor:
+        """Greedy decoding with a key/value cache: ``(B, T)`` tokens after BOS (see
+        :func:`greedy_decode`). Call ``model.eval()`` first to switch dropout off."""
+        memory = self.encode(source, source_padding)
+        caches = [KVCache() for _ in self.decoder.blocks]
+        first = torch.full((source.shape[0], 1), bos, dtype=torch.long, device=source.device)
+
+        def step(tokens: Tensor) -> Tensor:
+            return self.decode(tokens, memory, source_padding, caches=caches)
+
+        return greedy_decode(step, first, eos=eos, max_new_tokens=max_new_tokens)
+
+
+class DecoderOnly(_TokenModel):
+    """One causal stack: a language model over ``source SEP target EOS``."""
+
+    arch = "decoder"
+
+    def __init__(self, config: ModelConfig, vocab_size: int, scheme: PositionScheme) -> None:
+        super().__init__(config, vocab_size, scheme)
+        self.decoder = Stack(config, scheme, causal=True, cross=False)
+
+    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None) -> Tensor:
+        """``tokens (B, L)`` → next-token logits ``(B, L, V)``; right-padding needs no mask
+        (causal), and with ``caches`` the tokens continue the cached ones."""
+        offset = 0 if caches is None else caches[0].length
+        x = self.decoder.embed(self.embed_tokens(tokens), offset)
+        return self.logits(self.decoder(x, caches=caches))
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, *, eos: int, max_new_tokens: int) -> Tensor:
+        """Greedy continuation of ``prompt (B, Lp)``: ``(B, T)`` new tokens.
+
+        Every row's prompt must have the same length (no padding): group prompts by length, so
+        that a token's position is the same with or without batching.
+        """
+        caches = [KVCache() for _ in self.decoder.blocks]
+        if prompt.shape[1] > 1:
+            self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last token
+
+        def step(tokens: Tensor) -> Tensor:
+            return self(tokens, caches=caches)
+
+        return greedy_decode(step, prompt[:, -1:], eos=eos, max_new_tokens=max_new_tokens)
+
+
+class EncoderOnly(_TokenModel):
+    """One bidirectional stack and a classifier per position: ``target[i]`` from ``source``."""
+
+    arch = "encoder"
+
+    def __init__(self, config: ModelConfig, vocab_size: int, scheme: PositionScheme) -> None:
+        super().__init__(config, vocab_size, scheme)
+        self.encoder = Stack(config, scheme, causal=False, cross=False)
+
+    def forward(self, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
+        """``tokens (B, L)`` → logits ``(B, L, V)``; ``padding (B, L)`` True at padding."""
+        x = self.encoder.embed(self.embed_tokens(tokens))
+        return self.logits(self.encoder(x, padding=padding))

@@ -1,0 +1,188 @@
+"""Models: every architecture × every registered scheme, cached decoding, sharing, errors."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import relpos
+from relpos.layers import KVCache
+from relpos.models import ARCHS, ModelConfig, build_model, greedy_decode
+from relpos.schemes import AttentionPosition, ShawScheme
+
+SCHEMES = relpos.available_schemes()  # new schemes are covered without touching this file
+VOCAB = 13
+
+
+def tiny(arch: str, scheme: str, **changes) -> ModelConfig:
+    fields = dict(
+        arch=arch,
+        d_model=16,
+        num_heads=2,
+        num_layers=2,
+        d_ff=32,
+        dropout=0.0,
+        scheme=scheme,
+        max_len=64,
+    )
+    return ModelConfig(**{**fields, **changes})
+
+
+def forward(model, tokens, padding=None):
+    if model.arch == "encoder-decoder":
+        return model(tokens, tokens[:, :5], padding)
+    if model.arch == "decoder":
+        return model(tokens)
+    return model(tokens, padding)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_and_scheme_trains(arch, scheme):
+    torch.manual_seed(0)
+    model = build_model(tiny(arch, scheme), VOCAB)
+    tokens = torch.randint(4, VOCAB, (3, 7))
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[0, 5:] = True
+    logits = forward(model, tokens, padding if arch != "decoder" else None)
+    assert logits.shape == (3, 5 if arch == "encoder-decoder" else 7, VOCAB)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def _naive_greedy(model, source, padding, steps):
+    """Greedy decoding that recomputes the whole prefix at every step (no cache)."""
+    if model.arch == "encoder-decoder":
+        memory = model.encode(source, padding)
+        tokens = torch.full((source.shape[0], 1), 1, dtype=torch.long)  # BOS = 1
+        for _ in range(steps):
+            nxt = model.decode(tokens, memory, padding)[:, -1].argmax(-1, keepdim=True)
+            tokens = torch.cat((tokens, nxt), 1)
+        return tokens[:, 1:]
+    tokens = source
+    for _ in range(steps):
+        tokens = torch.cat((tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)), 1)
+    return tokens[:, source.shape[1] :]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
+def test_cached_decoding_equals_full_recomputation(arch, scheme):
+    torch.manual_seed(1)
+    model = build_model(tiny(arch, scheme), VOCAB).double().eval()
+    source = torch.randint(4, VOCAB, (4, 6))
+    padding = None
+    if arch == "encoder-decoder":
+        padding = torch.zeros(4, 6, dtype=torch.bool)
+        padding[1, 4:] = True  # a padded source row: cross-attention must ignore it
+    steps = 9  # beyond the source length, so positions keep growing past it
+    # Logits step by step: cached (one new token per call) vs recomputed from scratch.
+    caches = [KVCache() for _ in range(2)]
+    tokens = torch.randint(4, VOCAB, (4, steps))
+    if arch == "encoder-decoder":
+        memory = model.encode(source, padding)
+        full = model.decode(tokens, memory, padding)
+        cached = torch.cat(
+            [
+                model.decode(tokens[:, t : t + 1], memory, padding, caches=caches)
+                for t in range(steps)
+            ],
+            1,
+        )
+    else:
+        full = model(tokens)
+        cached = torch.cat([model(tokens[:, t : t + 1], caches=caches) for t in range(steps)], 1)
+    torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9)
+    # And generate() equals naive greedy; eos=VOCAB is an id no logit has, so no early stop.
+    if arch == "encoder-decoder":
+        generated = model.generate(source, padding, bos=1, eos=VOCAB, max_new_tokens=steps)
+    else:
+        generated = model.generate(source, eos=VOCAB, max_new_tokens=steps)
+    assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
+
+
+def test_greedy_decode_stops_and_pads_finished_rows_with_eos():
+    # Row 0 says EOS (2) at once, row 1 after two tokens; decoding stops when both are done.
+    script = iter([[2, 5], [7, 6], [9, 2], [8, 8]])
+
+    def step(tokens):
+        logits = torch.zeros(2, 1, 10)
+        for row, token in enumerate(next(script)):
+            logits[row, 0, token] = 1.0
+        return logits
+
+    out = greedy_decode(step, torch.ones(2, 1, dtype=torch.long), eos=2, max_new_tokens=10)
+    assert out.tolist() == [[2, 2, 2], [5, 6, 2]]
+
+
+def test_relative_terms_in_self_attention_only():
+    model = build_model(tiny("encoder-decoder", "shaw"), VOCAB)
+    for block in model.decoder.blocks:
+        assert type(block.self_attn.position).__name__ == "ShawRelativePosition"
+        assert type(block.cross_attn.position) is AttentionPosition  # content-only
+    assert model.encoder.input_encoding is None and model.decoder.input_encoding is None
+
+
+def test_absolute_schemes_add_input_encodings_per_stack():
+    model = build_model(tiny("encoder-decoder", "learned"), VOCAB)
+    assert model.encoder.input_encoding is not model.decoder.input_encoding
+    assert all(type(b.self_attn.position) is AttentionPosition for b in model.encoder.blocks)
+
+
+@dataclasses.dataclass
+class SharedShaw(ShawScheme):
+    shared_across_layers = True  # as T5 does; ShawScheme itself keeps tables per layer
+
+
+def test_shared_across_layers_builds_one_module_per_stack():
+    shared = build_model(tiny("decoder", SharedShaw(max_distance=2)), VOCAB)
+    per_layer = build_model(tiny("decoder", ShawScheme(max_distance=2)), VOCAB)
+    first, second = (b.self_attn.position for b in shared.decoder.blocks)
+    assert first is second
+    assert per_layer.decoder.blocks[0].self_attn.position is not (
+        per_layer.decoder.blocks[1].self_attn.position
+    )
+    table = 2 * (2 * 2 + 1) * 8  # key + value tables of (2k+1, head_dim)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(per_layer) - count(shared) == table
+
+
+def test_unknown_scheme_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: .*shaw"):
+        build_model(tiny("decoder", "no-such-scheme"), VOCAB)
+    with pytest.raises(ValueError, match="max_distance"):
+        build_model(tiny("decoder", "shaw", scheme_options={"k": 3}), VOCAB)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"arch": "seq2seq"}, "arch must be one of"),
+        ({"d_model": 30, "num_heads": 4}, "divisible"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"activation": "tanh"}, "activation"),
+    ],
+)
+def test_model_config_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(changes.pop("arch", "decoder"), "none", **changes)
+
+
+def test_learned_positions_past_max_len_raise_a_clear_error():
+    model = build_model(tiny("decoder", "learned", max_len=8), VOCAB)
+    model(torch.randint(4, VOCAB, (1, 8)))  # the last row of the table is fine
+    with pytest.raises(ValueError, match="max_len=8"):
+        model(torch.randint(4, VOCAB, (1, 9)))
+    # decoding one token at a time reaches the same limit through the cache offset
+    with pytest.raises(ValueError, match="max_len=8"):
+        model.eval().generate(torch.randint(4, VOCAB, (1, 4)), eos=0, max_new_tokens=6)
+
+
+def test_tokens_must_be_long_matrix():
+    model = build_model(tiny("encoder", "none"), VOCAB)
+    with pytest.raises(ValueError, match=r"\(B, L\) int64"):
+        model(torch.zeros(5, dtype=torch.long))
