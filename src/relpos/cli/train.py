@@ -1,0 +1,180 @@
+"""``relpos train``: train one model on one task and print its accuracy per length.
+
+Every field of ``TrainConfig`` and ``ModelConfig`` is a flag (``--batch-size``, ``--d-model``, …)
+whose default is the dataclass's; options of the task and the scheme are ``KEY=VALUE`` pairs
+(``--scheme-option max_distance=4``, or ``-k 4`` for short). Runs unchanged under torchrun::
+
+    relpos train --task reverse --scheme shaw -k 16 --steps 2000
+    torchrun --nproc_per_node=2 -m relpos train --task reverse --run-dir runs/ddp
+    relpos train --run-dir runs/ddp --resume        # after an interruption
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+
+__all__ = ["register", "run", "config_from_args", "parse_option"]
+
+#: dict-valued fields, set with repeatable ``KEY=VALUE`` flags instead.
+_OPTION_FLAGS = {"task_options": "--task-option", "scheme_options": "--scheme-option"}
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``"max_distance=4"`` → ``("max_distance", 4)``; values are JSON if they parse, else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _flag_type(hint) -> type:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _add_dataclass_flags(group, cls, prefix: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "model" or f.name in _OPTION_FLAGS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _flag_type(hints[f.name])
+        dest = f"{prefix}{f.name}"
+        if kind is bool:
+            group.add_argument(
+                flag,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default: {f.default})",
+            )
+        else:
+            group.add_argument(
+                flag, dest=dest, type=kind, default=None, help=f"(default: {f.default})"
+            )
+
+
+def register(subparsers) -> None:
+    from ..models import ModelConfig
+    from ..training import TrainConfig
+
+    parser = subparsers.add_parser(
+        "train",
+        help="train one model on one task, evaluate accuracy per length",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_group = parser.add_argument_group("run folder")
+    run_group.add_argument(
+        "--run-dir", default=None, help="default: runs/train/TASK-ARCH-SCHEME-seedSEED"
+    )
+    run_group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir from its last checkpoint",
+    )
+    run_group.add_argument(
+        "--overwrite", action="store_true", help="start the run in an existing --run-dir again"
+    )
+    run_group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_group.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    train_group = parser.add_argument_group("training (TrainConfig)")
+    _add_dataclass_flags(train_group, TrainConfig, "train.")
+    train_group.add_argument(
+        "--task-option",
+        dest="task_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the task (repeatable)",
+    )
+    model_group = parser.add_argument_group("model (ModelConfig)")
+    _add_dataclass_flags(model_group, ModelConfig, "model.")
+    model_group.add_argument(
+        "--scheme-option",
+        dest="scheme_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the position scheme (repeatable)",
+    )
+    model_group.add_argument(
+        "-k",
+        "--max-distance",
+        dest="max_distance",
+        type=int,
+        default=None,
+        help="shorthand for --scheme-option max_distance=K",
+    )
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace, base=None):
+    """A ``TrainConfig``: ``base`` (default: the dataclass defaults) with the flags given."""
+    from ..training import TrainConfig
+
+    base = base if base is not None else TrainConfig()
+    given = {key: value for key, value in vars(args).items() if value is not None}
+    model_fields = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
+    train_fields = {k.removeprefix("train."): v for k, v in given.items() if k.startswith("train.")}
+    scheme_options = {**base.model.scheme_options, **dict(map(parse_option, args.scheme_options))}
+    if args.max_distance is not None:
+        scheme_options["max_distance"] = args.max_distance
+    model = dataclasses.replace(base.model, **model_fields, scheme_options=scheme_options)
+    task_options = {**base.task_options, **dict(map(parse_option, args.task_options))}
+    return dataclasses.replace(base, **train_fields, task_options=task_options, model=model)
+
+
+def _format_metrics(metrics: dict) -> str:
+    def pct(value) -> str:
+        return "   -" if value is None else f"{100 * value:5.1f}"
+
+    lines = [" length  seen   exact%  token%  tf-token%  count"]
+    for length, row in metrics["by_length"].items():
+        lines.append(
+            f"{length:>7}  {'yes' if row['seen'] else 'no ':>4}  {pct(row['exact'])}   "
+            f"{pct(row['token'])}   {pct(row['tf_token'])}     {row['count']:>5}"
+        )
+    for group in ("seen", "unseen"):
+        row = metrics[group]
+        lines.append(
+            f"{group:>7}        {pct(row['exact'])}   {pct(row['token'])}   "
+            f"{pct(row['tf_token'])}     {row['count']:>5}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig, train
+
+    base = None
+    if args.resume and args.run_dir and os.path.isfile(os.path.join(args.run_dir, "config.json")):
+        # --resume continues the saved run; flags given again may only change what may change
+        with open(os.path.join(args.run_dir, "config.json")) as handle:
+            base = TrainConfig.from_dict(json.load(handle))
+    config = config_from_args(args, base)
+    run_dir = args.run_dir or os.path.join(
+        "runs",
+        "train",
+        f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}",
+    )
+    result = train(
+        config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if args.json:
+        print(json.dumps(result.metrics, indent=2))
+    else:
+        print(_format_metrics(result.metrics))
+        loss = result.metrics.get("final_loss")
+        loss_text = "-" if loss is None else f"{loss:.4f}"
+        print(f"final loss {loss_text}; {result.seconds:.1f} s; run folder: {run_dir}")
+    return 0

@@ -1,0 +1,243 @@
+"""Run folders and checkpoints that survive being killed at any point.
+
+A run folder holds::
+
+    config.json             TrainConfig (written when the run starts)
+    checkpoint/
+        model.safetensors   model weights (shared modules stored once: safetensors' save_model)
+        optimizer.safetensors  AdamW moments and step counts
+        state.json          step, optimizer hyper-parameters, RNG states, loss history, tokenizer
+    metrics.json            evaluation results (written when the run ends)
+
+Every JSON file is written to a temporary file, fsynced and moved into place with ``os.replace``.
+A checkpoint is several files, so it is written whole into ``checkpoint.tmp/`` (each file
+fsynced) and then swapped in by two renames: ``checkpoint → checkpoint.old``,
+``checkpoint.tmp → checkpoint``. A kill between the two leaves ``checkpoint.old``, which
+:func:`load_checkpoint` falls back to; a kill while ``checkpoint.tmp`` is being written leaves the
+previous checkpoint untouched. Resuming from an older checkpoint is always safe: training is a
+pure function of the seed and the step, so it replays to the same result.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "atomic_write_json",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_state",
+    "rng_state",
+    "set_rng_state",
+    "load_run",
+    "LoadedRun",
+    "RUN_FILES",
+]
+
+#: what a run folder may contain; ``overwrite=True`` removes these and nothing else.
+RUN_FILES = ("config.json", "metrics.json", "checkpoint", "checkpoint.tmp", "checkpoint.old")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` so that readers see the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide results from other users
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _bytes_to_text(tensor: torch.Tensor) -> str:
+    return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _text_to_bytes(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def rng_state() -> dict:
+    """Every global RNG state training touches, as JSON-able values."""
+    import numpy as np
+
+    numpy_state = np.random.get_state()
+    state = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *map(float, numpy_state[2:])],
+        "torch": _bytes_to_text(torch.get_rng_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [_bytes_to_text(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state(
+        (name, np.array(keys, dtype=np.uint32), int(position), int(has_gauss), cached)
+    )
+    torch.set_rng_state(_text_to_bytes(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [_text_to_bytes(s) for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Split an optimizer state dict into flat tensors and JSON-able rest."""
+    full = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, per_param in full["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": full["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state_dict(tensors: dict, rest: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *rest["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict
+) -> None:
+    """Write ``run_dir/checkpoint`` atomically (module docstring); ``state`` is JSON-able."""
+    from safetensors.torch import save_file, save_model
+
+    run_dir = Path(run_dir)
+    tmp, final, old = (
+        run_dir / name for name in ("checkpoint.tmp", "checkpoint", "checkpoint.old")
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    tensors, optimizer_rest = _optimizer_tensors(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        _fsync_file(tmp / name)
+    atomic_write_json(tmp / "state.json", {**state, "optimizer": optimizer_rest})
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _complete_checkpoint(run_dir: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint.old"):  # .old only exists if killed mid-swap
+        folder = run_dir / name
+        if (folder / "state.json").is_file():
+            return folder
+    return None
+
+
+def read_checkpoint_state(run_dir: str | Path) -> dict | None:
+    """``state.json`` of the newest complete checkpoint, or None if there is none."""
+    folder = _complete_checkpoint(Path(run_dir))
+    if folder is None:
+        return None
+    return json.loads((folder / "state.json").read_text())
+
+
+def load_checkpoint(
+    run_dir: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> dict | None:
+    """Load the newest complete checkpoint into ``model`` (and ``optimizer``); return its state.
+
+    Returns None when the run folder has no complete checkpoint yet.
+    """
+    from safetensors.torch import load_file, load_model
+
+    folder = _complete_checkpoint(Path(run_dir))
+    if folder is None:
+        return None
+    state = json.loads((folder / "state.json").read_text())
+    load_model(model, str(folder / "model.safetensors"), strict=True, device=str(device))
+    if optimizer is not None:
+        tensors = load_file(str(folder / "optimizer.safetensors"), device=str(device))
+        optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
+    return state
+
+
+@dataclass
+class LoadedRun:
+    """A finished (or interrupted) run read back from its folder."""
+
+    config: object  # TrainConfig
+    model: nn.Module
+    tokenizer: object  # Tokenizer
+    step: int
+    metrics: dict | None
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of ``run_dir`` from its config and newest checkpoint (in eval mode)."""
+    from ..models import build_model
+    from .loop import TrainConfig
+    from .tokenizer import Tokenizer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    state = read_checkpoint_state(run_dir)
+    if state is None:
+        raise FileNotFoundError(f"run folder {run_dir} has no complete checkpoint yet")
+    tokenizer = Tokenizer(state["vocabulary"])
+    model = build_model(config.model, len(tokenizer))
+    load_checkpoint(run_dir, model, device="cpu")
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return LoadedRun(config, model.to(device).eval(), tokenizer, state["step"], metrics)
