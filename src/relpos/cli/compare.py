@@ -133,6 +133,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         "--train-lengths": args.train_lengths,
         "--eval-lengths": args.eval_lengths,
     }
+    experiments = presets.get_preset(name)  # an unknown name lists the valid ones
     if args.preset and args.preset != presets.DEFAULT_PRESET:
         given = [flag for flag, value in grid_flags.items() if value is not None]
         if given:
@@ -140,7 +141,6 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
                 f"--preset {args.preset} defines its own grid; it cannot be combined with "
                 f"{', '.join(given)} (only with --steps, --seeds, --device, --arch, -k, --out)"
             )
-    experiments = presets.get_preset(name)
     for experiment in experiments:
         if args.task is not None:
             if args.task != experiment.task:

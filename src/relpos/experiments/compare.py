@@ -171,13 +171,20 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var)
 
 
-#: the per-example measures of relpos.training.evaluate that are summarised over seeds.
-MEASURES = ("exact", "token", "tf_exact")
+#: measures of relpos.training.evaluate that every summary has (others it reports, such as the
+#: teacher-forced ``tf_token``, are summarised too when present).
+MEASURES = ("exact", "token")
 
 
 def _stats(entries: list[dict]) -> dict:
+    keys = list(MEASURES)
+    for entry in entries:
+        for key, value in entry.items():
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key not in keys and key != "count" and (numeric or value is None):
+                keys.append(key)
     out = {}
-    for key in MEASURES:
+    for key in keys:
         out[f"{key}_mean"], out[f"{key}_std"] = _mean_std([e.get(key) for e in entries])
     return out
 
@@ -188,7 +195,8 @@ def summarise(runs: list[dict]) -> dict:
     ``runs``: ``{"variant": label, "seed": s, "metrics": <train metrics>, "seconds": t}`` dicts.
     Returns ``{label: {"seeds": n, "seen": {...}, "unseen": {...}, "by_length": {"L": {...}},
     "final_loss_mean": x, "seconds_mean": t}}``; each ``{...}`` has ``<m>_mean`` and ``<m>_std``
-    for ``m`` in exact, token, tf_exact (``by_length`` entries also ``seen`` and ``count``).
+    for ``m`` in exact, token and any other measure the metrics hold (e.g. ``tf_token``);
+    ``by_length`` entries also have ``seen`` and ``count``.
     The std is the sample standard deviation over seeds.
     """
     by_variant: dict[str, list[dict]] = {}
@@ -218,7 +226,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def _pm(stats: dict, key: str) -> str:
-    mean, std = stats[f"{key}_mean"], stats[f"{key}_std"]
+    mean, std = stats.get(f"{key}_mean"), stats.get(f"{key}_std")
     return "—" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -235,7 +243,7 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
         f"seen {low}–{high}",
         f"unseen {unseen_text}",
         "unseen token",
-        "unseen TF",
+        "unseen token, TF",
         "s/run",
     ]
     rows = [
@@ -244,7 +252,7 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
             _pm(s["seen"], "exact"),
             _pm(s["unseen"], "exact"),
             _pm(s["unseen"], "token"),
-            _pm(s["unseen"], "tf_exact"),
+            _pm(s["unseen"], "tf_token"),
             f"{s['seconds_mean']:.0f}",
         ]
         for label, s in experiment["summary"].items()
@@ -255,7 +263,7 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
 def _experiment_caption(experiment: dict) -> str:
     seeds = experiment["seeds"]
     return (
-        f"{experiment['title']}: exact match, greedy decoding (TF: teacher-forced); "
+        f"{experiment['title']}: accuracy, greedy decoding (TF: teacher-forced); "
         f"mean ± std over seeds {', '.join(map(str, seeds))}"
     )
 

@@ -1,0 +1,230 @@
+"""``relpos compare``: end to end on a tiny budget, bad input, run folders, summaries, presets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from relpos.cli import main
+from relpos.experiments import (
+    Experiment,
+    Variant,
+    available_presets,
+    get_preset,
+    markdown_table,
+    run_compare,
+    summarise,
+)
+from relpos.experiments import compare as compare_module
+from relpos.experiments.compare import validate
+
+#: a budget at which a compare takes a few seconds: the results are noise, the plumbing is real.
+TINY = [
+    "--schemes", "none,shaw", "-k", "2", "--steps", "12", "--seeds", "0",
+    "--train-lengths", "1-3", "--eval-lengths", "1-5", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "run"
+    code = main(["compare", *TINY, "--out", str(out)])
+    return code, out
+
+
+def test_compare_end_to_end_writes_results_table_and_plot(tiny_run, capsys):
+    code, out = tiny_run
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    assert results["command"].startswith("relpos compare")
+    assert "--schemes none,shaw" in results["command"]
+    assert set(results["machine"]) >= {"platform", "torch", "cpus"}
+    (experiment,) = results["experiments"]
+    assert experiment["task"] == "reverse"
+    assert experiment["train_lengths"] == [1, 3]
+    assert experiment["eval_lengths"] == [1, 2, 3, 4, 5]
+    assert experiment["seeds"] == [0]
+    assert experiment["train"]["steps"] == 12
+    assert [v["label"] for v in experiment["variants"]] == ["none", "shaw k=2"]
+    assert experiment["variants"][1]["options"] == {"max_distance": 2}
+    assert [(r["variant"], r["seed"]) for r in experiment["runs"]] == [("none", 0), ("shaw k=2", 0)]
+    for run in experiment["runs"]:
+        assert (out / run["run_dir"] / "config.json").is_file()
+        assert set(run["metrics"]["by_length"]) == {"1", "2", "3", "4", "5"}
+    summary = experiment["summary"]["shaw k=2"]
+    assert summary["seeds"] == 1
+    assert [summary["by_length"][n]["seen"] for n in "12345"] == [True, True, True, False, False]
+    for group in ("seen", "unseen"):
+        assert 0.0 <= summary[group]["exact_mean"] <= 1.0
+        assert summary[group]["exact_std"] == 0.0  # one seed
+    png = (out / "accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    table = (out / "table.md").read_text()
+    assert "| none |" in table and "| shaw k=2 |" in table and "unseen 4–5" in table
+
+
+def test_compare_prints_the_table(tmp_path, capsys):
+    code = main(["compare", *TINY, "--schemes", "shaw", "--out", str(tmp_path / "run")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "shaw k=2" in printed and "seen 1–3" in printed and "results.json" in printed
+
+
+@pytest.mark.parametrize(
+    "flags, names",
+    [
+        (["--schemes", "none,absolute"], ["'absolute'", "shaw", "sinusoidal", "learned"]),
+        (["--task", "sort"], ["'sort'", "reverse", "copy", "scan"]),
+        (["--preset", "table9"], ["'table9'", "k-sweep", "kv-ablation", "length-gen"]),
+    ],
+)
+def test_unknown_names_exit_2_listing_the_valid_ones(tmp_path, capsys, flags, names):
+    out = tmp_path / "run"
+    code = main(["compare", *TINY, *flags, "--out", str(out)])
+    assert code == 2
+    error = capsys.readouterr().err
+    for name in names:
+        assert name in error
+    assert not out.exists()  # nothing trained, no folder made
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("precious")
+    code = main(["compare", *TINY, "--out", str(out)])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "precious"
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_bad_flags_are_rejected(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--train-lengths", "8-1"])
+    assert exit_info.value.code == 2
+    code = main(["compare", "--schemes", "none,learned", "-k", "3", "--out", str(tmp_path / "a")])
+    assert code == 2 and "clipping distance" in capsys.readouterr().err
+    code = main(["compare", "--preset", "k-sweep", "--task", "copy", "--out", str(tmp_path / "b")])
+    assert code == 2 and "cannot be combined" in capsys.readouterr().err
+
+
+def test_resume_trains_only_the_missing_runs(tmp_path, monkeypatch):
+    experiment = Experiment(
+        task="copy",
+        task_options={"max_train_length": 2, "eval_lengths": [1, 2, 3], "n_train": 200},
+        variants=[Variant("none"), Variant("shaw", {"max_distance": 1})],
+        seeds=[0],
+        train={"steps": 4, "batch_size": 8},
+    )
+    out = tmp_path / "run"
+    first = run_compare([experiment], out, progress=False, log=None, plot=False)
+    # Simulate a compare killed after its first run: drop the second from results.json.
+    partial = json.loads((out / "results.json").read_text())
+    partial["experiments"][0]["runs"] = partial["experiments"][0]["runs"][:1]
+    partial["complete"] = False
+    (out / "results.json").write_text(json.dumps(partial))
+
+    import relpos.training
+
+    calls = []
+    real_train = relpos.training.train
+
+    def counting_train(config, run_dir, **kwargs):
+        calls.append((config.model.scheme, kwargs["resume"]))
+        return real_train(config, run_dir, **kwargs)
+
+    monkeypatch.setattr(relpos.training, "train", counting_train)
+    resumed = run_compare([experiment], out, progress=False, log=None, plot=False, resume=True)
+    assert calls == [("shaw", True)]  # the finished run is kept, the other continued
+    assert resumed["complete"] is True
+    # Deterministic training: the resumed run's metrics are the uninterrupted ones.
+    old_runs, new_runs = first["experiments"][0]["runs"], resumed["experiments"][0]["runs"]
+    for old, new in zip(old_runs, new_runs, strict=True):
+        assert (old["variant"], old["metrics"]) == (new["variant"], new["metrics"])
+    with pytest.raises(ValueError, match="different experiments"):
+        other = Experiment(task="reverse", variants=[Variant("none")], seeds=[0])
+        run_compare([other], out, progress=False, log=None, resume=True)
+
+
+def _metrics(seen: float, unseen: float, by_length: dict[int, float]) -> dict:
+    return {
+        "by_length": {
+            str(n): {"exact": v, "token": v, "count": 10, "seen": n <= 2}
+            for n, v in by_length.items()
+        },
+        "seen": {"exact": seen, "token": seen},
+        "unseen": {"exact": unseen, "token": unseen},
+        "final_loss": 0.5,
+    }
+
+
+def test_summarise_means_and_sample_std_over_seeds():
+    runs = [
+        {"variant": "a", "seed": 0, "seconds": 2.0, "metrics": _metrics(1.0, 0.5, {1: 1, 3: 0.5})},
+        {"variant": "a", "seed": 1, "seconds": 4.0, "metrics": _metrics(1.0, 0.0, {1: 1, 3: 0.0})},
+        {"variant": "b", "seed": 0, "seconds": 1.0, "metrics": _metrics(0.5, 0.0, {1: 1, 3: 0.0})},
+    ]
+    summary = summarise(runs)
+    assert list(summary) == ["a", "b"]
+    a = summary["a"]
+    assert a["seeds"] == 2 and a["seconds_mean"] == 3.0
+    assert a["seen"]["exact_mean"] == 1.0 and a["seen"]["exact_std"] == 0.0
+    assert a["unseen"]["exact_mean"] == 0.25
+    assert math.isclose(a["unseen"]["exact_std"], math.sqrt(0.125))  # sample std of (0.5, 0)
+    assert a["by_length"]["3"] == pytest.approx(
+        {"exact_mean": 0.25, "exact_std": math.sqrt(0.125), "token_mean": 0.25,
+         "token_std": math.sqrt(0.125), "seen": False, "count": 20}
+    )  # fmt: skip
+    assert summary["b"]["unseen"]["exact_std"] == 0.0
+    table = markdown_table(
+        {"experiments": [{"title": "t", "seeds": [0, 1], "train_lengths": [1, 2],
+                          "summary": summary}]}
+    )  # fmt: skip
+    assert "| a | 1.00 ± 0.00 | 0.25 ± 0.35 |" in table
+    assert "unseen 3–3" in table and "—" in table  # no teacher-forced numbers given
+
+
+def test_every_preset_is_valid():
+    assert {"default", "k-sweep", "kv-ablation", "length-gen"} <= set(available_presets())
+    for name in available_presets():
+        experiments = get_preset(name)
+        validate(experiments)  # tasks, schemes, options and config fields all exist
+        for experiment in experiments:
+            assert len(experiment.seeds) >= 2
+    (default,) = get_preset("default")
+    assert {"none", "sinusoidal", "learned", "shaw"} <= {v.scheme for v in default.variants}
+    (sweep,) = get_preset("k-sweep")
+    assert [v.options["max_distance"] for v in sweep.variants] == [0, 1, 2, 4, 16, 64]
+    (ablation,) = get_preset("kv-ablation")
+    terms = [(v.options["key_term"], v.options["value_term"]) for v in ablation.variants]
+    assert terms == [(True, True), (True, False), (False, True), (False, False)]
+    tasks = {e.task for e in get_preset("length-gen")}
+    assert {"copy", "reverse", "duplicate", "copy-kz", "reverse-kz", "scan"} <= tasks
+    # presets are fresh objects: editing one does not leak into the next call
+    default.seeds.append(99)
+    assert 99 not in get_preset("default")[0].seeds
+
+
+def test_experiment_rejects_bad_settings():
+    with pytest.raises(ValueError, match="unique"):
+        Experiment(task="copy", variants=[Variant("shaw"), Variant("shaw")])
+    with pytest.raises(ValueError, match="seed"):
+        Experiment(task="copy", variants=[Variant("none")], train={"seed": 3})
+    with pytest.raises(ValueError, match="no variants"):
+        Experiment(task="copy", variants=[])
+    with pytest.raises(ValueError, match="stepz"):
+        validate([Experiment(task="copy", variants=[Variant("none")], train={"stepz": 3})])
+    assert Variant("shaw", {"max_distance": 4, "value_term": False}).label == (
+        "shaw k=4 value_term=False"
+    )
+
+
+def test_default_out_dir_is_fresh(tmp_path):
+    first = compare_module.default_out_dir(tmp_path)
+    first.mkdir()
+    second = compare_module.default_out_dir(tmp_path)
+    assert second != first and second.name.startswith("compare-")

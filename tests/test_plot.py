@@ -1,0 +1,130 @@
+"""``relpos plot``: every figure writes a PNG; attention maps are the weights the layers use."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from relpos.cli import main
+from relpos.experiments import Experiment, Variant, run_compare
+from relpos.experiments.plots import attention_maps, plot_index, plot_vectors
+from relpos.layers import MultiheadAttention
+from relpos.schemes import get_scheme
+
+
+def _is_png(path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+@pytest.fixture(scope="module")
+def compare_dir(tmp_path_factory):
+    """A tiny compare folder with one sinusoidal and one Shaw run (seconds to train)."""
+    out = tmp_path_factory.mktemp("plot") / "run"
+    experiment = Experiment(
+        task="reverse",
+        task_options={"max_train_length": 3, "eval_lengths": [1, 2, 3, 4, 5], "n_train": 300},
+        variants=[Variant("sinusoidal"), Variant("shaw", {"max_distance": 2})],
+        seeds=[0],
+        train={"steps": 6, "batch_size": 16},
+    )
+    run_compare([experiment], out, progress=False, log=None)
+    return out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sinusoidal", "--length", "32", "--dim", "16"],
+        ["index"],
+        ["index", "--tokens", "I think therefore I am", "-k", "4"],
+    ],
+)
+def test_plots_without_a_run(tmp_path, capsys, argv):
+    out = tmp_path / "figure.png"
+    assert main(["plot", *argv, "--out", str(out)]) == 0
+    assert _is_png(out)
+    assert str(out) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("figure", ["vectors", "attention", "accuracy"])
+def test_plots_of_a_compare_folder(compare_dir, tmp_path, figure):
+    out = tmp_path / f"{figure}.png"
+    assert main(["plot", figure, str(compare_dir), "--out", str(out)]) == 0
+    assert _is_png(out)
+
+
+def test_plots_of_one_training_run(compare_dir, tmp_path):
+    run_dir = compare_dir / "runs" / "reverse" / "sinusoidal" / "seed0"
+    out = tmp_path / "attention.png"
+    assert main(["plot", "attention", str(run_dir), "--out", str(out), "--length", "4"]) == 0
+    assert _is_png(out)
+    # A sinusoidal model has no relative vectors: a clear error, exit code 2.
+    assert main(["plot", "vectors", str(run_dir), "--out", str(tmp_path / "v.png")]) == 2
+
+
+def test_plot_errors(tmp_path, capsys):
+    assert main(["plot", "vectors", "--out", str(tmp_path / "v.png")]) == 2
+    assert "needs a RUN_DIR" in capsys.readouterr().err
+    assert main(["plot", "accuracy", str(tmp_path)]) == 2
+    assert "results.json" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"\.png"):
+        plot_index(tmp_path / "index.pdf")
+    with pytest.raises(ValueError, match="no Shaw relative key tables"):
+        plot_vectors(torch.nn.Linear(2, 2), tmp_path / "v.png")
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self, attention: MultiheadAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_maps_are_the_weights_the_layer_uses(causal):
+    torch.manual_seed(0)
+    attention = MultiheadAttention(16, 2, max_distance=2, value_term=False).eval()
+    x = torch.randn(1, 7, 16)
+    (name, weights), *rest = attention_maps(
+        _Wrapper(attention), lambda: attention(x, is_causal=causal)
+    )
+    assert name == "attention" and not rest
+    assert weights.shape == (2, 7, 7)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 7))
+    if causal:
+        assert weights.triu(1).abs().max() == 0
+    # Without a value term the layer's output is exactly the weights times the values.
+    values = attention.v_proj(x).view(1, 7, 2, 8).transpose(1, 2)  # (B, H, L, D)
+    mixed = (weights[None] @ values).transpose(1, 2).reshape(1, 7, 16)  # (B, L, E)
+    torch.testing.assert_close(attention.out_proj(mixed), attention(x, is_causal=causal))
+    # The patch is undone: the position module's own attend is back.
+    assert "attend" not in vars(attention.position)
+
+
+def test_attention_maps_ignore_the_value_term_and_keep_it():
+    torch.manual_seed(0)
+    with_values = MultiheadAttention(16, 2, max_distance=2).eval()
+    without = MultiheadAttention(16, 2, max_distance=2, value_term=False).eval()
+    without.load_state_dict(with_values.state_dict(), strict=False)
+    x = torch.randn(1, 5, 16)
+    before = with_values(x)
+    ((_, w1),) = attention_maps(_Wrapper(with_values), lambda: with_values(x))
+    ((_, w2),) = attention_maps(_Wrapper(without), lambda: without(x))
+    torch.testing.assert_close(w1, w2)  # the value term changes outputs, not weights
+    assert with_values.position.value_table is not None
+    torch.testing.assert_close(with_values(x), before)
+
+
+def test_attention_maps_of_a_model_cover_every_layer():
+    from relpos.models import ModelConfig, build_model
+
+    config = ModelConfig(num_layers=1, scheme="shaw", scheme_options={"max_distance": 2})
+    model = build_model(config, vocab_size=12)
+    source, target = torch.randint(4, 12, (1, 6)), torch.randint(4, 12, (1, 4))
+    maps = dict(attention_maps(model, lambda: model(source, target)))
+    assert {name: tuple(w.shape) for name, w in maps.items()} == {
+        "encoder.blocks.0.self_attn": (4, 6, 6),
+        "decoder.blocks.0.self_attn": (4, 4, 4),
+        "decoder.blocks.0.cross_attn": (4, 4, 6),
+    }
+    assert get_scheme("shaw").max_distance == 16  # untouched by the plots
