@@ -181,13 +181,19 @@ class MultiheadAttention(nn.Module):
             k, v = cache.append(k, v)  # (B, H, past + Lk_new, D)
         q_len, k_len = q.shape[2], k.shape[2]
 
-        mask = self._mask(attn_mask, key_padding_mask, is_causal, q_len, k_len, q_offset, q)
+        # Without an offset the causal mask is SDPA's top-left one: pass it as a flag, so fused
+        # kernels can skip whole masked blocks instead of reading a dense mask.
+        causal_flag = is_causal and q_offset == 0
+        mask = self._mask(
+            attn_mask, key_padding_mask, is_causal and not causal_flag, q_len, k_len, q_offset, q
+        )
         if self_attention:
             out = self.position.attend(
                 q,
                 k,
                 v,
                 attn_mask=mask,
+                is_causal=causal_flag,
                 dropout_p=self.dropout if self.training else 0.0,
                 query_offset=q_offset,
                 key_offset=0,
@@ -202,6 +208,7 @@ class MultiheadAttention(nn.Module):
                 k,
                 v,
                 attn_mask=mask,
+                is_causal=causal_flag,
                 dropout_p=self.dropout if self.training else 0.0,
             )
         out = out.transpose(1, 2).reshape(query.shape[0], q_len, self.embed_dim)  # (B, Lq, E)
