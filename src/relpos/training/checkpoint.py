@@ -141,7 +141,12 @@ def _optimizer_state_dict(tensors: dict, rest: dict) -> dict:
     for key, value in [*tensors.items(), *rest["scalars"].items()]:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": rest["param_groups"]}
+    # JSON turned tuples (AdamW's betas) into lists; "params" is the one list that is a list.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in rest["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(

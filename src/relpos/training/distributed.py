@@ -13,7 +13,10 @@ processes reproduce one process:
 
 What differs is only the float summation order (up to tolerance), and dropout: each rank draws its
 own masks, so with ``dropout > 0`` the N-process run matches one process in distribution, not bit
-for bit. Checkpoints, metrics and the progress bar belong to rank 0.
+for bit. One visible consequence of summation order: the key projections' biases have a zero
+gradient in exact arithmetic (softmax ignores the constant ``q·b`` they add to a row), so AdamW
+turns rounding noise there into steps of about ``lr`` that differ between runs; they do not change
+what the model computes. Checkpoints, metrics and the progress bar belong to rank 0.
 """
 
 from __future__ import annotations

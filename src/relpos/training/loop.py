@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import ModelConfig, build_model
-from ..schemes import get_scheme
 from ..tasks import Task, TaskData, get_task
 from . import checkpoint as ckpt
 from .data import IGNORE, BatchOrder, encode_examples, mix_seed
@@ -260,9 +259,21 @@ def _train(
     task: Task | None,
 ) -> RunResult:
     began = time.perf_counter()
-    # Bad names fail here, before anything is written into the run folder.
-    get_scheme(config.model.scheme, **config.model.scheme_options)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = context.device
+    # Everything that can fail on a bad config (names, options, lengths beyond a learned table)
+    # runs before anything is written into the run folder.
     task = task if task is not None else get_task(config.task, **config.task_options)
+    data: TaskData = task.generate(config.seed)
+    tokenizer = Tokenizer(data.vocabulary)
+    arch = config.model.arch
+    train_set = encode_examples(data.train, tokenizer, arch)
+    longest_eval = encode_examples(data.evaluation, tokenizer, arch).longest
+    torch.manual_seed(mix_seed(config.seed, "init"))
+    model = build_model(config.model, len(tokenizer)).to(device)
+    _positions_fit(model, max(train_set.longest, longest_eval))
+
     _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     context.barrier()  # every rank has checked the folder before rank 0 writes into it
     if run_dir is not None and context.is_main:
@@ -272,19 +283,6 @@ def _train(
                 path = run_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         ckpt.atomic_write_json(run_dir / "config.json", config.to_dict())
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    device = context.device
-
-    data: TaskData = task.generate(config.seed)
-    tokenizer = Tokenizer(data.vocabulary)
-    arch = config.model.arch
-    train_set = encode_examples(data.train, tokenizer, arch)
-    longest_eval = encode_examples(data.evaluation, tokenizer, arch).longest
-
-    torch.manual_seed(mix_seed(config.seed, "init"))
-    model = build_model(config.model, len(tokenizer)).to(device)
-    _positions_fit(model, max(train_set.longest, longest_eval))
     optimizer = make_optimizer(model, config)
 
     start, history, seconds_before = 0, [], 0.0
