@@ -57,7 +57,12 @@ def _add_dataclass_flags(group, cls, prefix: str) -> None:
             )
         else:
             group.add_argument(
-                flag, dest=dest, type=kind, default=None, help=f"(default: {f.default})"
+                flag,
+                dest=dest,
+                type=kind,
+                default=None,
+                metavar=f.name.upper(),
+                help=f"(default: {f.default})",
             )
 
 

@@ -243,9 +243,11 @@ def train(
     if config.checkpoint_every and run_dir is None:
         config = dataclasses.replace(config, checkpoint_every=0)  # nowhere to save them
     context = setup(config.device)
+    threads_before = torch.get_num_threads()
     try:
         return _train(config, run_dir, context, resume, overwrite, progress, task)
     finally:
+        torch.set_num_threads(threads_before)  # the caller's setting, not ours, after the run
         teardown(context)
 
 
