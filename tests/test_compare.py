@@ -23,7 +23,7 @@ from relpos.experiments.compare import validate
 #: a budget at which a compare takes a few seconds: the results are noise, the plumbing is real.
 TINY = [
     "--schemes", "none,shaw", "-k", "2", "--steps", "12", "--seeds", "0",
-    "--train-lengths", "1-3", "--eval-lengths", "1-5", "--quiet",
+    "--train-lengths", "1-3", "--eval-lengths", "1-5", "--quiet", "--jobs", "1",
 ]  # fmt: skip
 
 
@@ -121,7 +121,7 @@ def test_resume_trains_only_the_missing_runs(tmp_path, monkeypatch):
         train={"steps": 4, "batch_size": 8},
     )
     out = tmp_path / "run"
-    first = run_compare([experiment], out, progress=False, log=None, plot=False)
+    first = run_compare([experiment], out, progress=False, log=None, plot=False, jobs=1)
     # Simulate a compare killed after its first run: drop the second from results.json.
     partial = json.loads((out / "results.json").read_text())
     partial["experiments"][0]["runs"] = partial["experiments"][0]["runs"][:1]
@@ -138,7 +138,9 @@ def test_resume_trains_only_the_missing_runs(tmp_path, monkeypatch):
         return real_train(config, run_dir, **kwargs)
 
     monkeypatch.setattr(relpos.training, "train", counting_train)
-    resumed = run_compare([experiment], out, progress=False, log=None, plot=False, resume=True)
+    resumed = run_compare(
+        [experiment], out, progress=False, log=None, plot=False, resume=True, jobs=1
+    )
     assert calls == [("shaw", True)]  # the finished run is kept, the other continued
     assert resumed["complete"] is True
     # Deterministic training: the resumed run's metrics are the uninterrupted ones.
@@ -148,6 +150,25 @@ def test_resume_trains_only_the_missing_runs(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="different experiments"):
         other = Experiment(task="reverse", variants=[Variant("none")], seeds=[0])
         run_compare([other], out, progress=False, log=None, resume=True)
+
+
+def test_parallel_runs_give_the_sequential_results(tmp_path):
+    experiment = Experiment(
+        task="reverse",
+        task_options={"max_train_length": 3, "eval_lengths": [2, 4], "n_train": 200},
+        variants=[Variant("sinusoidal"), Variant("shaw", {"max_distance": 1})],
+        seeds=[0],
+        train={"steps": 5, "batch_size": 8},
+    )
+    results = [
+        run_compare([experiment], tmp_path / f"jobs{jobs}", progress=False, log=None, jobs=jobs)
+        for jobs in (1, 2)
+    ]
+    sequential, parallel = (
+        [r["metrics"] for r in res["experiments"][0]["runs"]] for res in results
+    )
+    assert sequential == parallel
+    assert sequential[0] != sequential[1]  # two different models, not one result twice
 
 
 def _metrics(seen: float, unseen: float, by_length: dict[int, float]) -> dict:

@@ -28,7 +28,7 @@ def compare_dir(tmp_path_factory):
         seeds=[0],
         train={"steps": 6, "batch_size": 16},
     )
-    run_compare([experiment], out, progress=False, log=None)
+    run_compare([experiment], out, progress=False, log=None, jobs=1)
     return out
 
 

@@ -112,6 +112,12 @@ def register(subparsers) -> None:
     budget.add_argument("--steps", type=_positive, help="training steps per run")
     budget.add_argument("--seeds", type=_parse_seeds, help="comma-separated seeds, e.g. 0,1,2")
     budget.add_argument("--device", help="cpu (default), cuda, cuda:1, mps, …")
+    budget.add_argument(
+        "--jobs",
+        type=_positive,
+        help="training runs at a time, one process each (default: one per CPU core, at most 8; "
+        "1 on a GPU); results do not depend on it",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run folder (default runs/compare-<timestamp>); must be new")
     output.add_argument(
@@ -132,6 +138,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         "--schemes": args.schemes,
         "--train-lengths": args.train_lengths,
         "--eval-lengths": args.eval_lengths,
+        "-k": args.max_distance,
     }
     experiments = presets.get_preset(name)  # an unknown name lists the valid ones
     if args.preset and args.preset != presets.DEFAULT_PRESET:
@@ -139,7 +146,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         if given:
             raise ValueError(
                 f"--preset {args.preset} defines its own grid; it cannot be combined with "
-                f"{', '.join(given)} (only with --steps, --seeds, --device, --arch, -k, --out)"
+                f"{', '.join(given)} (only with --steps, --seeds, --device, --jobs, --arch, --out)"
             )
     for experiment in experiments:
         if args.task is not None:
@@ -168,28 +175,26 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
     return experiments, name
 
 
-def _apply_k(experiment, k: int) -> None:
-    import dataclasses
+#: schemes whose ``max_distance`` is a clipping distance k (T5's is where its log buckets end).
+CLIPPED_SCHEMES = ("shaw", "huang")
 
+
+def _apply_k(experiment, k: int) -> None:
     from .. import get_scheme
     from ..experiments.compare import Variant
 
-    changed = False
-    variants = []
     for variant in experiment.variants:
-        scheme = get_scheme(variant.scheme)  # unknown names raise, listing the valid ones
-        if "max_distance" in {f.name for f in dataclasses.fields(scheme)}:
-            options = {**variant.options, "max_distance": k}
-            label = variant.label if "max_distance" in variant.options else ""
-            variant = Variant(variant.scheme, options, label)
-            changed = True
-        variants.append(variant)
-    if not changed:
+        get_scheme(variant.scheme)  # an unknown name raises, listing the valid ones
+    if not any(v.scheme in CLIPPED_SCHEMES for v in experiment.variants):
         raise ValueError(
             f"-k {k} given, but none of the schemes "
-            f"({', '.join(v.scheme for v in experiment.variants)}) has a clipping distance"
+            f"({', '.join(v.scheme for v in experiment.variants)}) has a clipping distance "
+            f"(those that do: {', '.join(CLIPPED_SCHEMES)})"
         )
-    experiment.variants = variants
+    experiment.variants = [
+        Variant(v.scheme, {**v.options, "max_distance": k}) if v.scheme in CLIPPED_SCHEMES else v
+        for v in experiment.variants
+    ]
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -205,6 +210,7 @@ def _command_line(args: argparse.Namespace) -> str:
         "--steps": args.steps,
         "--seeds": args.seeds,
         "--device": args.device,
+        "--jobs": args.jobs,
         "--out": args.out,
     }
     words = ["relpos", "compare"]
@@ -240,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         command=command,
         preset=preset,
         log=log,
+        jobs=args.jobs,
     )
     for table in format_table(results):
         console.print(table)

@@ -38,6 +38,7 @@ __all__ = [
     "format_table",
     "markdown_table",
     "default_out_dir",
+    "default_jobs",
     "validate",
 ]
 
@@ -350,6 +351,7 @@ def run_compare(
     preset: str | None = None,
     log: Callable[[str], None] | None = print,
     plot: bool = True,
+    jobs: int | None = None,
 ) -> dict:
     """Train and evaluate every (experiment, variant, seed); write the run folder; return results.
 
@@ -358,18 +360,23 @@ def run_compare(
         out: the run folder (default ``runs/compare-<timestamp>``); an existing, non-empty folder
             raises ``FileExistsError`` unless ``resume``.
         device: overrides every experiment's ``train["device"]`` (``"cpu"``, ``"cuda"``, …).
-        progress: show each training run's progress bar.
+        progress: show progress: each run's bar with one job, a bar over runs with several.
         resume: continue an interrupted compare in ``out``: finished runs are kept, an
             interrupted one continues from its last checkpoint.
         command: the command line, recorded in ``results.json``.
         log: where one-line status messages go (``None``: nowhere).
         plot: write ``accuracy.png`` (needs matplotlib).
+        jobs: training runs at a time, each in its own process (default
+            :func:`default_jobs`). Every run is deterministic given its seed, so the results do
+            not depend on ``jobs``.
     """
     from ..tasks import get_task
-    from ..training import train
 
     experiments = list(experiments)
     validate(experiments)
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive int or None, got {jobs!r}")
+    workers = jobs or default_jobs(device or experiments[0].train.get("device", "cpu"))
     out = Path(out) if out is not None else default_out_dir()
     previous = _prepare_out(out, resume)
     say = log or (lambda message: None)
@@ -421,41 +428,79 @@ def run_compare(
             new["runs"] = [r for r in old["runs"] if r["seed"] in new["seeds"]]
         results["started"] = previous.get("started", results["started"])
 
-    jobs = [
-        (index, experiment, variant, seed)
-        for index, experiment in enumerate(experiments)
-        for variant in experiment.variants
-        for seed in experiment.seeds
-    ]
+    pending = []
+    for index, experiment in enumerate(experiments):
+        record = results["experiments"][index]
+        for variant in experiment.variants:
+            for seed in experiment.seeds:
+                if any(r["variant"] == variant.label and r["seed"] == seed for r in record["runs"]):
+                    continue  # finished before an interruption (--resume)
+                config = experiment.train_config(variant, seed)
+                if device is not None:
+                    config.device = device
+                if workers > 1 and config.threads is None:
+                    # Small models gain little from intra-op threads; one per worker process
+                    # keeps the workers from fighting over the cores.
+                    config.threads = max(1, (os.cpu_count() or 1) // workers)
+                run_dir = out / "runs" / _slug(experiment.title) / _slug(variant.label)
+                run_dir = run_dir / f"seed{seed}"
+                label = f"{experiment.title} · {variant.label} · seed {seed}"
+                pending.append((index, variant.label, seed, config, run_dir, label))
+
     start = time.perf_counter()
     spent_before = previous.get("seconds", 0.0) if previous else 0.0
-    done_seconds: list[float] = []
-    for number, (index, experiment, variant, seed) in enumerate(jobs, 1):
-        record = results["experiments"][index]
-        if any(r["variant"] == variant.label and r["seed"] == seed for r in record["runs"]):
-            continue
-        remaining = len(jobs) - number + 1
-        eta = ""
-        if done_seconds:
-            eta = f", about {remaining * sum(done_seconds) / len(done_seconds) / 60:.1f} min left"
-        say(f"[{number}/{len(jobs)}] {experiment.title} · {variant.label} · seed {seed}{eta}")
-        config = experiment.train_config(variant, seed)
-        if device is not None:
-            config.device = device
-        run_dir = out / "runs" / _slug(experiment.title) / _slug(variant.label) / f"seed{seed}"
-        interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
-        result = train(config, run_dir, resume=interrupted, progress=progress)
-        done_seconds.append(result.seconds)
-        record["runs"].append(
+    total = sum(len(e.variants) * len(e.seeds) for e in experiments)
+    finished = total - len(pending)
+
+    def record_run(index, label, seed, run_dir, metrics, seconds) -> None:
+        results["experiments"][index]["runs"].append(
             {
-                "variant": variant.label,
+                "variant": label,
                 "seed": seed,
                 "run_dir": str(run_dir.relative_to(out)),
-                "seconds": result.seconds,
-                "metrics": result.metrics,
+                "seconds": seconds,
+                "metrics": metrics,
             }
         )
         _update(results, out, spent_before + time.perf_counter() - start)
+
+    def done_message(label: str, metrics: dict, seconds: float) -> str:
+        def fmt(group: str) -> str:
+            value = metrics[group].get("exact")
+            return "—" if value is None else f"{value:.2f}"
+
+        return f"{label}: seen {fmt('seen')}, unseen {fmt('unseen')} exact ({seconds:.0f} s)"
+
+    if workers == 1:
+        for number, (index, label, seed, config, run_dir, title) in enumerate(pending, 1):
+            say(f"[{finished + number}/{total}] {title}")
+            interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
+            metrics, seconds = _train_one(config, run_dir, interrupted, progress)
+            say("  " + done_message(title, metrics, seconds))
+            record_run(index, label, seed, run_dir, metrics, seconds)
+    elif pending:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        say(f"{len(pending)} runs, {workers} at a time (--jobs)")
+        # "spawn": a fresh interpreter per worker; forking a process that has already used
+        # torch's thread pools is not safe.
+        context = multiprocessing.get_context("spawn")
+        with (
+            _RunsProgress(total, finished, enabled=progress) as bar,
+            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        ):
+            futures = {}
+            for job in pending:
+                index, label, seed, config, run_dir, title = job
+                interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
+                futures[pool.submit(_train_one, config, run_dir, interrupted, False)] = job
+            for future in as_completed(futures):
+                index, label, seed, config, run_dir, title = futures[future]
+                metrics, seconds = future.result()
+                message = done_message(title, metrics, seconds)
+                bar.advance(message) if bar.enabled else say(message)
+                record_run(index, label, seed, run_dir, metrics, seconds)
 
     results["complete"] = True
     _update(results, out, spent_before + time.perf_counter() - start)
@@ -465,6 +510,65 @@ def run_compare(
 
         plot_accuracy(results, out / PLOT_FILE)
     return results
+
+
+def default_jobs(device: str = "cpu") -> int:
+    """Parallel runs: one per CPU core (at most 8) on the CPU, one on an accelerator."""
+    if not str(device).startswith("cpu"):
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _train_one(config, run_dir: Path, resume: bool, progress: bool) -> tuple[dict, float]:
+    """One training run (in this process or a worker): its metrics and seconds."""
+    from .. import training
+
+    result = training.train(config, run_dir, resume=resume, progress=progress)
+    return result.metrics, result.seconds
+
+
+class _RunsProgress:
+    """A rich progress bar over the runs of a compare (nothing if disabled or without rich)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, done, enabled
+        self._progress = None
+
+    def __enter__(self) -> _RunsProgress:
+        if not self.enabled:
+            return self
+        try:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+        except ImportError:
+            self.enabled = False
+            return self
+        self._progress = Progress(
+            TextColumn("runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self._progress.__enter__()
+        self._task = self._progress.add_task("runs", total=self.total, completed=self.done)
+        return self
+
+    def advance(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, highlight=False)
+            self._progress.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
 
 
 def _update(results: dict, out: Path, seconds: float) -> None:

@@ -53,7 +53,7 @@ def get_preset(name: str) -> list[Experiment]:
 #: shared by the default and the Shaw ablations: one small, fast setting (see docs/experiments.md).
 DEFAULT_TASK = "reverse"
 DEFAULT_TASK_OPTIONS = {"max_train_length": 8, "max_eval_length": 16, "n_eval_per_length": 50}
-DEFAULT_TRAIN = {"steps": 600, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50}
+DEFAULT_TRAIN = {"steps": 800, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50}
 DEFAULT_MODEL = {"arch": "encoder-decoder"}
 DEFAULT_SEEDS = [0, 1, 2]
 #: Shaw's clipping distance in the default grid: smaller than the training lengths, so every
