@@ -39,6 +39,7 @@ __all__ = [
     "BASELINE",
     "DTYPES",
     "run_benchmark",
+    "time_steps",
     "default_backends",
     "peak_memory_bytes",
     "machine_info",
@@ -248,6 +249,33 @@ def _make_step(name: str, config: BenchConfig, tensors: dict, upstream: Tensor):
     return step
 
 
+def time_steps(
+    steps: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int | dict[str, int] = 2,
+    device: str | torch.device = "cpu",
+) -> dict[str, list[float]]:
+    """Milliseconds of ``repeats`` calls of every step, taken in turns (one call each per round).
+
+    Taking turns spreads slow phases of a shared machine over all steps alike, which keeps their
+    ratios meaningful even when the absolute times are not.
+    """
+    device = torch.device(device)
+    for name, step in steps.items():
+        for _ in range(warmup[name] if isinstance(warmup, dict) else warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            step()
+            _synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def _inputs(config: BenchConfig, length: int, device: torch.device) -> tuple[dict, Tensor]:
     dtype = DTYPES[config.dtype]
     gen = torch.Generator(device="cpu").manual_seed(config.seed + length)
@@ -297,17 +325,10 @@ def run_benchmark(
         names = [b for b in backends if b != "reference" or length <= config.reference_max_length]
         tensors, upstream = _inputs(config, length, device)
         steps = {name: _make_step(name, config, tensors, upstream) for name in names}
-        times: dict[str, list[float]] = {name: [] for name in names}
-        for name in names:
-            for _ in range(config.warmup if name != "reference" else min(config.warmup, 1)):
-                steps[name]()
-        for _ in range(config.repeats):
-            for name in names:
-                _synchronize(device)
-                start = time.perf_counter()
-                steps[name]()
-                _synchronize(device)
-                times[name].append((time.perf_counter() - start) * 1e3)
+        warmups = {
+            name: config.warmup if name != "reference" else min(config.warmup, 1) for name in names
+        }  # the reference takes seconds a call at L = 1024
+        times = time_steps(steps, repeats=config.repeats, warmup=warmups, device=device)
         medians = {name: statistics.median(times[name]) for name in names}
         for name in names:
             peak = peak_memory_bytes(steps[name], device) if config.memory else None

@@ -37,7 +37,6 @@ through :func:`gather_scatter_attention`.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -147,7 +146,6 @@ class BandBlocks:
     key_len: int
 
 
-@functools.lru_cache(maxsize=64)
 def _window_index(block_rows: int, max_left: int, max_right: int, device: torch.device) -> Tensor:
     # Row t, window column w of any block: c - r = w - t + (first window column - r0), and the
     # first window column sits one past the last left-clipped distance, so the bucket is
