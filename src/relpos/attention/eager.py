@@ -17,10 +17,12 @@ Two implementations of the same contract live here:
   (bucket 0) and to its right (bucket ``R - 1``), so in a block of ``T`` query rows everything
   but a ``T × (T + R)`` window is a rectangle of one bucket, and a per-bucket add or sum there is
   a single sliced in-place op. The window's index depends only on ``c - r``, so one small index
-  serves every block (:class:`BandBlocks`). The ``(Lq, Lk)`` logits buffer is the only large
-  allocation of the forward (it becomes the attention weights in place), and the backward's
-  ``dO Vᵀ`` buffer becomes ``dS`` in place. On a CPU a fresh multi-megabyte tensor costs page
-  faults comparable to a full matmul, so avoiding allocations is most of the speed.
+  serves every block (:class:`BandBlocks`). On the CPU without dropout the ``(Lq, Lk)`` logits
+  buffer is the forward's only large allocation (it becomes the attention weights in place),
+  and the backward builds ``dS`` one row block at a time in a small buffer that stays in cache.
+  Fresh large tensors are what this avoids: on the 2-core CPU of ``benchmarks/RESULTS.md`` (one
+  thread), touching a new 64 MiB tensor took 26 ms, longer than the 24 ms batched matmul
+  ``(4, 2048, 64) @ (4, 64, 2048)`` that fills it.
 
 Backward of the fast path (``P`` weights, ``W = P ⊙ dropout``, ``Qs = scale·Q``)::
 
