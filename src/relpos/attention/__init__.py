@@ -4,6 +4,8 @@
 ``eager`` (``O(Lq·Lk)`` memory), and the fast ones registered by their own modules.
 """
 
+# Registers the "flex" and "triton" backends; FlexAttention and Triton are imported on first use.
+from . import flex, triton_shaw  # noqa: F401
 from .api import BACKENDS, available_backends, register_backend, shaw_attention
 from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
 from .reference import masked_softmax, reference_attention

@@ -1,0 +1,720 @@
+"""The Triton kernels behind :mod:`relpos.attention.triton_shaw` (see its docstring for the math).
+
+This module imports Triton at the top, so it is only imported on first use of the ``triton``
+backend. Triton and its interpreter (``TRITON_INTERPRET=1``) look ``tl`` and the helper
+functions up in module globals, which is why the kernels live in a module of their own.
+
+Conventions: ``rows`` are query positions ``r`` in ``[0, Lq)``, ``cols`` key positions ``c`` in
+``[0, Lk)``, ``buckets`` table rows ``b`` in ``[0, R)`` padded to ``R_PAD``; logits are kept in
+base 2 (multiplied by ``log2 e``) so that ``exp2`` can be used. Only 1-D vectors and
+``(BLOCK_M, BLOCK_N)``-sized tiles are carried across loop iterations; the ``(BLOCK_M, R)`` tiles
+of the relative terms only exist inside the few band tiles.
+"""
+
+import triton
+import triton.language as tl
+
+__all__ = ["forward_kernel", "grad_query_kernel", "grad_key_value_kernel"]
+
+#: exp(x) = exp2(x · log2 e).
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def bucket_of(rows, cols, shift, max_left, max_right):
+    """Table row of each (row, col) pair; ``rows`` and ``cols`` broadcast in either orientation."""
+    return tl.minimum(tl.maximum(cols - rows - shift, -max_left), max_right) + max_left
+
+
+@triton.jit
+def masked_logits(
+    scores, rows, cols, mask_ptr, stride_mm, stride_mn, q_len, k_len,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+):
+    """``scores`` (base-2 logits) with ``-inf`` wherever a query may not see a key.
+
+    ``MASK_KIND``: 0 none, 1 boolean (nonzero = may attend), 2 float (added to the logits).
+    ``MASK_ROWWISE``: the mask does not depend on the query row (key padding), so a vector of
+    keys is loaded instead of a tile.
+    """
+    inside = (rows < q_len) & (cols < k_len)
+    keep = inside
+    if IS_CAUSAL:
+        keep = keep & (cols <= rows)  # top-left aligned, as in SDPA
+    if MASK_KIND != 0:
+        if MASK_ROWWISE:
+            mask_values = tl.load(mask_ptr + cols * stride_mn, mask=cols < k_len, other=0)
+        else:
+            mask_values = tl.load(
+                mask_ptr + rows * stride_mm + cols * stride_mn, mask=inside, other=0
+            )
+        if MASK_KIND == 1:
+            keep = keep & (mask_values != 0)
+        else:
+            scores = scores + mask_values.to(tl.float32) * LOG2E
+    return tl.where(keep, scores, float("-inf"))
+
+
+@triton.jit
+def band_split(values, rows, k_start, shift, max_left, max_right, num_buckets,
+               R_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Split a ``(BLOCK_M, BLOCK_N)`` tile of a band by bucket.
+
+    Returns ``(interior, left, right)``: ``interior (BLOCK_M, R_PAD)`` holds, for each interior
+    bucket ``0 < b < R - 1``, the one entry of row ``r`` in that bucket (column
+    ``r + shift + b - max_left``, read with a gather; zero where that column is not in this
+    tile); ``left`` and ``right`` ``(BLOCK_M,)`` are the row sums over the two tails.
+    """
+    cols = k_start + tl.arange(0, BLOCK_N)
+    distance = cols[None, :] - rows[:, None] - shift  # (BM, BN): j - i
+    in_left = distance <= -max_left
+    # With max_left = max_right = 0 both tails are bucket 0; count distance 0 once.
+    in_right = (distance >= max_right) & (distance > -max_left)
+    left = tl.sum(tl.where(in_left, values, 0.0), 1)
+    right = tl.sum(tl.where(in_right, values, 0.0), 1)
+
+    buckets = tl.arange(0, R_PAD)
+    diagonal = rows[:, None] + shift + buckets[None, :] - max_left - k_start  # (BM, R_PAD)
+    is_interior = (
+        (buckets[None, :] >= 1) & (buckets[None, :] < num_buckets - 1)
+        & (diagonal >= 0) & (diagonal < BLOCK_N)
+    )
+    on_diagonal = tl.gather(values, tl.minimum(tl.maximum(diagonal, 0), BLOCK_N - 1), axis=1)
+    return tl.where(is_interior, on_diagonal, 0.0), left, right
+
+
+@triton.jit
+def load_table(table_ptr, num_buckets, DIM: tl.constexpr, R_PAD: tl.constexpr,
+               DIM_PAD: tl.constexpr):
+    """One head's ``(R, DIM)`` table as an ``(R_PAD, DIM_PAD)`` tile (zero padded)."""
+    buckets = tl.arange(0, R_PAD)
+    dims = tl.arange(0, DIM_PAD)
+    return tl.load(
+        table_ptr + buckets[:, None] * DIM + dims[None, :],
+        mask=(buckets[:, None] < num_buckets) & (dims[None, :] < DIM), other=0.0,
+    )
+
+
+@triton.jit
+def load_table_row(table_ptr, bucket, DIM: tl.constexpr, DIM_PAD: tl.constexpr):
+    """Row ``bucket`` of one head's table, ``(DIM_PAD,)`` in float32."""
+    dims = tl.arange(0, DIM_PAD)
+    return tl.load(table_ptr + bucket * DIM + dims, mask=dims < DIM, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def column(tile, bucket, R_PAD: tl.constexpr):
+    """Column ``bucket`` of a ``(BLOCK_M, R_PAD)`` tile, as a ``(BLOCK_M,)`` vector."""
+    buckets = tl.arange(0, R_PAD)
+    return tl.sum(tl.where(buckets[None, :] == bucket, tile, 0.0), 1)
+
+
+# ------------------------------------------------------------------------------ forward
+
+
+@triton.jit
+def forward_tiles(
+    acc, row_sum, row_max, band_left, band_right, q, tail_bias, key_table_ptr, value_table_ptr,
+    k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+    rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
+    HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Online softmax over the key tiles ``[k_lo, k_hi)`` of one phase (a tail, or the band).
+
+    In the band the interior value terms go straight into ``acc`` (``Σ_b p_rb w^V_b``, rescaled
+    with it), and the tails' share of the band is added to ``band_left`` / ``band_right``.
+    """
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    for k_start in range(k_lo, k_hi, BLOCK_N):
+        cols = k_start + tl.arange(0, BLOCK_N)
+        key = tl.load(
+            k_base + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
+            mask=(cols[:, None] < k_len) & (dims[None, :] < HEAD_DIM), other=0.0,
+        )  # (BN, D_PAD)
+        value = tl.load(
+            v_base + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
+            mask=(cols[:, None] < k_len) & (value_dims[None, :] < VALUE_DIM), other=0.0,
+        )  # (BN, DV_PAD)
+        scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN): q_r · k_c
+        if HAS_KEY_TABLE:
+            if BAND:
+                key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
+                query_rel = tl.dot(q, tl.trans(key_table), input_precision=DOT_PRECISION)
+                bucket = bucket_of(rows[:, None], cols[None, :], shift, max_left, max_right)
+                scores += tl.gather(query_rel, bucket, axis=1)  # q_r · w^K[bucket(r, c)]
+            else:
+                scores += tail_bias[:, None]  # one table row for the whole tile
+        scores = masked_logits(
+            scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        new_max = tl.maximum(row_max, tl.max(scores, 1))
+        # A row that has seen no allowed key yet keeps max -inf; subtract 0 instead, so that
+        # exp2(-inf - (-inf)) = NaN is never formed.
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        rescale = tl.exp2(row_max - safe_max)
+        probs = tl.exp2(scores - safe_max[:, None])  # (BM, BN), unnormalised
+        row_sum = row_sum * rescale + tl.sum(probs, 1)
+        acc = acc * rescale[:, None] + tl.dot(
+            probs.to(value.dtype), value, input_precision=DOT_PRECISION
+        )
+        if HAS_VALUE_TABLE:
+            if BAND:
+                interior, left, right = band_split(
+                    probs, rows, k_start, shift, max_left, max_right, num_buckets, R_PAD, BLOCK_N
+                )
+                band_left = band_left * rescale + left
+                band_right = band_right * rescale + right
+                value_table = load_table(value_table_ptr, num_buckets, VALUE_DIM, R_PAD, DV_PAD)
+                acc += tl.dot(
+                    interior.to(value_table.dtype), value_table, input_precision=DOT_PRECISION
+                )
+        row_max = new_max
+    return acc, row_sum, row_max, band_left, band_right
+
+
+@triton.jit
+def forward_kernel(
+    Q, K, V, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_akh, stride_avh,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    q_start = tl.program_id(0) * BLOCK_M
+    batch_head = tl.program_id(1)
+    batch = (batch_head // heads).to(tl.int64)
+    head = (batch_head % heads).to(tl.int64)
+    rows = q_start + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    buckets = tl.arange(0, R_PAD)
+    row_ok = rows < q_len
+    # Per-row buffers (LSE, QA, tail masses) are contiguous (B·H, Lq[, ...]).
+    row_index = batch_head.to(tl.int64) * q_len + rows
+
+    q = tl.load(
+        Q + batch * stride_qb + head * stride_qh
+        + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
+        mask=row_ok[:, None] & (dims[None, :] < HEAD_DIM), other=0.0,
+    )  # (BM, D_PAD)
+    k_base = K + batch * stride_kb + head * stride_kh
+    v_base = V + batch * stride_vb + head * stride_vh
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    key_table_ptr = KEY_TABLE + head * stride_akh
+    value_table_ptr = VALUE_TABLE + head * stride_avh
+
+    if HAS_KEY_TABLE:
+        key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
+        query_rel = tl.dot(q, tl.trans(key_table), input_precision=DOT_PRECISION)  # (BM, R_PAD)
+        left_bias = column(query_rel, 0, R_PAD)  # q_r · w^K_0: the whole left tail
+        right_bias = column(query_rel, num_buckets - 1, R_PAD)
+        if SAVE_FOR_BACKWARD:
+            tl.store(
+                QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :], query_rel,
+                mask=row_ok[:, None] & (buckets[None, :] < num_buckets),
+            )
+    else:
+        left_bias = tl.zeros((BLOCK_M,), tl.float32)
+        right_bias = tl.zeros((BLOCK_M,), tl.float32)
+
+    acc = tl.zeros((BLOCK_M, DV_PAD), tl.float32)
+    row_sum = tl.zeros((BLOCK_M,), tl.float32)
+    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    band_left = tl.zeros((BLOCK_M,), tl.float32)
+    band_right = tl.zeros((BLOCK_M,), tl.float32)
+
+    k_stop = k_len
+    if IS_CAUSAL:
+        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
+    # Tiles before band_lo have every entry at distance <= -max_left (bucket 0); tiles from
+    # band_hi on have every entry at distance >= max_right (bucket R - 1).
+    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
+    band_hi = tl.maximum(band_hi, band_lo)
+
+    # The online softmax does not care about the order of the tiles: both tails first (noting
+    # their sums), then the band, whose narrower tiles keep the bucket work small.
+    acc, row_sum, row_max, band_left, band_right = forward_tiles(
+        acc, row_sum, row_max, band_left, band_right, q, left_bias, key_table_ptr,
+        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    left_sum = row_sum
+    left_max = row_max
+    acc, row_sum, row_max, band_left, band_right = forward_tiles(
+        acc, row_sum, row_max, band_left, band_right, q, right_bias, key_table_ptr,
+        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    tails_sum = row_sum
+    tails_max = row_max
+    acc, row_sum, row_max, band_left, band_right = forward_tiles(
+        acc, row_sum, row_max, band_left, band_right, q, left_bias, key_table_ptr,
+        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+
+    # A fully masked row has row_sum 0: its output, masses and gradients are zeros.
+    has_mass = row_sum > 0.0
+    inv_sum = tl.where(has_mass, 1.0 / tl.where(has_mass, row_sum, 1.0), 0.0)
+    out = acc * inv_sum[:, None]
+    if HAS_VALUE_TABLE:
+        # The tail sums were noted at earlier running maxima; bring them to the final one (the
+        # band, done last, already is). The right tiles' mass is what the right loop added.
+        final_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+        left_tiles = left_sum * tl.where(
+            left_max == float("-inf"), 0.0, tl.exp2(left_max - final_max)
+        )
+        tail_tiles = tails_sum * tl.where(
+            tails_max == float("-inf"), 0.0, tl.exp2(tails_max - final_max)
+        )
+        left_tail = (left_tiles + band_left) * inv_sum  # M[r, 0]
+        right_tail = (tail_tiles - left_tiles + band_right) * inv_sum  # M[r, R - 1]
+        out += left_tail[:, None] * load_table_row(value_table_ptr, 0, VALUE_DIM, DV_PAD)[None, :]
+        out += right_tail[:, None] * load_table_row(
+            value_table_ptr, num_buckets - 1, VALUE_DIM, DV_PAD
+        )[None, :]
+        if SAVE_FOR_BACKWARD:
+            tl.store(TAIL_MASS + row_index * 2, left_tail, mask=row_ok)
+            tl.store(TAIL_MASS + row_index * 2 + 1, right_tail, mask=row_ok)
+    tl.store(
+        OUT + batch * stride_ob + head * stride_oh
+        + rows[:, None] * stride_om + value_dims[None, :] * stride_od,
+        out.to(OUT.dtype.element_ty),
+        mask=row_ok[:, None] & (value_dims[None, :] < VALUE_DIM),
+    )
+    if SAVE_FOR_BACKWARD:
+        # Base-2 log-sum-exp; +inf for a fully masked row makes every recomputed p zero.
+        lse = tl.where(has_mass, row_max + tl.log2(tl.where(has_mass, row_sum, 1.0)), float("inf"))
+        tl.store(LSE + row_index, lse, mask=row_ok)
+
+
+# ------------------------------------------------------------------------ grad query
+
+
+@triton.jit
+def grad_query_tiles(
+    grad_q, left_sum, right_sum, partial_key, partial_value, q, grad_out, lse, delta,
+    tail_bias, tail_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+    k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+    rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
+    RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """``dS K`` over the key tiles ``[k_lo, k_hi)``, with ``dS`` summed per bucket.
+
+    Tails add their row sums of ``dS`` to ``left_sum`` or ``right_sum``; band tiles also add the
+    interior buckets' ``dS_b A_K`` to ``grad_q`` and their share of both table gradients to the
+    block's ``(R_PAD, D)`` partials ``partial_key`` (``dS_bᵀ Q``) and ``partial_value`` (``Mᵀ dO``).
+    """
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    for k_start in range(k_lo, k_hi, BLOCK_N):
+        cols = k_start + tl.arange(0, BLOCK_N)
+        key = tl.load(
+            k_base + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
+            mask=(cols[:, None] < k_len) & (dims[None, :] < HEAD_DIM), other=0.0,
+        )
+        value = tl.load(
+            v_base + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
+            mask=(cols[:, None] < k_len) & (value_dims[None, :] < VALUE_DIM), other=0.0,
+        )
+        scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN)
+        grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)  # dO_r · v_c
+        if BAND:
+            # The (Lq, R) tables of q_r · w^K_b and dO_r · w^V_b are small and hot in cache:
+            # read them by bucket straight from memory.
+            rel_offsets = rows[:, None] * num_buckets + bucket_of(
+                rows[:, None], cols[None, :], shift, max_left, max_right
+            )  # (BM, BN)
+            if HAS_KEY_TABLE:
+                scores += tl.load(
+                    query_rel_ptr + rel_offsets, mask=rows[:, None] < q_len, other=0.0
+                )
+            if HAS_VALUE_TABLE:
+                grad_probs += tl.load(  # + dO_r · a^V_rc
+                    grad_rel_ptr + rel_offsets, mask=rows[:, None] < q_len, other=0.0
+                )
+        else:
+            if HAS_KEY_TABLE:
+                scores += tail_bias[:, None]
+            if HAS_VALUE_TABLE:
+                grad_probs += tail_grad_bias[:, None]
+        scores = masked_logits(
+            scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
+        if BAND:
+            if HAS_VALUE_TABLE:
+                interior_probs, _, _ = band_split(
+                    probs, rows, k_start, shift, max_left, max_right, num_buckets, R_PAD, BLOCK_N
+                )  # M[r, b] for the interior buckets met in this tile
+                partial_value += tl.dot(
+                    tl.trans(interior_probs.to(grad_out.dtype)), grad_out,
+                    input_precision=DOT_PRECISION,
+                )  # (R_PAD, DV_PAD): Σ_r M[r, b] dO_r
+        grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
+        grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
+        if BAND:
+            if HAS_KEY_TABLE:
+                interior, left, right = band_split(
+                    grad_scores, rows, k_start, shift, max_left, max_right, num_buckets,
+                    R_PAD, BLOCK_N,
+                )
+                left_sum += left
+                right_sum += right
+                interior = interior.to(q.dtype)
+                key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
+                grad_q += tl.dot(interior, key_table, input_precision=DOT_PRECISION)
+                partial_key += tl.dot(tl.trans(interior), q, input_precision=DOT_PRECISION)
+        else:
+            if HAS_KEY_TABLE:
+                if RIGHT_TAIL:
+                    right_sum += tl.sum(grad_scores, 1)
+                else:
+                    left_sum += tl.sum(grad_scores, 1)
+    return grad_q, left_sum, right_sum, partial_key, partial_value
+
+
+@triton.jit
+def grad_query_kernel(
+    Q, K, V, OUT, GRAD_OUT, KEY_TABLE, VALUE_TABLE, MASK, LSE, QUERY_REL, TAIL_MASS,
+    GRAD_Q, DELTA, GRAD_REL, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_akh, stride_avh,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    block = tl.program_id(0)
+    q_start = block * BLOCK_M
+    batch_head = tl.program_id(1)
+    batch = (batch_head // heads).to(tl.int64)
+    head = (batch_head % heads).to(tl.int64)
+    rows = q_start + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    buckets = tl.arange(0, R_PAD)
+    row_ok = rows < q_len
+    row_index = batch_head.to(tl.int64) * q_len + rows
+    bucket_ok = row_ok[:, None] & (buckets[None, :] < num_buckets)
+
+    q_mask = row_ok[:, None] & (dims[None, :] < HEAD_DIM)
+    v_mask = row_ok[:, None] & (value_dims[None, :] < VALUE_DIM)
+    q = tl.load(
+        Q + batch * stride_qb + head * stride_qh
+        + rows[:, None] * stride_qm + dims[None, :] * stride_qd, mask=q_mask, other=0.0,
+    )
+    grad_out = tl.load(
+        GRAD_OUT + batch * stride_gb + head * stride_gh
+        + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd, mask=v_mask, other=0.0,
+    )
+    out = tl.load(
+        OUT + batch * stride_ob + head * stride_oh
+        + rows[:, None] * stride_om + value_dims[None, :] * stride_od, mask=v_mask, other=0.0,
+    )
+    delta = tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1)  # δ_r = dO_r · o_r
+    tl.store(DELTA + row_index, delta, mask=row_ok)
+    lse = tl.load(LSE + row_index, mask=row_ok, other=float("inf"))
+
+    key_table_ptr = KEY_TABLE + head * stride_akh
+    value_table_ptr = VALUE_TABLE + head * stride_avh
+    query_rel_ptr = QUERY_REL + batch_head.to(tl.int64) * q_len * num_buckets
+    grad_rel_ptr = GRAD_REL + batch_head.to(tl.int64) * q_len * num_buckets
+
+    if HAS_KEY_TABLE:
+        query_rel = tl.load(
+            QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :],
+            mask=bucket_ok, other=0.0,
+        )
+        left_bias = column(query_rel, 0, R_PAD)
+        right_bias = column(query_rel, num_buckets - 1, R_PAD)
+    else:
+        left_bias = tl.zeros((BLOCK_M,), tl.float32)
+        right_bias = tl.zeros((BLOCK_M,), tl.float32)
+    if HAS_VALUE_TABLE:
+        value_table = load_table(value_table_ptr, num_buckets, VALUE_DIM, R_PAD, DV_PAD)
+        # dO_r · w^V_b, read again by the key/value kernel.
+        grad_rel = tl.dot(grad_out, tl.trans(value_table), input_precision=DOT_PRECISION)
+        tl.store(GRAD_REL + row_index[:, None] * num_buckets + buckets[None, :], grad_rel,
+                 mask=bucket_ok)
+        tl.debug_barrier()  # the band tiles below read these rows back (written by other threads)
+        left_grad_bias = column(grad_rel, 0, R_PAD)
+        right_grad_bias = column(grad_rel, num_buckets - 1, R_PAD)
+    else:
+        left_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
+        right_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
+
+    k_base = K + batch * stride_kb + head * stride_kh
+    v_base = V + batch * stride_vb + head * stride_vh
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    grad_q = tl.zeros((BLOCK_M, D_PAD), tl.float32)
+    left_sum = tl.zeros((BLOCK_M,), tl.float32)  # dS summed over the left tail: dS_b[r, 0]
+    right_sum = tl.zeros((BLOCK_M,), tl.float32)  # ... and over the right tail: dS_b[r, R - 1]
+
+    k_stop = k_len
+    if IS_CAUSAL:
+        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
+    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
+    band_hi = tl.maximum(band_hi, band_lo)
+
+    # Tails first, then the band, whose (R, D) partial table gradients exist only from there on.
+    grad_q, left_sum, right_sum, _, _ = grad_query_tiles(
+        grad_q, left_sum, right_sum, 0.0, 0.0, q, grad_out, lse, delta, left_bias,
+        left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    grad_q, left_sum, right_sum, _, _ = grad_query_tiles(
+        grad_q, left_sum, right_sum, 0.0, 0.0, q, grad_out, lse, delta, right_bias,
+        right_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    partial_key = tl.zeros((R_PAD, D_PAD), tl.float32)
+    partial_value = tl.zeros((R_PAD, DV_PAD), tl.float32)
+    grad_q, left_sum, right_sum, partial_key, partial_value = grad_query_tiles(
+        grad_q, left_sum, right_sum, partial_key, partial_value, q, grad_out, lse, delta,
+        left_bias, left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, True, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+
+    # This block's share of the table gradients, (R, D) each, summed over blocks by the caller.
+    partial_index = (batch_head.to(tl.int64) * tl.num_programs(0) + block) * num_buckets
+    if HAS_KEY_TABLE:
+        # The two tail buckets: dq += dS_b[r, 0] w^K_0 + dS_b[r, R-1] w^K_{R-1}, and those table
+        # rows get Σ_r dS_b[r, ·] q_r.
+        key_left = load_table_row(key_table_ptr, 0, HEAD_DIM, D_PAD)
+        key_right = load_table_row(key_table_ptr, num_buckets - 1, HEAD_DIM, D_PAD)
+        grad_q += left_sum[:, None] * key_left[None, :] + right_sum[:, None] * key_right[None, :]
+        q32 = q.to(tl.float32)
+        partial_key += tl.where(
+            buckets[:, None] == 0, tl.sum(left_sum[:, None] * q32, 0)[None, :], 0.0
+        )
+        partial_key += tl.where(
+            buckets[:, None] == num_buckets - 1, tl.sum(right_sum[:, None] * q32, 0)[None, :], 0.0
+        )
+        tl.store(
+            PARTIAL_KEY_TABLE + (partial_index + buckets[:, None]) * HEAD_DIM + dims[None, :],
+            partial_key * scale,
+            mask=(buckets[:, None] < num_buckets) & (dims[None, :] < HEAD_DIM),
+        )
+    if HAS_VALUE_TABLE:
+        left_tail = tl.load(TAIL_MASS + row_index * 2, mask=row_ok, other=0.0)  # M[r, 0]
+        right_tail = tl.load(TAIL_MASS + row_index * 2 + 1, mask=row_ok, other=0.0)
+        grad_out32 = grad_out.to(tl.float32)
+        partial_value += tl.where(
+            buckets[:, None] == 0, tl.sum(left_tail[:, None] * grad_out32, 0)[None, :], 0.0
+        )
+        partial_value += tl.where(
+            buckets[:, None] == num_buckets - 1,
+            tl.sum(right_tail[:, None] * grad_out32, 0)[None, :], 0.0,
+        )
+        tl.store(
+            PARTIAL_VALUE_TABLE + (partial_index + buckets[:, None]) * VALUE_DIM
+            + value_dims[None, :], partial_value,
+            mask=(buckets[:, None] < num_buckets) & (value_dims[None, :] < VALUE_DIM),
+        )
+    tl.store(
+        GRAD_Q + batch * stride_qb + head * stride_qh
+        + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
+        (grad_q * scale).to(GRAD_Q.dtype.element_ty), mask=q_mask,
+    )
+
+
+# -------------------------------------------------------------------- grad key/value
+
+
+@triton.jit
+def grad_key_value_tiles(
+    grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+    lse_base, delta_base, mask_base,
+    stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+    cols, q_lo, q_hi, tail_bucket, q_len, k_len, shift, max_left, max_right,
+    num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BAND: tl.constexpr,
+    HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles."""
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    for q_start in range(q_lo, q_hi, BLOCK_M):
+        rows = q_start + tl.arange(0, BLOCK_M)
+        row_ok = rows < q_len
+        q = tl.load(
+            q_base + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
+            mask=row_ok[:, None] & (dims[None, :] < HEAD_DIM), other=0.0,
+        )  # (BM, D_PAD)
+        grad_out = tl.load(
+            g_base + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd,
+            mask=row_ok[:, None] & (value_dims[None, :] < VALUE_DIM), other=0.0,
+        )  # (BM, DV_PAD)
+        lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
+        delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
+        scores_t = tl.dot(key, tl.trans(q), input_precision=DOT_PRECISION)  # (BN, BM)
+        grad_probs_t = tl.dot(value, tl.trans(grad_out), input_precision=DOT_PRECISION)
+        if BAND:
+            rel_offsets_t = rows[None, :] * num_buckets + bucket_of(
+                rows[None, :], cols[:, None], shift, max_left, max_right
+            )  # (BN, BM)
+            if HAS_KEY_TABLE:
+                scores_t += tl.load(query_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0)
+            if HAS_VALUE_TABLE:
+                grad_probs_t += tl.load(
+                    grad_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0
+                )
+        else:
+            if HAS_KEY_TABLE:
+                tail = tl.load(query_rel_base + rows * num_buckets + tail_bucket,
+                               mask=row_ok, other=0.0)
+                scores_t += tail[None, :]
+            if HAS_VALUE_TABLE:
+                tail_grad = tl.load(grad_rel_base + rows * num_buckets + tail_bucket,
+                                    mask=row_ok, other=0.0)
+                grad_probs_t += tail_grad[None, :]
+        scores_t = masked_logits(
+            scores_t * qk_scale, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
+            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        probs_t = tl.exp2(scores_t - lse[None, :])  # (BN, BM): Pᵀ
+        grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+        grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
+        grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    return grad_k, grad_v
+
+
+@triton.jit
+def grad_key_value_kernel(
+    Q, K, V, GRAD_OUT, MASK, LSE, DELTA, QUERY_REL, GRAD_REL, GRAD_K, GRAD_V,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BAND_BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    k_start = tl.program_id(0) * BLOCK_N
+    batch_head = tl.program_id(1)
+    batch = (batch_head // heads).to(tl.int64)
+    head = (batch_head % heads).to(tl.int64)
+    cols = k_start + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    col_ok = cols < k_len
+    k_mask = col_ok[:, None] & (dims[None, :] < HEAD_DIM)
+    v_mask = col_ok[:, None] & (value_dims[None, :] < VALUE_DIM)
+    key = tl.load(
+        K + batch * stride_kb + head * stride_kh
+        + cols[:, None] * stride_kn + dims[None, :] * stride_kd, mask=k_mask, other=0.0,
+    )  # (BN, D_PAD)
+    value = tl.load(
+        V + batch * stride_vb + head * stride_vh
+        + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd, mask=v_mask, other=0.0,
+    )  # (BN, DV_PAD)
+    q_base = Q + batch * stride_qb + head * stride_qh
+    g_base = GRAD_OUT + batch * stride_gb + head * stride_gh
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    row_base = batch_head.to(tl.int64) * q_len
+    query_rel_base = QUERY_REL + row_base * num_buckets
+    grad_rel_base = GRAD_REL + row_base * num_buckets
+    grad_k = tl.zeros((BLOCK_N, D_PAD), tl.float32)
+    grad_v = tl.zeros((BLOCK_N, DV_PAD), tl.float32)
+
+    q_first = 0
+    if IS_CAUSAL:
+        q_first = (k_start // BLOCK_M) * BLOCK_M  # earlier query rows see none of these keys
+    # Query tiles before band_lo see this key tile in their right tail (bucket R - 1); tiles
+    # from band_hi on see it in their left tail (bucket 0).
+    band_lo = (tl.maximum(k_start + 1 - shift - max_right, 0) // BLOCK_M) * BLOCK_M
+    band_hi = tl.cdiv(tl.maximum(k_start + BLOCK_N - 1 - shift + max_left, 0), BLOCK_M) * BLOCK_M
+    band_hi = tl.maximum(band_hi, band_lo)
+
+    grad_k, grad_v = grad_key_value_tiles(
+        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        LSE + row_base, DELTA + row_base, mask_base,
+        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+        cols, q_first, tl.minimum(band_lo, q_len), num_buckets - 1, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    grad_k, grad_v = grad_key_value_tiles(
+        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        LSE + row_base, DELTA + row_base, mask_base,
+        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+        cols, tl.maximum(band_hi, q_first), q_len, 0, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    grad_k, grad_v = grad_key_value_tiles(
+        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        LSE + row_base, DELTA + row_base, mask_base,
+        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+        cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), 0, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_M, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+    )
+    tl.store(
+        GRAD_K + batch * stride_kb + head * stride_kh
+        + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
+        (grad_k * scale).to(GRAD_K.dtype.element_ty), mask=k_mask,
+    )
+    tl.store(
+        GRAD_V + batch * stride_vb + head * stride_vh
+        + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
+        grad_v.to(GRAD_V.dtype.element_ty), mask=v_mask,
+    )

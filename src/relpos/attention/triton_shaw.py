@@ -1,0 +1,532 @@
+"""Fused Triton kernels for Shaw et al. (2018) relative attention: keys and values, fwd and bwd.
+
+For one batch·head, with query row ``r``, key column ``c``, table row (bucket) ``b`` and
+``shift = query_offset - key_offset``::
+
+    bucket(r, c) = clip(c - r - shift, -max_left, max_right) + max_left
+    s_rc = scale · (q_r · k_c + QA[r, bucket(r, c)]),  QA = Q A_Kᵀ  (Lq, R)      key term (Eq. 4)
+    p_r  = softmax_c(s_r + mask)
+    o_r  = Σ_c p_rc v_c + Σ_b M[r, b] A_V[b],  M[r, b] = Σ_{c in bucket b} p_rc   value term (Eq. 3)
+
+No ``Lq × Lk`` tensor is ever formed. The kernels use the shape of the index: along a row it is
+bucket 0 for every key at least ``max_left`` to the left, bucket ``R - 1`` for every key at
+least ``max_right`` to the right, and one key per bucket in between. A query block therefore
+walks its key tiles in three phases (the online softmax does not care about their order):
+
+* left tiles (all bucket 0) and right tiles (all bucket ``R - 1``): a FlashAttention loop whose
+  key term is one number per row (``QA[r, 0]`` or ``QA[r, R - 1]``); the rows' running sums at
+  the end of each phase give the two tail masses ``M[r, 0]`` and ``M[r, R - 1]``;
+* band tiles (the few crossing ``|c - r - shift| < k``, walked in narrower tiles): the key term
+  is gathered from the ``(BLOCK_M, R)`` tile of ``QA`` by bucket; each row's probabilities are
+  split per bucket (one diagonal per interior bucket, read with a gather, plus the two tails),
+  and the interior part goes straight into the accumulator as ``P_b A_V`` (rescaled with it).
+
+At the end the two tails add ``M[r, 0] A_V[0] + M[r, R-1] A_V[R-1]``. The forward stores the
+output, the base-2 log-sum-exp, ``QA`` and the tail masses (``Lq × R`` and ``Lq × 2``, small).
+The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_Vᵀ)[r, bucket]``,
+``dS = P ⊙ (dP - δ)`` and ``δ_r = dO_r · o_r``, is two kernels:
+
+* per query block: ``dQ = scale (dS K + dS_b A_K)``, ``dS_b[r, b]`` being ``dS`` summed per
+  bucket (tails as row sums, interior buckets from the band tiles). It writes ``δ``,
+  ``dO A_Vᵀ`` and the block's share of both table gradients, ``scale dS_bᵀ Q`` and ``Mᵀ dO``
+  (``R × D`` each), which are summed afterwards — deterministic, no atomics;
+* per key block: ``dK = scale dSᵀ Q`` and ``dV = Pᵀ dO``.
+
+The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
+``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
+tensors (slowly: that is how the tests check them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .api import register_backend
+from .eager import eager_attention
+from .index import RelativeIndex
+
+__all__ = [
+    "compile_kernels",
+    "KernelLaunch",
+    "TritonBlocks",
+    "default_blocks",
+    "triton_attention",
+    "triton_applies",
+    "triton_available",
+]
+
+#: exp(x) = exp2(x · log2 e); the kernels work in base 2 because ``exp2`` is one instruction.
+LOG2E = 1.4426950408889634
+
+#: largest head size the kernels keep in registers; larger ones fall back (see ``triton_applies``).
+MAX_HEAD_DIM = 128
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """Tile sizes and launch options of one kernel."""
+
+    block_m: int  # query rows per tile
+    block_n: int  # key columns per tile
+    band_block: int = 32  # the loop dimension's tile size inside the band (<= its block size)
+    num_warps: int = 4
+    num_stages: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n", "band_block"):
+            size = getattr(self, name)
+            if size < 16 or size & (size - 1):
+                raise ValueError(
+                    f"{name} must be a power of two >= 16 (tl.dot needs it), got {size}"
+                )
+
+
+@dataclass(frozen=True)
+class TritonBlocks:
+    """Launch options of the three kernels (forward, query gradient, key/value gradient)."""
+
+    forward: KernelLaunch
+    grad_query: KernelLaunch
+    grad_key_value: KernelLaunch
+
+    def __post_init__(self) -> None:
+        # The band is walked in smaller tiles along each kernel's loop dimension.
+        for name, loop_block in (
+            ("forward", self.forward.block_n),
+            ("grad_query", self.grad_query.block_n),
+            ("grad_key_value", self.grad_key_value.block_m),
+        ):
+            if getattr(self, name).band_block > loop_block:
+                raise ValueError(
+                    f"{name}.band_block must be <= its loop block {loop_block}, "
+                    f"got {getattr(self, name).band_block}"
+                )
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> TritonBlocks:
+    """Tile sizes for a head size and dtype; 16×16 tiles under the interpreter.
+
+    Chosen, without a GPU, as the largest tiles whose sm_90 compile (Triton 3.6) keeps every loop
+    free of register spills (``benchmarks/gpu_check.py`` times alternatives); float32 inputs
+    need two registers per element in the matmuls, so they get smaller tiles. Pass your own
+    :class:`TritonBlocks` to :func:`triton_attention` to tune.
+    """
+    if _interpreting():
+        tiny = KernelLaunch(16, 16, band_block=16)  # small tests still cross several tiles
+        return TritonBlocks(tiny, tiny, tiny)
+    if dtype == torch.float32:
+        if head_dim <= 64:
+            return TritonBlocks(
+                forward=KernelLaunch(64, 32, band_block=16, num_warps=8),
+                grad_query=KernelLaunch(64, 32, band_block=16, num_warps=8),
+                grad_key_value=KernelLaunch(16, 128, band_block=16, num_warps=8),
+            )
+        return TritonBlocks(
+            forward=KernelLaunch(64, 16, band_block=16, num_warps=4),
+            grad_query=KernelLaunch(32, 32, band_block=16, num_warps=4),
+            grad_key_value=KernelLaunch(16, 64, band_block=16, num_warps=4),
+        )
+    if head_dim <= 64:
+        return TritonBlocks(
+            forward=KernelLaunch(128, 64, band_block=32, num_warps=8),
+            grad_query=KernelLaunch(128, 64, band_block=16, num_warps=8),
+            grad_key_value=KernelLaunch(64 if head_dim <= 32 else 32, 128, band_block=16,
+                                        num_warps=8),
+        )
+    return TritonBlocks(
+        forward=KernelLaunch(128, 32, band_block=16, num_warps=8),
+        grad_query=KernelLaunch(64, 32, band_block=16, num_warps=8),
+        grad_key_value=KernelLaunch(16, 128, band_block=16, num_warps=8),
+    )
+
+
+def triton_available() -> bool:
+    """Whether Triton is installed (it is not imported)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_applies(
+    *,
+    query: Tensor,
+    key_query: bool = False,
+    dropout: bool = False,
+    has_mask: bool = False,
+    value_dim: int | None = None,
+    **_: object,
+) -> bool:
+    """Whether ``auto`` may pick the kernel: CUDA, no dropout, no key-query term, head size <= 128.
+
+    Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
+    """
+    value_dim = query.shape[-1] if value_dim is None else value_dim
+    return (
+        query.is_cuda
+        and not dropout
+        and not key_query
+        and query.dtype in _KERNEL_DTYPES
+        and query.shape[-1] <= MAX_HEAD_DIM
+        and value_dim <= MAX_HEAD_DIM
+        and triton_available()
+    )
+
+
+def _pad(size: int) -> int:
+    """Smallest power of two >= size and >= 16 (``tl.arange`` and ``tl.dot`` need both)."""
+    return max(16, 1 << max(size - 1, 0).bit_length())
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 follows torch's matmul setting: "highest" (the default) gets 3xTF32, which keeps
+    # float32 accuracy on tensor cores (plain FMA "ieee" dots spill registers massively);
+    # "high"/"medium" allow plain TF32. Half-precision inputs ignore this.
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "tf32x3"
+    return "tf32"
+
+
+def _kernels():
+    """The Triton kernels, imported on first use so that ``import relpos`` never imports Triton."""
+    from . import _triton_shaw_kernels
+
+    return _triton_shaw_kernels
+
+
+# ------------------------------------------------------------------------------ host side
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Everything about one call that is not a tensor."""
+
+    index: RelativeIndex
+    scale: float
+    is_causal: bool
+    mask_kind: int  # 0 none, 1 boolean, 2 float
+    mask_rowwise: bool
+    blocks: TritonBlocks
+
+
+def _prepare_mask(
+    attn_mask: Tensor | None, batch: int, heads: int, q_len: int, k_len: int
+) -> tuple[Tensor | None, int, bool]:
+    """A ``(B, H, Lq, Lk)`` *view* of the mask (broadcast dimensions get stride 0), its kind, and
+    whether it ignores the query row (a key-padding mask)."""
+    if attn_mask is None:
+        return None, 0, False
+    if attn_mask.dtype == torch.bool:
+        mask, kind = attn_mask.view(torch.uint8), 1  # same bytes; Triton loads them as integers
+    else:
+        mask, kind = attn_mask, 2
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0)
+    mask = mask.expand(batch, heads, q_len, k_len)
+    return mask, kind, (mask.stride(2) == 0 or q_len == 1)
+
+
+def _strides(t: Tensor | None) -> tuple[int, ...]:
+    return (0, 0, 0, 0) if t is None else tuple(t.stride())
+
+
+def _meta(problem: _Problem, query: Tensor, value: Tensor, has_key: bool, has_value: bool) -> dict:
+    index = problem.index
+    return dict(
+        HEAD_DIM=query.shape[-1],
+        VALUE_DIM=value.shape[-1],
+        D_PAD=_pad(query.shape[-1]),
+        DV_PAD=_pad(value.shape[-1]),
+        R_PAD=_pad(index.num_buckets),
+        HAS_KEY_TABLE=has_key,
+        HAS_VALUE_TABLE=has_value,
+        IS_CAUSAL=problem.is_causal,
+        MASK_KIND=problem.mask_kind,
+        MASK_ROWWISE=problem.mask_rowwise,
+        DOT_PRECISION=_dot_precision(query.dtype),
+    )
+
+
+def _shape_args(problem: _Problem, heads: int) -> tuple:
+    index = problem.index
+    return (
+        heads, index.query_len, index.key_len, index.diagonal_shift,
+        index.max_left, index.max_right, index.num_buckets,
+    )
+
+
+def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
+    kernel[grid](
+        *args, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
+        num_warps=launch.num_warps, num_stages=launch.num_stages, **meta,
+    )
+
+
+class _ShawTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query, key, value, key_table, value_table, mask, problem: _Problem):
+        batch, heads, q_len, _ = query.shape
+        rows = problem.index.num_buckets
+        needs_grad = any(
+            t is not None and t.requires_grad for t in (query, key, value, key_table, value_table)
+        )
+        out = query.new_empty(batch, heads, q_len, value.shape[-1])
+        f32 = dict(device=query.device, dtype=torch.float32)
+        empty = torch.empty(0, **f32)
+        lse = torch.empty(batch * heads, q_len, **f32) if needs_grad else empty
+        query_rel = (
+            torch.empty(batch * heads, q_len, rows, **f32)
+            if needs_grad and key_table is not None else empty
+        )
+        # M[r, 0] and M[r, R - 1], the mass of each row's two tails (the interior masses are
+        # recomputed by the backward from its band tiles).
+        tail_mass = (
+            torch.empty(batch * heads, q_len, 2, **f32)
+            if needs_grad and value_table is not None else empty
+        )
+        meta = _meta(problem, query, value, key_table is not None, value_table is not None)
+        launch = problem.blocks.forward
+        grid = (_cdiv(q_len, launch.block_m), batch * heads)
+        _launch(
+            _kernels().forward_kernel, grid, launch,
+            query, key, value,
+            query if key_table is None else key_table,  # unused pointer when there is no table
+            query if value_table is None else value_table,
+            query if mask is None else mask,
+            out, lse, query_rel, tail_mass,
+            *_strides(query), *_strides(key), *_strides(value), *_strides(out), *_strides(mask),
+            _table_head_stride(key_table), _table_head_stride(value_table),
+            *_shape_args(problem, heads), problem.scale * LOG2E,
+            BAND_BLOCK_N=launch.band_block, SAVE_FOR_BACKWARD=needs_grad, **meta,
+        )
+        ctx.problem = problem
+        ctx.has_tables = (key_table is not None, value_table is not None)
+        ctx.save_for_backward(query, key, value, key_table, value_table, mask, out, lse,
+                              query_rel, tail_mass)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (query, key, value, key_table, value_table, mask, out, lse,
+         query_rel, tail_mass) = ctx.saved_tensors
+        problem: _Problem = ctx.problem
+        has_key, has_value = ctx.has_tables
+        batch, heads, q_len, head_dim = query.shape
+        k_len, value_dim = key.shape[2], value.shape[-1]
+        rows = problem.index.num_buckets
+        grad_out = grad_out.contiguous()
+        f32 = dict(device=query.device, dtype=torch.float32)
+
+        grad_q = torch.empty_like(query)
+        grad_k = torch.empty_like(key)
+        grad_v = torch.empty_like(value)
+        delta = torch.empty(batch * heads, q_len, **f32)
+        grad_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_value else delta
+        launch = problem.blocks.grad_query
+        q_blocks = _cdiv(q_len, launch.block_m)
+        # Each query block's (R, D) share of the table gradients; summed below.
+        partial_key = (
+            torch.empty(batch * heads * q_blocks, rows, head_dim, **f32) if has_key else delta
+        )
+        partial_value = (
+            torch.empty(batch * heads * q_blocks, rows, value_dim, **f32) if has_value else delta
+        )
+        meta = _meta(problem, query, value, has_key, has_value)
+        kernels = _kernels()
+        _launch(
+            kernels.grad_query_kernel, (q_blocks, batch * heads), launch,
+            query, key, value, out, grad_out,
+            query if key_table is None else key_table,
+            query if value_table is None else value_table,
+            query if mask is None else mask,
+            lse, query_rel if has_key else delta, tail_mass if has_value else delta,
+            grad_q, delta, grad_rel, partial_key, partial_value,
+            *_strides(query), *_strides(key), *_strides(value), *_strides(out),
+            *_strides(grad_out), *_strides(mask),
+            _table_head_stride(key_table), _table_head_stride(value_table),
+            *_shape_args(problem, heads), problem.scale * LOG2E, problem.scale,
+            BAND_BLOCK_N=launch.band_block, **meta,
+        )
+        launch = problem.blocks.grad_key_value
+        _launch(
+            kernels.grad_key_value_kernel, (_cdiv(k_len, launch.block_n), batch * heads), launch,
+            query, key, value, grad_out, query if mask is None else mask, lse, delta,
+            query_rel if has_key else delta, grad_rel, grad_k, grad_v,
+            *_strides(query), *_strides(key), *_strides(value), *_strides(grad_out),
+            *_strides(mask),
+            *_shape_args(problem, heads), problem.scale * LOG2E, problem.scale,
+            BAND_BLOCK_M=launch.band_block, **meta,
+        )
+        grad_key_table = grad_value_table = None
+        if has_key:
+            grad_key_table = _sum_partials(partial_key, key_table, batch, heads, q_blocks)
+        if has_value:
+            grad_value_table = _sum_partials(partial_value, value_table, batch, heads, q_blocks)
+        return grad_q, grad_k, grad_v, grad_key_table, grad_value_table, None, None
+
+
+def _cdiv(a: int, b: int) -> int:
+    """Number of tiles of size ``b`` covering ``a``."""
+    return -(-a // b)
+
+
+def _table_head_stride(table: Tensor | None) -> int:
+    # A table shared by all heads is (1, R, D): every head reads the same rows.
+    return 0 if table is None or table.shape[0] == 1 else table.stride(0)
+
+
+def _sum_partials(partials: Tensor, table: Tensor, batch: int, heads: int, blocks: int) -> Tensor:
+    """``(B·H·blocks, R, D)`` per-block table gradients → the table's own shape ``(Ht, R, D)``."""
+    per_head = partials.view(batch, heads, blocks, *partials.shape[1:]).sum(dim=(0, 2))  # (H, R, D)
+    if table.shape[0] == 1:
+        per_head = per_head.sum(dim=0, keepdim=True)  # shared table: every head's rows add up
+    return per_head.to(table.dtype)
+
+
+def compile_kernels(
+    head_dim: int = 64,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    num_buckets: int = 33,
+    blocks: TritonBlocks | None = None,
+    arch: int = 90,
+    is_causal: bool = False,
+    mask_kind: int = 0,
+) -> dict:
+    """Compile the three kernels for an NVIDIA architecture (``arch=90``: H100/H200) without a GPU.
+
+    Returns ``{name: triton CompiledKernel}`` (``.asm["ptx"]``, ``.asm["cubin"]``,
+    ``.metadata.shared``): a check that the kernels lower, and material for choosing tile sizes
+    (``ptxas -v`` on the PTX reports registers and spills). Needs a process in which the kernels
+    were not built for the interpreter, i.e. ``TRITON_INTERPRET`` unset before first use.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernels = _kernels()
+    if not hasattr(kernels.forward_kernel, "arg_names") or _interpreting():
+        raise ValueError("compile_kernels needs TRITON_INTERPRET unset (the kernels were built "
+                         "for the interpreter in this process)")
+    blocks = blocks or default_blocks(head_dim, dtype)
+    element = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    common = dict(
+        HEAD_DIM=head_dim, VALUE_DIM=head_dim, D_PAD=_pad(head_dim), DV_PAD=_pad(head_dim),
+        R_PAD=_pad(num_buckets), HAS_KEY_TABLE=True, HAS_VALUE_TABLE=True, IS_CAUSAL=is_causal,
+        MASK_KIND=mask_kind, MASK_ROWWISE=mask_kind != 0, DOT_PRECISION=_dot_precision(dtype),
+    )
+    float_buffers = {"LSE", "QUERY_REL", "TAIL_MASS", "DELTA", "GRAD_REL", "PARTIAL_KEY_TABLE",
+                     "PARTIAL_VALUE_TABLE"}
+    compiled = {}
+    for name, launch, extra in (
+        ("forward", blocks.forward,
+         dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True)),
+        ("grad_query", blocks.grad_query, dict(BAND_BLOCK_N=blocks.grad_query.band_block)),
+        ("grad_key_value", blocks.grad_key_value,
+         dict(BAND_BLOCK_M=blocks.grad_key_value.band_block)),
+    ):
+        kernel = getattr(kernels, f"{name}_kernel")
+        constants = dict(common, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, **extra)
+        signature = {}
+        for arg in kernel.arg_names:
+            if arg in constants:
+                signature[arg] = "constexpr"
+            elif arg == "MASK":
+                signature[arg] = "*u8" if mask_kind == 1 else f"*{element}"
+            elif arg in float_buffers:
+                signature[arg] = "*fp32"
+            elif arg.isupper():  # tensors are upper case, scalars lower case
+                signature[arg] = f"*{element}"
+            else:
+                signature[arg] = "fp32" if "scale" in arg else "i32"
+        compiled[name] = triton.compile(
+            ASTSource(fn=kernel, signature=signature, constexprs=constants),
+            target=GPUTarget("cuda", arch, 32),
+            options=dict(num_warps=launch.num_warps, num_stages=launch.num_stages),
+        )
+    return compiled
+
+
+def triton_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    index: RelativeIndex,
+    key_table: Tensor | None,
+    value_table: Tensor | None,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_mask: Tensor | None = None,
+    key_query: bool = False,
+    blocks: TritonBlocks | None = None,
+) -> Tensor:
+    """Shaw relative attention (keys and values) by the fused Triton kernels; differentiable.
+
+    Same contract as :func:`relpos.attention.reference.reference_attention`: ``query (B, H, Lq,
+    D)``, ``key (B, H, Lk, D)``, ``value (B, H, Lk, Dv)``, ``key_table (Ht, R, D)``,
+    ``value_table (Ht, R, Dv)`` with ``Ht ∈ {1, H}``, masks as in SDPA (boolean or float, any
+    shape broadcasting to ``(B, H, Lq, Lk)``); returns ``(B, H, Lq, Dv)``. Inputs may be float16,
+    bfloat16 or float32 and are computed in their own dtype with float32 accumulation (call it
+    directly with half-precision tensors for full speed; ``shaw_attention`` upcasts them first).
+
+    The kernels have no dropout and no key-query term, and keep at most 128-wide heads in
+    registers; for those inputs, float64, and empty sequences this runs the eager backend, which
+    computes the same function. ``blocks`` overrides the tile sizes (:func:`default_blocks`).
+    """
+    scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
+    unsupported = (
+        dropout_mask is not None
+        or key_query
+        or query.dtype not in _KERNEL_DTYPES
+        or query.shape[-1] > MAX_HEAD_DIM
+        or value.shape[-1] > MAX_HEAD_DIM
+        or 0 in (index.query_len, index.key_len, query.shape[0], query.shape[1])
+        or (attn_mask is not None and attn_mask.requires_grad)
+    )
+    if unsupported:
+        return eager_attention(
+            query, key, value, index=index, key_table=key_table, value_table=value_table,
+            attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_mask=dropout_mask,
+            key_query=key_query,
+        )
+    if not (query.is_cuda or _interpreting()):
+        raise ValueError(
+            f"the triton backend needs CUDA tensors (got device {query.device}); set "
+            "TRITON_INTERPRET=1 to run it on the CPU for testing, or use backend='eager'"
+        )
+    if not triton_available():
+        raise ValueError("the triton backend needs Triton: pip install triton (or relpos[triton])")
+    batch, heads, q_len, _ = query.shape
+    if (q_len, key.shape[2]) != (index.query_len, index.key_len):
+        raise ValueError(
+            f"index is for (Lq, Lk) = ({index.query_len}, {index.key_len}) but query/key have "
+            f"lengths ({q_len}, {key.shape[2]})"
+        )
+    for table, name in ((key_table, "key_table"), (value_table, "value_table")):
+        if table is not None and table.dtype != query.dtype:
+            raise TypeError(f"{name} has dtype {table.dtype} but query has {query.dtype}")
+    mask, mask_kind, rowwise = _prepare_mask(attn_mask, batch, heads, q_len, index.key_len)
+    problem = _Problem(
+        index=index,
+        scale=scale,
+        is_causal=bool(is_causal),
+        mask_kind=mask_kind,
+        mask_rowwise=rowwise,
+        blocks=blocks or default_blocks(max(query.shape[-1], value.shape[-1]), query.dtype),
+    )
+    key_table = None if key_table is None else key_table.contiguous()
+    value_table = None if value_table is None else value_table.contiguous()
+    return _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
+
+
+register_backend("triton", triton_attention, applies=triton_applies, auto_priority=0)

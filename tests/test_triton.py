@@ -1,0 +1,288 @@
+"""The fused Triton kernel (``backend="triton"``) against the float64 paper-literal reference.
+
+Without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, set below
+before Triton is first used) on small CPU tensors with 16×16 tiles, so a length of 40 already
+crosses several tiles and all three phases (left tail, band, right tail). With a GPU the same
+grid runs on CUDA. Every case checks the output and all five gradients (query, key, value and
+both tables).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton")
+
+from relpos.attention import RelativeIndex, shaw_attention, triton_shaw  # noqa: E402
+from relpos.attention.eager import eager_attention  # noqa: E402
+from relpos.attention.reference import reference_attention  # noqa: E402
+from relpos.attention.triton_shaw import (  # noqa: E402
+    KernelLaunch,
+    TritonBlocks,
+    triton_applies,
+    triton_attention,
+)
+
+INTERPRETING = triton_shaw._interpreting()
+DEVICE = "cpu" if INTERPRETING else "cuda"
+pytestmark = pytest.mark.skipif(
+    not INTERPRETING and not torch.cuda.is_available(),
+    reason="needs CUDA or TRITON_INTERPRET=1",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _interpreter_numpy_compat():
+    """Triton 3.6's interpreter turns loop bounds into ints with ``int(array)``, which NumPy >=
+    2.4 refuses for 1-element arrays; read the element instead (test-only shim)."""
+    if not INTERPRETING:
+        yield
+        return
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
+    yield
+    interpreter._patch_lang_tensor = original
+
+
+def _case(
+    *, batch=1, heads=2, q_len=40, k_len=40, head_dim=32, value_dim=32, left=3, right=3,
+    query_offset=0, key_offset=0, per_head=False, keys=True, values=True, dtype=torch.float32,
+    seed=0,
+):
+    gen = torch.Generator().manual_seed(seed)
+    index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
+    rows, table_heads = index.num_buckets, heads if per_head else 1
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=gen).to(DEVICE, dtype).requires_grad_()
+
+    tensors = {
+        "query": leaf(batch, heads, q_len, head_dim),
+        "key": leaf(batch, heads, k_len, head_dim),
+        "value": leaf(batch, heads, k_len, value_dim),
+        "key_table": leaf(table_heads, rows, head_dim) if keys else None,
+        "value_table": leaf(table_heads, rows, value_dim) if values else None,
+    }
+    return index, tensors
+
+
+def _run(fn, index, tensors, upstream, **kwargs):
+    """Output and gradients of every tensor that is given, all in float64."""
+    leaves = [t for t in tensors.values() if t is not None]
+    out = fn(
+        tensors["query"], tensors["key"], tensors["value"], index=index,
+        key_table=tensors["key_table"], value_table=tensors["value_table"], **kwargs,
+    )
+    grads = torch.autograd.grad(out, leaves, upstream.to(out.dtype))
+    return out.double(), [g.double() for g in grads]
+
+
+def _check_against_reference(index, tensors, *, attn_mask=None, is_causal=False, tol=2e-5,
+                             blocks=None):
+    scale = tensors["query"].shape[-1] ** -0.5
+    gen = torch.Generator().manual_seed(1)
+    q = tensors["query"]
+    upstream = torch.randn(*q.shape[:3], tensors["value"].shape[-1], generator=gen).to(DEVICE)
+    out, grads = _run(triton_attention, index, tensors, upstream, attn_mask=attn_mask,
+                      is_causal=is_causal, scale=scale, blocks=blocks)
+    exact = {
+        name: None if t is None else t.detach().double().requires_grad_()
+        for name, t in tensors.items()
+    }
+    ref_mask = attn_mask
+    if attn_mask is not None and attn_mask.is_floating_point():
+        ref_mask = attn_mask.double()
+    ref_out, ref_grads = _run(reference_attention, index, exact, upstream, attn_mask=ref_mask,
+                              is_causal=is_causal, scale=scale)
+    torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
+    names = [name for name, t in tensors.items() if t is not None]
+    for name, grad, ref_grad in zip(names, grads, ref_grads, strict=True):
+        # Gradients are sums over many products; compare relative to their own size.
+        atol = tol * max(1.0, ref_grad.abs().max().item())
+        torch.testing.assert_close(
+            grad, ref_grad, rtol=tol, atol=atol, msg=lambda m, name=name: f"grad {name}: {m}"
+        )
+
+
+CASES = {
+    "plain": {},
+    "causal": dict(is_causal=True),
+    "key_padding": dict(mask="padding"),
+    "query_offset_short_queries": dict(q_len=20, k_len=45, query_offset=25),
+    "key_offset_long_queries": dict(q_len=45, k_len=20, key_offset=7),
+    "per_head_tables": dict(per_head=True),
+    "key_only": dict(values=False),
+    "value_only": dict(keys=False),
+    "dense_mask_fully_masked_row": dict(mask="dense"),
+    "float_mask": dict(mask="float"),
+    "asymmetric_clipping_odd_length": dict(q_len=37, k_len=37, left=5, right=1),
+    "one_bucket": dict(left=0, right=0),
+    "clip_beyond_length": dict(left=50, right=50),
+    "causal_padding_query_offset": dict(q_len=24, k_len=40, query_offset=16, is_causal=True,
+                                        mask="padding"),
+    "head_dim_64_value_dim_16": dict(q_len=33, k_len=33, head_dim=64, value_dim=16),
+}
+
+
+def _mask(kind, index, batch=1):
+    gen = torch.Generator().manual_seed(2)
+    if kind == "padding":  # (B, 1, 1, Lk): the last 5 keys of batch 0 are padding
+        mask = torch.ones(batch, 1, 1, index.key_len, dtype=torch.bool)
+        mask[0, ..., -5:] = False
+        return mask.to(DEVICE)
+    if kind == "dense":  # (Lq, Lk) with query row 3 seeing no key at all
+        mask = torch.rand(index.query_len, index.key_len, generator=gen) > 0.3
+        mask[3] = False
+        return mask.to(DEVICE)
+    if kind == "float":
+        return torch.randn(batch, 1, index.query_len, index.key_len, generator=gen).to(DEVICE)
+    return None
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_and_all_gradients_match_reference(name):
+    options = dict(CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    index, tensors = _case(**options)
+    _check_against_reference(
+        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal
+    )
+
+
+def test_band_walked_in_narrower_tiles_and_strided_inputs():
+    # 32-wide tiles whose band is walked 16 at a time, on (B, L, H, D) tensors viewed as
+    # (B, H, L, D): the layout a projection produces.
+    index, tensors = _case(q_len=70, k_len=70, left=4, right=9, batch=2)
+    for name in ("query", "key", "value"):
+        t = tensors[name].detach()
+        tensors[name] = t.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    assert not tensors["query"].is_contiguous()
+    launch = KernelLaunch(32, 32, band_block=16)
+    _check_against_reference(index, tensors, blocks=TritonBlocks(launch, launch, launch),
+                             is_causal=True)
+
+
+def test_float16_inputs():
+    index, tensors = _case(dtype=torch.float16)
+    _check_against_reference(index, tensors, tol=2e-2)
+
+
+def test_shaw_attention_runs_the_kernel_by_name():
+    index, tensors = _case(q_len=24, k_len=24)
+    q, k, v = tensors["query"], tensors["key"], tensors["value"]
+    out = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
+                         max_distance=3, is_causal=True, backend="triton")
+    ref = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
+                         max_distance=3, is_causal=True, backend="reference")
+    torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
+
+
+def test_no_length_by_length_tensor_is_saved_for_backward():
+    index, tensors = _case(q_len=40, k_len=48, left=2, right=2)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        triton_attention(tensors["query"], tensors["key"], tensors["value"], index=index,
+                         key_table=tensors["key_table"], value_table=tensors["value_table"])
+    batch_heads = 2
+    largest_input = max(t.numel() for t in tensors.values())
+    assert saved, "nothing was saved: the autograd Function did not run"
+    # Inputs, output, and per-row buffers of Lq x R (R = 5) at most; Lq x Lk would be 1920 x 2.
+    assert max(saved) <= max(largest_input, batch_heads * index.query_len * index.num_buckets)
+    assert max(saved) < batch_heads * index.query_len * index.key_len
+
+
+def test_dropout_and_key_query_run_the_eager_backend():
+    index, tensors = _case(q_len=16, k_len=16)
+    q, k, v = (tensors[n].detach() for n in ("query", "key", "value"))
+    tables = {name: tensors[name].detach() for name in ("key_table", "value_table")}
+    keep = (torch.rand(1, 2, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.2).to(DEVICE)
+    dropout_mask = keep.float() / 0.8
+    for extra in (dict(dropout_mask=dropout_mask), dict(key_query=True)):
+        out = triton_attention(q, k, v, index=index, attn_mask=None, is_causal=False, scale=0.2,
+                               **tables, **extra)
+        expected = eager_attention(q, k, v, index=index, attn_mask=None, is_causal=False,
+                                   scale=0.2, **tables, **extra)
+        torch.testing.assert_close(out, expected)
+
+
+def test_applies_only_to_cuda_inputs_without_dropout_or_key_query():
+    cpu = torch.zeros(1, 1, 4, 32)
+    assert not triton_applies(query=cpu)
+    if torch.cuda.is_available():
+        gpu = cpu.cuda()
+        assert triton_applies(query=gpu, value_dim=32)
+        assert not triton_applies(query=gpu, dropout=True)
+        assert not triton_applies(query=gpu, key_query=True)
+        assert not triton_applies(query=gpu.double())
+        assert not triton_applies(query=torch.zeros(1, 1, 4, 256, device="cuda"))
+
+
+def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    index, tensors = _case(q_len=8, k_len=8)
+    if tensors["query"].is_cuda:
+        pytest.skip("inputs are on CUDA here")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        triton_attention(tensors["query"], tensors["key"], tensors["value"], index=index,
+                         key_table=None, value_table=None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(block_m=24, block_n=16), "block_m must be a power of two"),
+        (dict(block_m=16, block_n=8), "block_n must be a power of two"),
+    ],
+)
+def test_bad_tile_sizes_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        KernelLaunch(**kwargs)
+
+
+def test_band_tile_larger_than_its_loop_tile_is_rejected():
+    wide = KernelLaunch(32, 16, band_block=32)
+    fine = KernelLaunch(16, 16, band_block=16)
+    with pytest.raises(ValueError, match="forward.band_block must be <= its loop block 16"):
+        TritonBlocks(forward=wide, grad_query=fine, grad_key_value=fine)
+
+
+def test_kernels_compile_for_hopper_without_a_gpu():
+    """The interpreter never lowers the kernels; compile all three for sm_90 in a fresh process
+    (Triton's own compiler and ptxas, no GPU needed), causal with a key-padding mask."""
+    script = (
+        "from relpos.attention.triton_shaw import compile_kernels\n"
+        "for name, kernel in compile_kernels(64, is_causal=True, mask_kind=1).items():\n"
+        "    assert kernel.asm['cubin'], name\n"
+        "print('compiled')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_gpu_at_a_realistic_size(dtype):
+    index, tensors = _case(batch=2, heads=4, q_len=300, k_len=300, head_dim=64, value_dim=64,
+                           left=16, right=16, dtype=dtype)
+    _check_against_reference(index, tensors, is_causal=True, tol=3e-2)
