@@ -14,5 +14,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # shellcheck disable=SC2086  # RELPOS_TORCH may carry pip options, so it is split on purpose
     pip install ${RELPOS_TORCH:-torch==2.13.0}
 fi
+pip install -e ".[dev]"
 # triton 3.6 matches the GPU machines' Triton; on the CPU it runs kernels in its interpreter.
-pip install -e ".[dev]" "triton==3.6.0"
+# Where no wheel exists (macOS, say) the Triton tests skip themselves.
+pip install "triton==3.6.0" || echo "setup: triton 3.6.0 is not installable here; Triton tests will skip" >&2
