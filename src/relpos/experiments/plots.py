@@ -208,6 +208,7 @@ def plot_vectors(model: torch.nn.Module, out: str | Path, *, title: str = "") ->
         heads = f", mean of {table.shape[0]} heads" if table.shape[0] > 1 else ""
         ax.set_title(f"{name.removesuffix('.position')}{heads}", fontsize=9)
         ax.set_xlabel("relative distance j − i")
+    for ax in axes[:, 0]:
         ax.set_ylabel("relative distance j − i")
     fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02)
     fig.suptitle(
@@ -503,12 +504,13 @@ def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = 
                 linewidth=0,
             )
         seeds = experiment.get("seeds", [])
-        ax.set_title(f"{experiment['task']} ({len(seeds)} seed{'s' * (len(seeds) != 1)})")
+        name = experiment.get("title") or experiment["task"]
+        ax.set_title(f"{name} ({len(seeds)} seed{'s' * (len(seeds) != 1)})", fontsize=10)
         ax.set_xlabel("length")
         ax.set_ylabel("exact-match accuracy" if metric == "exact" else "token accuracy")
         ax.set_ylim(-0.03, 1.12)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")
     fig.suptitle("Accuracy vs. length: shaded = lengths seen in training; right of it = unseen")
     fig.tight_layout()
     return _save(fig, out)
