@@ -117,25 +117,28 @@ def _interpreting() -> bool:
 def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> TritonBlocks:
     """Tile sizes for a head size and dtype; 16×16 tiles under the interpreter.
 
-    Chosen, without a GPU, as the largest tiles whose sm_90 compile (Triton 3.6) keeps every loop
-    free of register spills (``benchmarks/gpu_check.py`` times alternatives); float32 inputs
-    need two registers per element in the matmuls, so they get smaller tiles. Pass your own
+    Chosen without a GPU, from the sm_90 compile (Triton 3.6, ``benchmarks/gpu_check.py
+    --compile-only``): for half precision the largest tiles whose loops are free of register
+    spills; float32 inputs (3xTF32 matmuls) get small tiles that fit in shared memory. Not yet
+    tuned by timings (``benchmarks/gpu_check.py`` times alternatives); pass your own
     :class:`TritonBlocks` to :func:`triton_attention` to tune.
     """
     if _interpreting():
         tiny = KernelLaunch(16, 16, band_block=16)  # small tests still cross several tiles
         return TritonBlocks(tiny, tiny, tiny)
     if dtype == torch.float32:
+        # 3xTF32 matmuls hold every operand twice; these tiles keep shared memory under the
+        # 227 KiB of an H100 (measured from the sm_90 compile), at the cost of spills.
         if head_dim <= 64:
             return TritonBlocks(
-                forward=KernelLaunch(64, 32, band_block=16, num_warps=8),
-                grad_query=KernelLaunch(64, 32, band_block=16, num_warps=8),
-                grad_key_value=KernelLaunch(16, 128, band_block=16, num_warps=8),
+                forward=KernelLaunch(64, 16, band_block=16, num_warps=4),
+                grad_query=KernelLaunch(32, 32, band_block=16, num_warps=4),
+                grad_key_value=KernelLaunch(16, 32, band_block=16, num_warps=4),
             )
         return TritonBlocks(
-            forward=KernelLaunch(64, 16, band_block=16, num_warps=4),
-            grad_query=KernelLaunch(32, 32, band_block=16, num_warps=4),
-            grad_key_value=KernelLaunch(16, 64, band_block=16, num_warps=4),
+            forward=KernelLaunch(32, 32, band_block=16, num_warps=4),
+            grad_query=KernelLaunch(32, 16, band_block=16, num_warps=4),
+            grad_key_value=KernelLaunch(16, 32, band_block=16, num_warps=4),
         )
     if head_dim <= 64:
         return TritonBlocks(

@@ -1,0 +1,470 @@
+"""One prepared GPU run for issue 5: versions, correctness of the Shaw backends, then timings.
+
+    python benchmarks/gpu_check.py                  # everything, within --budget-s (a few minutes)
+    python benchmarks/gpu_check.py --quick          # versions and correctness only
+    python benchmarks/gpu_check.py --compile-only   # no GPU needed: registers/spills per kernel
+
+Sections, in order of priority (each is skipped once the time budget is spent):
+
+1. versions (torch, Triton, CUDA, card);
+2. correctness: ``triton``, ``eager`` and ``flex`` against the float64 paper-literal reference on
+   small inputs (float32, float16, bfloat16; masks, offsets, per-head tables, key-only and
+   value-only; D = 32, 64, 128) — output and all five gradients;
+3. timing (issue 5's setting): bfloat16, B = 2, H = 16, D = 64, k = 16, tables shared by the
+   heads, key and value terms, no mask; forward and forward+backward median ms and peak memory
+   for SDPA without positions and the ``triton``, ``flex`` and ``eager`` backends, each called
+   directly in bfloat16 (``shaw_attention`` would upcast to float32 first);
+4. a few alternative Triton tile sizes at one length;
+5. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
+
+Results go to ``$OUT/gpu_check.json`` (rewritten after every section, so a run cut short still
+leaves what it measured) or ``--json PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from relpos.attention import RelativeIndex
+from relpos.attention.eager import eager_attention
+from relpos.attention.flex import flex_shaw_attention
+from relpos.attention.reference import reference_attention
+from relpos.attention.triton_shaw import (
+    KernelLaunch,
+    TritonBlocks,
+    compile_kernels,
+    default_blocks,
+    triton_attention,
+)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEVICE = "cuda"
+
+
+class Run:
+    """Collects results, prints as it goes, and keeps the JSON file current."""
+
+    def __init__(self, json_path: Path | None, budget_s: float):
+        self.json_path = json_path
+        self.budget_s = budget_s
+        self.start = time.perf_counter()
+        self.results: dict = {"sections": {}}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def has_time(self, section: str) -> bool:
+        if self.elapsed() < self.budget_s:
+            return True
+        print(f"\n[{section}: skipped, {self.elapsed():.0f} s of the {self.budget_s:.0f} s budget "
+              "spent]", flush=True)
+        self.results["sections"].setdefault(section, {"skipped": "time budget"})
+        return False
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = round(self.elapsed(), 1)
+        if self.json_path is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            self.json_path.write_text(json.dumps(self.results, indent=1, default=str))
+
+
+# --------------------------------------------------------------------------------- versions
+
+
+def versions() -> dict:
+    import triton
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        info["memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+# ------------------------------------------------------------------------------ correctness
+
+#: (name, dtype, options): few distinct kernel configurations, each exercising several features,
+#: because every new combination of masks/tables/dtype/head size compiles the kernels again.
+CHECKS = [
+    ("fp32 causal+padding, query_offset, per-head tables", "float32",
+     dict(q_len=300, k_len=333, query_offset=8, per_head=True, causal=True, mask="padding")),
+    ("fp32 dense mask with an empty row, key-only", "float32",
+     dict(q_len=257, k_len=257, mask="dense", values=False)),
+    ("fp32 float mask, value-only, k_left=5 k_right=40", "float32",
+     dict(q_len=200, k_len=200, mask="float", keys=False, left=5, right=40)),
+    ("bf16 plain (the timed configuration)", "bfloat16", dict(q_len=512, k_len=512)),
+    ("fp16 D=32, Lq != Lk, key_offset, causal", "float16",
+     dict(q_len=190, k_len=300, key_offset=50, head_dim=32, causal=True)),
+    ("bf16 D=128 padding", "bfloat16", dict(q_len=300, k_len=300, head_dim=128, mask="padding")),
+]
+
+#: error allowed, relative to the largest reference value of each compared tensor (or to 1 when
+#: that is smaller: a gradient that is zero in exact arithmetic has only rounding left).
+TOLERANCE = {"float32": 2e-3, "float16": 2e-2, "bfloat16": 6e-2}
+
+
+def make_case(dtype, *, batch=2, heads=4, q_len=256, k_len=256, head_dim=64, left=16,
+              right=16, query_offset=0, key_offset=0, per_head=False, keys=True, values=True,
+              causal=False, mask=None, seed=0):
+    gen = torch.Generator(device=DEVICE).manual_seed(seed)
+    index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
+    table_heads = heads if per_head else 1
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=gen, device=DEVICE).to(dtype).requires_grad_()
+
+    tensors = {
+        "query": leaf(batch, heads, q_len, head_dim),
+        "key": leaf(batch, heads, k_len, head_dim),
+        "value": leaf(batch, heads, k_len, head_dim),
+        "key_table": leaf(table_heads, index.num_buckets, head_dim) if keys else None,
+        "value_table": leaf(table_heads, index.num_buckets, head_dim) if values else None,
+    }
+    attn_mask = None
+    if mask == "padding":
+        attn_mask = torch.ones(batch, 1, 1, k_len, dtype=torch.bool, device=DEVICE)
+        attn_mask[0, ..., -17:] = False
+    elif mask == "dense":
+        attn_mask = torch.rand(q_len, k_len, generator=gen, device=DEVICE) > 0.3
+        attn_mask[5] = False
+    elif mask == "float":
+        attn_mask = torch.randn(batch, 1, q_len, k_len, generator=gen, device=DEVICE)
+    return index, tensors, dict(attn_mask=attn_mask, is_causal=causal)
+
+
+def output_and_grads(fn, index, tensors, upstream, masks, **extra):
+    leaves = [t for t in tensors.values() if t is not None]
+    out = fn(tensors["query"], tensors["key"], tensors["value"], index=index,
+             key_table=tensors["key_table"], value_table=tensors["value_table"],
+             scale=tensors["query"].shape[-1] ** -0.5, **masks, **extra)
+    grads = torch.autograd.grad(out, leaves, upstream.to(out.dtype))
+    return [out, *grads]
+
+
+def check_backend(name, fn, dtype_name, options) -> dict:
+    dtype = DTYPES[dtype_name]
+    index, tensors, masks = make_case(dtype, **options)
+    batch, heads, _, value_dim = tensors["value"].shape
+    upstream = torch.randn(batch, heads, index.query_len, value_dim, device=DEVICE)
+    got = output_and_grads(fn, index, tensors, upstream, masks)
+    exact = {k: None if t is None else t.detach().double().requires_grad_()
+             for k, t in tensors.items()}
+    exact_masks = dict(masks)
+    if masks["attn_mask"] is not None and masks["attn_mask"].is_floating_point():
+        exact_masks["attn_mask"] = masks["attn_mask"].double()
+    want = output_and_grads(reference_attention, index, exact, upstream.double(), exact_masks)
+    labels = ["out", *(k for k, t in tensors.items() if t is not None)]
+    errors = {}
+    for label, a, b in zip(labels, got, want, strict=True):
+        errors[label] = (a.double() - b).abs().max().item() / max(b.abs().max().item(), 1.0)
+    worst = max(errors.values())
+    ok = math.isfinite(worst) and worst <= TOLERANCE[dtype_name]  # NaN compares False too
+    return {"backend": name, "dtype": dtype_name, "relative_errors": errors, "worst": worst,
+            "ok": ok}
+
+
+def correctness(run: Run, backends: list[str]) -> None:
+    fns = {"triton": triton_attention, "eager": eager_attention, "flex": flex_shaw_attention}
+    section = run.results["sections"].setdefault("correctness", {"checks": []})
+    print("\n== correctness vs float64 reference (max |error| / max(1, max |reference|)) ==")
+    for backend in backends:
+        cases = CHECKS if backend != "flex" else [CHECKS[0], CHECKS[3]]  # flex compiles slowly
+        for label, dtype_name, options in cases:
+            if not run.has_time(f"correctness {backend}"):
+                return
+            began = time.perf_counter()
+            try:
+                result = check_backend(backend, fns[backend], dtype_name, options)
+            except Exception as error:  # record and go on: one failure must not end the run
+                result = {"backend": backend, "dtype": dtype_name, "ok": False,
+                          "error": f"{type(error).__name__}: {error}",
+                          "traceback": traceback.format_exc(limit=6)}
+            result.update(case=label, seconds=round(time.perf_counter() - began, 1))
+            section["checks"].append(result)
+            status = "ok  " if result["ok"] else "FAIL"
+            detail = result.get("error") or " ".join(
+                f"{k}={v:.1e}" for k, v in result["relative_errors"].items())
+            print(f"{status} {backend:<6} {label:<52} {detail} ({result['seconds']} s)",
+                  flush=True)
+            run.save()
+
+
+# ---------------------------------------------------------------------------------- timing
+
+
+def timing_inputs(length, *, batch=2, heads=16, head_dim=64, k=16, dtype=torch.bfloat16):
+    gen = torch.Generator(device=DEVICE).manual_seed(length)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=gen, device=DEVICE).to(dtype).requires_grad_()
+
+    tensors = {
+        "query": leaf(batch, heads, length, head_dim),
+        "key": leaf(batch, heads, length, head_dim),
+        "value": leaf(batch, heads, length, head_dim),
+        "key_table": leaf(1, 2 * k + 1, head_dim),
+        "value_table": leaf(1, 2 * k + 1, head_dim),
+    }
+    upstream = torch.randn(batch, heads, length, head_dim, generator=gen, device=DEVICE).to(dtype)
+    return RelativeIndex(length, length, k, k), tensors, upstream
+
+
+def make_steps(backend, index, tensors, upstream, blocks=None):
+    """(forward-only step, forward+backward step) for one backend."""
+    q, k, v = tensors["query"], tensors["key"], tensors["value"]
+    if backend == "sdpa":
+        leaves = [q, k, v]
+
+        def forward():
+            return F.scaled_dot_product_attention(q, k, v)
+    else:
+        leaves = list(tensors.values())
+        fn = {"triton": triton_attention, "eager": eager_attention,
+              "flex": flex_shaw_attention}[backend]
+        extra = {"blocks": blocks} if backend == "triton" and blocks is not None else {}
+
+        def forward():
+            return fn(q, k, v, index=index, key_table=tensors["key_table"],
+                      value_table=tensors["value_table"], attn_mask=None, is_causal=False,
+                      scale=q.shape[-1] ** -0.5, **extra)
+
+    def forward_only():
+        with torch.no_grad():
+            return forward()
+
+    def forward_backward():
+        return torch.autograd.grad(forward(), leaves, upstream)
+
+    return forward_only, forward_backward
+
+
+def median_ms(step, repeats, warmup) -> float:
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def peak_mib(step) -> float:
+    """Peak memory one call allocates above what existed before it (inputs excluded)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def time_backend(backend, length, repeats, blocks=None) -> dict:
+    index, tensors, upstream = timing_inputs(length)
+    forward_only, forward_backward = make_steps(backend, index, tensors, upstream, blocks)
+    slow = backend == "eager" and length >= 4096  # seconds per call: fewer repeats
+    reps, warm = (3, 1) if slow else (repeats, 3)
+    row = {"length": length, "backend": backend}
+    row["fwd_ms"] = median_ms(forward_only, reps, warm)
+    row["fwd_bwd_ms"] = median_ms(forward_backward, reps, warm)
+    row["peak_fwd_bwd_mib"] = peak_mib(forward_backward)
+    return row
+
+
+def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> None:
+    section = run.results["sections"].setdefault("timing", {
+        "setting": "bf16, B=2, H=16, D=64, k=16, shared tables, key+value terms, no mask; "
+                   "median ms (CUDA events); peak = max_memory_allocated above the inputs",
+        "rows": [],
+    })
+    print("\n== timing: bf16, B=2, H=16, D=64, k=16, shared tables, K+V terms ==")
+    print(f"{'L':>6} {'backend':<8} {'fwd ms':>9} {'xSDPA':>6} {'fwd+bwd ms':>11} {'xSDPA':>6} "
+          f"{'peak MiB':>9} {'xSDPA':>6}")
+    baseline: dict[int, dict] = {}
+    for length in lengths:
+        for backend in ["sdpa", *backends]:
+            if not run.has_time(f"timing {backend} L={length}"):
+                continue
+            try:
+                row = time_backend(backend, length, repeats)
+            except torch.cuda.OutOfMemoryError:
+                row = {"length": length, "backend": backend, "error": "out of memory"}
+            except Exception as error:
+                row = {"length": length, "backend": backend,
+                       "error": f"{type(error).__name__}: {error}"}
+            finally:
+                torch.cuda.empty_cache()
+            section["rows"].append(row)
+            run.save()
+            if backend == "sdpa" and "error" not in row:
+                baseline[length] = row
+            if "error" in row:
+                print(f"{length:>6} {backend:<8} {row['error'][:80]}", flush=True)
+                continue
+            base = baseline.get(length)
+
+            def ratio(key, base=base, row=row):
+                return f"{row[key] / base[key]:6.2f}" if base and base[key] > 0 else f"{'-':>6}"
+
+            print(f"{length:>6} {backend:<8} {row['fwd_ms']:9.3f} {ratio('fwd_ms')} "
+                  f"{row['fwd_bwd_ms']:11.3f} {ratio('fwd_bwd_ms')} "
+                  f"{row['peak_fwd_bwd_mib']:9.1f} {ratio('peak_fwd_bwd_mib')}", flush=True)
+
+
+def sweep(run: Run, length: int, repeats: int) -> None:
+    """A few alternative tile sizes for the bf16 D=64 kernels (defaults first)."""
+    default = default_blocks(64, torch.bfloat16)
+    candidates = {
+        "default": default,
+        "fwd 128x128/32, stages 3": TritonBlocks(
+            KernelLaunch(128, 128, band_block=32, num_warps=8, num_stages=3),
+            default.grad_query, default.grad_key_value),
+        "fwd 64x64/32 w4": TritonBlocks(
+            KernelLaunch(64, 64, band_block=32, num_warps=4), default.grad_query,
+            default.grad_key_value),
+        "bwd dq 64x64 w8, dkdv 64x128 w8": TritonBlocks(
+            default.forward, KernelLaunch(64, 64, band_block=16, num_warps=8),
+            KernelLaunch(64, 128, band_block=16, num_warps=8)),
+        "bwd stages 3": TritonBlocks(
+            default.forward,
+            KernelLaunch(128, 64, band_block=16, num_warps=8, num_stages=3),
+            KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3)),
+    }
+    section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
+    print(f"\n== Triton tile sizes at L={length} (bf16, D=64) ==")
+    for label, blocks in candidates.items():
+        if not run.has_time(f"sweep {label}"):
+            return
+        try:
+            row = time_backend("triton", length, repeats, blocks=blocks)
+        except Exception as error:
+            row = {"error": f"{type(error).__name__}: {error}"}
+        row["blocks"] = label
+        section["rows"].append(row)
+        run.save()
+        if "error" in row:
+            print(f"{label:<34} {row['error'][:80]}", flush=True)
+        else:
+            print(f"{label:<34} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms",
+                  flush=True)
+
+
+def bench_smoke(run: Run) -> None:
+    """What ``relpos bench --device cuda`` runs: every backend that applies, via shaw_attention."""
+    from relpos.bench import BenchConfig, format_table, run_benchmark
+
+    print("\n== relpos.bench.run_benchmark on CUDA (via shaw_attention: float32 compute) ==")
+    try:
+        config = BenchConfig(lengths=(1024,), batch=2, heads=16, dtype="bfloat16",
+                             device=DEVICE, repeats=3, warmup=1)
+        result = run_benchmark(config)
+        print(format_table(result["rows"]), flush=True)
+        run.results["sections"]["bench"] = result
+    except Exception as error:
+        print(f"failed: {type(error).__name__}: {error}", flush=True)
+        run.results["sections"]["bench"] = {"error": traceback.format_exc(limit=6)}
+    run.save()
+
+
+# ---------------------------------------------------------------------------- compile only
+
+
+def compile_only() -> None:
+    """Compile the kernels for sm_90 and print registers and spill bytes (no GPU needed)."""
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    for dtype in (torch.bfloat16, torch.float32):
+        for head_dim in (32, 64, 128):
+            compiled = compile_kernels(head_dim, dtype)
+            blocks = default_blocks(head_dim, dtype)
+            for name, kernel in compiled.items():
+                launch = getattr(blocks, name)
+                with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
+                    handle.write(kernel.asm["ptx"])
+                report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", handle.name, "-o",
+                                         os.devnull], capture_output=True, text=True).stderr
+                os.unlink(handle.name)
+                registers = re.findall(r"Used (\d+) registers", report)
+                spills = re.findall(r"(\d+) bytes spill stores", report)
+                print(f"{str(dtype)[6:]:<9} D={head_dim:<4} {name:<15} "
+                      f"{launch.block_m}x{launch.block_n}/{launch.band_block} "
+                      f"w{launch.num_warps}: registers {registers}, spill stores {spills} bytes, "
+                      f"shared {kernel.metadata.shared} B", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="1024,4096,8192")
+    parser.add_argument("--backends", default="triton,flex,eager")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="start no new measurement after this many seconds")
+    parser.add_argument("--quick", action="store_true", help="versions and correctness only")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="no GPU: compile for sm_90, print registers and spills")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default: $OUT/gpu_check.json when OUT is set)")
+    args = parser.parse_args(argv)
+    if args.compile_only:
+        compile_only()
+        return 0
+    json_path = args.json or (Path(os.environ["OUT"]) / "gpu_check.json"
+                              if os.environ.get("OUT") else None)
+    run = Run(json_path, args.budget_s)
+    run.results["versions"] = versions()
+    print("== versions ==")
+    for key, value in run.results["versions"].items():
+        print(f"{key:>26}: {value}")
+    run.save()
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to check (try --compile-only)")
+        return 1
+    # FlexAttention compiles once per shape and mask; allow more graphs than the default 8.
+    torch._dynamo.config.cache_size_limit = 64
+    backends = [b for b in args.backends.split(",") if b]
+    lengths = [int(x) for x in args.lengths.split(",") if x]
+    correctness(run, [b for b in ("triton", "eager", "flex") if b in backends])
+    if not args.quick:
+        timing(run, lengths, backends, args.repeats)
+        if "triton" in backends and run.has_time("sweep"):
+            sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
+        if run.has_time("bench"):
+            bench_smoke(run)
+    checks = run.results["sections"].get("correctness", {}).get("checks", [])
+    failed = [c for c in checks if not c["ok"]]
+    print(f"\n{len(checks) - len(failed)}/{len(checks)} correctness checks passed; "
+          f"{run.elapsed():.0f} s" + (f"; results in {json_path}" if json_path else ""))
+    run.save()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
