@@ -176,6 +176,29 @@ def test_band_walked_in_narrower_tiles_and_strided_inputs():
                              is_causal=True)
 
 
+def test_keys_expanded_across_heads():
+    # (B, 1, L, D) keys and values shared by both heads, as an expanded (stride 0) view.
+    index, tensors = _case(q_len=24, k_len=24)
+    shared = {n: tensors[n][:, :1].detach().requires_grad_() for n in ("key", "value")}
+    expanded = dict(tensors, key=shared["key"].expand(-1, 2, -1, -1),
+                    value=shared["value"].expand(-1, 2, -1, -1))
+    out = triton_attention(expanded["query"], expanded["key"], expanded["value"], index=index,
+                           key_table=tensors["key_table"], value_table=tensors["value_table"])
+    grads = torch.autograd.grad(out.sum(), [shared["key"], shared["value"]])
+    exact = {n: shared[n].detach().double().requires_grad_() for n in shared}
+    ref = reference_attention(
+        tensors["query"].detach().double(), exact["key"].expand(-1, 2, -1, -1),
+        exact["value"].expand(-1, 2, -1, -1), index=index,
+        key_table=tensors["key_table"].detach().double(),
+        value_table=tensors["value_table"].detach().double(), attn_mask=None, is_causal=False,
+        scale=32**-0.5,
+    )
+    ref_grads = torch.autograd.grad(ref.sum(), [exact["key"], exact["value"]])
+    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-5)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=2e-5, atol=2e-4)
+
+
 def test_float16_inputs():
     index, tensors = _case(dtype=torch.float16)
     _check_against_reference(index, tensors, tol=2e-2)

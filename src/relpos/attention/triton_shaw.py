@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .api import register_backend
 from .eager import eager_attention
@@ -317,6 +318,7 @@ class _ShawTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         (query, key, value, key_table, value_table, mask, out, lse,
          query_rel, tail_mass) = ctx.saved_tensors
@@ -379,6 +381,10 @@ class _ShawTriton(torch.autograd.Function):
 def _cdiv(a: int, b: int) -> int:
     """Number of tiles of size ``b`` covering ``a``."""
     return -(-a // b)
+
+
+def _has_broadcast_dim(t: Tensor) -> bool:
+    return any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape, strict=True))
 
 
 def _table_head_stride(table: Tensor | None) -> int:
@@ -526,6 +532,11 @@ def triton_attention(
         mask_kind=mask_kind,
         mask_rowwise=rowwise,
         blocks=blocks or default_blocks(max(query.shape[-1], value.shape[-1]), query.dtype),
+    )
+    # Gradients are written with their input's strides: an expanded input (stride 0, e.g. keys
+    # shared across heads) is made dense first. Tables are tiny and always made contiguous.
+    query, key, value = (
+        t.contiguous() if _has_broadcast_dim(t) else t for t in (query, key, value)
     )
     key_table = None if key_table is None else key_table.contiguous()
     value_table = None if value_table is None else value_table.contiguous()
