@@ -307,7 +307,8 @@ def forward_kernel(
     )
     if SAVE_FOR_BACKWARD:
         # Base-2 log-sum-exp; +inf for a fully masked row makes every recomputed p zero.
-        lse = tl.where(has_mass, row_max + tl.log2(tl.where(has_mass, row_sum, 1.0)), float("inf"))
+        log_sum = tl.log2(tl.where(has_mass, row_sum, 1.0))
+        lse = tl.where(has_mass, row_max + log_sum, float("inf"))
         tl.store(LSE + row_index, lse, mask=row_ok)
 
 
@@ -319,7 +320,7 @@ def grad_query_tiles(
     grad_q, left_sum, right_sum, partial_key, partial_value, q, grad_out, lse, delta,
     tail_bias, tail_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
     k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-    rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
@@ -499,7 +500,7 @@ def grad_query_kernel(
         left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
     )
@@ -508,7 +509,7 @@ def grad_query_kernel(
         right_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
     )
@@ -519,7 +520,7 @@ def grad_query_kernel(
         left_bias, left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale, scale,
+        shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, True, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
     )

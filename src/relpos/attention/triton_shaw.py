@@ -34,7 +34,8 @@ The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_V�
 
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
-tensors (slowly: that is how the tests check them).
+tensors (slowly: that is how the tests check them; Triton 3.6's interpreter needs NumPy < 2.4
+for loops with computed bounds, and ``tests/test_triton.py`` carries a shim for newer NumPy).
 """
 
 from __future__ import annotations
