@@ -71,8 +71,11 @@ class Run:
     def has_time(self, section: str) -> bool:
         if self.elapsed() < self.budget_s:
             return True
-        print(f"\n[{section}: skipped, {self.elapsed():.0f} s of the {self.budget_s:.0f} s budget "
-              "spent]", flush=True)
+        print(
+            f"\n[{section}: skipped, {self.elapsed():.0f} s of the {self.budget_s:.0f} s budget "
+            "spent]",
+            flush=True,
+        )
         self.results["sections"].setdefault(section, {"skipped": "time budget"})
         return False
 
@@ -109,15 +112,27 @@ def versions() -> dict:
 #: (name, dtype, options): few distinct kernel configurations, each exercising several features,
 #: because every new combination of masks/tables/dtype/head size compiles the kernels again.
 CHECKS = [
-    ("fp32 causal+padding, query_offset, per-head tables", "float32",
-     dict(q_len=300, k_len=333, query_offset=8, per_head=True, causal=True, mask="padding")),
-    ("fp32 dense mask with an empty row, key-only", "float32",
-     dict(q_len=257, k_len=257, mask="dense", values=False)),
-    ("fp32 float mask, value-only, k_left=5 k_right=40", "float32",
-     dict(q_len=200, k_len=200, mask="float", keys=False, left=5, right=40)),
+    (
+        "fp32 causal+padding, query_offset, per-head tables",
+        "float32",
+        dict(q_len=300, k_len=333, query_offset=8, per_head=True, causal=True, mask="padding"),
+    ),
+    (
+        "fp32 dense mask with an empty row, key-only",
+        "float32",
+        dict(q_len=257, k_len=257, mask="dense", values=False),
+    ),
+    (
+        "fp32 float mask, value-only, k_left=5 k_right=40",
+        "float32",
+        dict(q_len=200, k_len=200, mask="float", keys=False, left=5, right=40),
+    ),
     ("bf16 plain (the timed configuration)", "bfloat16", dict(q_len=512, k_len=512)),
-    ("fp16 D=32, Lq != Lk, key_offset, causal", "float16",
-     dict(q_len=190, k_len=300, key_offset=50, head_dim=32, causal=True)),
+    (
+        "fp16 D=32, Lq != Lk, key_offset, causal",
+        "float16",
+        dict(q_len=190, k_len=300, key_offset=50, head_dim=32, causal=True),
+    ),
     ("bf16 D=128 padding", "bfloat16", dict(q_len=300, k_len=300, head_dim=128, mask="padding")),
 ]
 
@@ -126,9 +141,25 @@ CHECKS = [
 TOLERANCE = {"float32": 2e-3, "float16": 2e-2, "bfloat16": 6e-2}
 
 
-def make_case(dtype, *, batch=2, heads=4, q_len=256, k_len=256, head_dim=64, left=16,
-              right=16, query_offset=0, key_offset=0, per_head=False, keys=True, values=True,
-              causal=False, mask=None, seed=0):
+def make_case(
+    dtype,
+    *,
+    batch=2,
+    heads=4,
+    q_len=256,
+    k_len=256,
+    head_dim=64,
+    left=16,
+    right=16,
+    query_offset=0,
+    key_offset=0,
+    per_head=False,
+    keys=True,
+    values=True,
+    causal=False,
+    mask=None,
+    seed=0,
+):
     gen = torch.Generator(device=DEVICE).manual_seed(seed)
     index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
     table_heads = heads if per_head else 1
@@ -157,9 +188,17 @@ def make_case(dtype, *, batch=2, heads=4, q_len=256, k_len=256, head_dim=64, lef
 
 def output_and_grads(fn, index, tensors, upstream, masks, **extra):
     leaves = [t for t in tensors.values() if t is not None]
-    out = fn(tensors["query"], tensors["key"], tensors["value"], index=index,
-             key_table=tensors["key_table"], value_table=tensors["value_table"],
-             scale=tensors["query"].shape[-1] ** -0.5, **masks, **extra)
+    out = fn(
+        tensors["query"],
+        tensors["key"],
+        tensors["value"],
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+        scale=tensors["query"].shape[-1] ** -0.5,
+        **masks,
+        **extra,
+    )
     grads = torch.autograd.grad(out, leaves, upstream.to(out.dtype))
     return [out, *grads]
 
@@ -170,8 +209,9 @@ def check_backend(name, fn, dtype_name, options) -> dict:
     batch, heads, _, value_dim = tensors["value"].shape
     upstream = torch.randn(batch, heads, index.query_len, value_dim, device=DEVICE)
     got = output_and_grads(fn, index, tensors, upstream, masks)
-    exact = {k: None if t is None else t.detach().double().requires_grad_()
-             for k, t in tensors.items()}
+    exact = {
+        k: None if t is None else t.detach().double().requires_grad_() for k, t in tensors.items()
+    }
     exact_masks = dict(masks)
     if masks["attn_mask"] is not None and masks["attn_mask"].is_floating_point():
         exact_masks["attn_mask"] = masks["attn_mask"].double()
@@ -182,8 +222,13 @@ def check_backend(name, fn, dtype_name, options) -> dict:
         errors[label] = (a.double() - b).abs().max().item() / max(b.abs().max().item(), 1.0)
     worst = max(errors.values())
     ok = math.isfinite(worst) and worst <= TOLERANCE[dtype_name]  # NaN compares False too
-    return {"backend": name, "dtype": dtype_name, "relative_errors": errors, "worst": worst,
-            "ok": ok}
+    return {
+        "backend": name,
+        "dtype": dtype_name,
+        "relative_errors": errors,
+        "worst": worst,
+        "ok": ok,
+    }
 
 
 def correctness(run: Run, backends: list[str]) -> None:
@@ -199,16 +244,20 @@ def correctness(run: Run, backends: list[str]) -> None:
             try:
                 result = check_backend(backend, fns[backend], dtype_name, options)
             except Exception as error:  # record and go on: one failure must not end the run
-                result = {"backend": backend, "dtype": dtype_name, "ok": False,
-                          "error": f"{type(error).__name__}: {error}",
-                          "traceback": traceback.format_exc(limit=6)}
+                result = {
+                    "backend": backend,
+                    "dtype": dtype_name,
+                    "ok": False,
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc(limit=6),
+                }
             result.update(case=label, seconds=round(time.perf_counter() - began, 1))
             section["checks"].append(result)
             status = "ok  " if result["ok"] else "FAIL"
             detail = result.get("error") or " ".join(
-                f"{k}={v:.1e}" for k, v in result["relative_errors"].items())
-            print(f"{status} {backend:<6} {label:<52} {detail} ({result['seconds']} s)",
-                  flush=True)
+                f"{k}={v:.1e}" for k, v in result["relative_errors"].items()
+            )
+            print(f"{status} {backend:<6} {label:<52} {detail} ({result['seconds']} s)", flush=True)
             run.save()
 
 
@@ -242,14 +291,24 @@ def make_steps(backend, index, tensors, upstream, blocks=None):
             return F.scaled_dot_product_attention(q, k, v)
     else:
         leaves = list(tensors.values())
-        fn = {"triton": triton_attention, "eager": eager_attention,
-              "flex": flex_shaw_attention}[backend]
+        fn = {"triton": triton_attention, "eager": eager_attention, "flex": flex_shaw_attention}[
+            backend
+        ]
         extra = {"blocks": blocks} if backend == "triton" and blocks is not None else {}
 
         def forward():
-            return fn(q, k, v, index=index, key_table=tensors["key_table"],
-                      value_table=tensors["value_table"], attn_mask=None, is_causal=False,
-                      scale=q.shape[-1] ** -0.5, **extra)
+            return fn(
+                q,
+                k,
+                v,
+                index=index,
+                key_table=tensors["key_table"],
+                value_table=tensors["value_table"],
+                attn_mask=None,
+                is_causal=False,
+                scale=q.shape[-1] ** -0.5,
+                **extra,
+            )
 
     def forward_only():
         with torch.no_grad():
@@ -299,14 +358,19 @@ def time_backend(backend, length, repeats, blocks=None) -> dict:
 
 
 def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> None:
-    section = run.results["sections"].setdefault("timing", {
-        "setting": "bf16, B=2, H=16, D=64, k=16, shared tables, key+value terms, no mask; "
-                   "median ms (CUDA events); peak = max_memory_allocated above the inputs",
-        "rows": [],
-    })
+    section = run.results["sections"].setdefault(
+        "timing",
+        {
+            "setting": "bf16, B=2, H=16, D=64, k=16, shared tables, key+value terms, no mask; "
+            "median ms (CUDA events); peak = max_memory_allocated above the inputs",
+            "rows": [],
+        },
+    )
     print("\n== timing: bf16, B=2, H=16, D=64, k=16, shared tables, K+V terms ==")
-    print(f"{'L':>6} {'backend':<8} {'fwd ms':>9} {'xSDPA':>6} {'fwd+bwd ms':>11} {'xSDPA':>6} "
-          f"{'peak MiB':>9} {'xSDPA':>6}")
+    print(
+        f"{'L':>6} {'backend':<8} {'fwd ms':>9} {'xSDPA':>6} {'fwd+bwd ms':>11} {'xSDPA':>6} "
+        f"{'peak MiB':>9} {'xSDPA':>6}"
+    )
     baseline: dict[int, dict] = {}
     for length in lengths:
         for backend in ["sdpa", *backends]:
@@ -317,8 +381,11 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
             except torch.cuda.OutOfMemoryError:
                 row = {"length": length, "backend": backend, "error": "out of memory"}
             except Exception as error:
-                row = {"length": length, "backend": backend,
-                       "error": f"{type(error).__name__}: {error}"}
+                row = {
+                    "length": length,
+                    "backend": backend,
+                    "error": f"{type(error).__name__}: {error}",
+                }
             finally:
                 torch.cuda.empty_cache()
             section["rows"].append(row)
@@ -333,9 +400,12 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
             def ratio(key, base=base, row=row):
                 return f"{row[key] / base[key]:6.2f}" if base and base[key] > 0 else f"{'-':>6}"
 
-            print(f"{length:>6} {backend:<8} {row['fwd_ms']:9.3f} {ratio('fwd_ms')} "
-                  f"{row['fwd_bwd_ms']:11.3f} {ratio('fwd_bwd_ms')} "
-                  f"{row['peak_fwd_bwd_mib']:9.1f} {ratio('peak_fwd_bwd_mib')}", flush=True)
+            print(
+                f"{length:>6} {backend:<8} {row['fwd_ms']:9.3f} {ratio('fwd_ms')} "
+                f"{row['fwd_bwd_ms']:11.3f} {ratio('fwd_bwd_ms')} "
+                f"{row['peak_fwd_bwd_mib']:9.1f} {ratio('peak_fwd_bwd_mib')}",
+                flush=True,
+            )
 
 
 def sweep(run: Run, length: int, repeats: int) -> None:
@@ -345,17 +415,24 @@ def sweep(run: Run, length: int, repeats: int) -> None:
         "default": default,
         "fwd 128x128/32, stages 3": TritonBlocks(
             KernelLaunch(128, 128, band_block=32, num_warps=8, num_stages=3),
-            default.grad_query, default.grad_key_value),
+            default.grad_query,
+            default.grad_key_value,
+        ),
         "fwd 64x64/32 w4": TritonBlocks(
-            KernelLaunch(64, 64, band_block=32, num_warps=4), default.grad_query,
-            default.grad_key_value),
+            KernelLaunch(64, 64, band_block=32, num_warps=4),
+            default.grad_query,
+            default.grad_key_value,
+        ),
         "bwd dq 64x64 w8, dkdv 64x128 w8": TritonBlocks(
-            default.forward, KernelLaunch(64, 64, band_block=16, num_warps=8),
-            KernelLaunch(64, 128, band_block=16, num_warps=8)),
+            default.forward,
+            KernelLaunch(64, 64, band_block=16, num_warps=8),
+            KernelLaunch(64, 128, band_block=16, num_warps=8),
+        ),
         "bwd stages 3": TritonBlocks(
             default.forward,
             KernelLaunch(128, 64, band_block=16, num_warps=8, num_stages=3),
-            KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3)),
+            KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
+        ),
     }
     section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
     print(f"\n== Triton tile sizes at L={length} (bf16, D=64) ==")
@@ -372,8 +449,10 @@ def sweep(run: Run, length: int, repeats: int) -> None:
         if "error" in row:
             print(f"{label:<34} {row['error'][:80]}", flush=True)
         else:
-            print(f"{label:<34} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms",
-                  flush=True)
+            print(
+                f"{label:<34} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms",
+                flush=True,
+            )
 
 
 def bench_smoke(run: Run) -> None:
@@ -382,8 +461,9 @@ def bench_smoke(run: Run) -> None:
 
     print("\n== relpos.bench.run_benchmark on CUDA (via shaw_attention: float32 compute) ==")
     try:
-        config = BenchConfig(lengths=(1024,), batch=2, heads=16, dtype="bfloat16",
-                             device=DEVICE, repeats=3, warmup=1)
+        config = BenchConfig(
+            lengths=(1024,), batch=2, heads=16, dtype="bfloat16", device=DEVICE, repeats=3, warmup=1
+        )
         result = run_benchmark(config)
         print(format_table(result["rows"]), flush=True)
         run.results["sections"]["bench"] = result
@@ -409,15 +489,21 @@ def compile_only() -> None:
                 launch = getattr(blocks, name)
                 with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
                     handle.write(kernel.asm["ptx"])
-                report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", handle.name, "-o",
-                                         os.devnull], capture_output=True, text=True).stderr
+                report = subprocess.run(
+                    [str(ptxas), "-arch=sm_90a", "-v", handle.name, "-o", os.devnull],
+                    capture_output=True,
+                    text=True,
+                ).stderr
                 os.unlink(handle.name)
                 registers = re.findall(r"Used (\d+) registers", report)
                 spills = re.findall(r"(\d+) bytes spill stores", report)
-                print(f"{str(dtype)[6:]:<9} D={head_dim:<4} {name:<15} "
-                      f"{launch.block_m}x{launch.block_n}/{launch.band_block} "
-                      f"w{launch.num_warps}: registers {registers}, spill stores {spills} bytes, "
-                      f"shared {kernel.metadata.shared} B", flush=True)
+                print(
+                    f"{str(dtype)[6:]:<9} D={head_dim:<4} {name:<15} "
+                    f"{launch.block_m}x{launch.block_n}/{launch.band_block} "
+                    f"w{launch.num_warps}: registers {registers}, spill stores {spills} bytes, "
+                    f"shared {kernel.metadata.shared} B",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,19 +511,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", default="1024,4096,8192")
     parser.add_argument("--backends", default="triton,flex,eager")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="start no new measurement after this many seconds")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="start no new measurement after this many seconds",
+    )
     parser.add_argument("--quick", action="store_true", help="versions and correctness only")
-    parser.add_argument("--compile-only", action="store_true",
-                        help="no GPU: compile for sm_90, print registers and spills")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="results file (default: $OUT/gpu_check.json when OUT is set)")
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="no GPU: compile for sm_90, print registers and spills",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="results file (default: $OUT/gpu_check.json when OUT is set)",
+    )
     args = parser.parse_args(argv)
     if args.compile_only:
         compile_only()
         return 0
-    json_path = args.json or (Path(os.environ["OUT"]) / "gpu_check.json"
-                              if os.environ.get("OUT") else None)
+    json_path = args.json or (
+        Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
+    )
     run = Run(json_path, args.budget_s)
     run.results["versions"] = versions()
     print("== versions ==")
@@ -460,8 +558,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_smoke(run)
     checks = run.results["sections"].get("correctness", {}).get("checks", [])
     failed = [c for c in checks if not c["ok"]]
-    print(f"\n{len(checks) - len(failed)}/{len(checks)} correctness checks passed; "
-          f"{run.elapsed():.0f} s" + (f"; results in {json_path}" if json_path else ""))
+    print(
+        f"\n{len(checks) - len(failed)}/{len(checks)} correctness checks passed; "
+        f"{run.elapsed():.0f} s" + (f"; results in {json_path}" if json_path else "")
+    )
     run.save()
     return 1 if failed else 0
 

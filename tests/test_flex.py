@@ -23,8 +23,23 @@ pytestmark = [
 ]
 
 
-def _case(*, batch=1, heads=2, q_len=37, k_len=37, dim=32, left=3, right=3, query_offset=0,
-          key_offset=0, per_head=False, keys=True, values=True, device="cpu", seed=0):
+def _case(
+    *,
+    batch=1,
+    heads=2,
+    q_len=37,
+    k_len=37,
+    dim=32,
+    left=3,
+    right=3,
+    query_offset=0,
+    key_offset=0,
+    per_head=False,
+    keys=True,
+    values=True,
+    device="cpu",
+    seed=0,
+):
     gen = torch.Generator().manual_seed(seed)
     index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
     table_heads = heads if per_head else 1
@@ -68,16 +83,26 @@ def _reference(index, exact, attn_mask=None, **kwargs):
     if attn_mask is not None and attn_mask.is_floating_point():
         attn_mask = attn_mask.double()
     return reference_attention(
-        exact["query"], exact["key"], exact["value"], index=index,
-        key_table=exact["key_table"], value_table=exact["value_table"], attn_mask=attn_mask,
+        exact["query"],
+        exact["key"],
+        exact["value"],
+        index=index,
+        key_table=exact["key_table"],
+        value_table=exact["value_table"],
+        attn_mask=attn_mask,
         **kwargs,
     )
 
 
 def _flex(index, tensors, **kwargs):
     return flex_shaw_attention(
-        tensors["query"], tensors["key"], tensors["value"], index=index,
-        key_table=tensors["key_table"], value_table=tensors["value_table"], **kwargs,
+        tensors["query"],
+        tensors["key"],
+        tensors["value"],
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+        **kwargs,
     )
 
 
@@ -108,8 +133,9 @@ def test_forward_matches_reference_on_cpu(name):
     kwargs = dict(attn_mask=_mask(mask_kind, index), is_causal=is_causal, scale=0.2)
     with torch.no_grad():
         out = _flex(index, tensors, compile=False, **kwargs)
-    torch.testing.assert_close(out.double(), _reference(index, _exact(tensors), **kwargs),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out.double(), _reference(index, _exact(tensors), **kwargs), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -121,8 +147,9 @@ def test_compiled_forward_on_cpu():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = _flex(index, tensors, compile=True, **kwargs)
-    torch.testing.assert_close(out.double(), _reference(index, _exact(tensors), **kwargs),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        out.double(), _reference(index, _exact(tensors), **kwargs), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_backward_on_cpu_is_refused_with_a_clear_error():
@@ -148,10 +175,24 @@ def test_shaw_attention_runs_flex_by_name():
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # compile=True is the backend default; with a value table the CPU runs it unfused.
-        out = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
-                             max_distance=3, backend="flex")
-    ref = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
-                         max_distance=3, backend="reference")
+        out = shaw_attention(
+            q,
+            k,
+            v,
+            tensors["key_table"][0],
+            tensors["value_table"][0],
+            max_distance=3,
+            backend="flex",
+        )
+    ref = shaw_attention(
+        q,
+        k,
+        v,
+        tensors["key_table"][0],
+        tensors["value_table"][0],
+        max_distance=3,
+        backend="reference",
+    )
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -159,17 +200,34 @@ def test_dropout_and_key_query_run_the_eager_backend():
     index, tensors = _case(q_len=12, k_len=12)
     keep = torch.rand(1, 2, 12, 12, generator=torch.Generator().manual_seed(3)) > 0.2
     for extra in (dict(dropout_mask=keep.float() / 0.8), dict(key_query=True)):
-        common = dict(index=index, key_table=tensors["key_table"],
-                      value_table=tensors["value_table"], attn_mask=None, is_causal=False,
-                      scale=0.2, **extra)
+        common = dict(
+            index=index,
+            key_table=tensors["key_table"],
+            value_table=tensors["value_table"],
+            attn_mask=None,
+            is_causal=False,
+            scale=0.2,
+            **extra,
+        )
         q, k, v = tensors["query"], tensors["key"], tensors["value"]
-        torch.testing.assert_close(flex_shaw_attention(q, k, v, **common),
-                                   eager_attention(q, k, v, **common))
+        torch.testing.assert_close(
+            flex_shaw_attention(q, k, v, **common), eager_attention(q, k, v, **common)
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("name", ["plain", "causal", "key_padding", "query_offset",
-                                  "per_head_tables", "value_only", "dense_mask_fully_masked_row"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "causal",
+        "key_padding",
+        "query_offset",
+        "per_head_tables",
+        "value_only",
+        "dense_mask_fully_masked_row",
+    ],
+)
 def test_forward_and_gradients_on_gpu(name):
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
@@ -186,5 +244,10 @@ def test_forward_and_gradients_on_gpu(name):
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
     for leaf, grad, ref_grad in zip(leaves, grads, ref_grads, strict=True):
         atol = 1e-4 * max(1.0, ref_grad.abs().max().item())
-        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=atol,
-                                   msg=lambda m, leaf=leaf: f"grad {leaf}: {m}")
+        torch.testing.assert_close(
+            grad.double(),
+            ref_grad,
+            rtol=1e-4,
+            atol=atol,
+            msg=lambda m, leaf=leaf: f"grad {leaf}: {m}",
+        )

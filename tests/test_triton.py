@@ -58,8 +58,21 @@ def _interpreter_numpy_compat():
 
 
 def _case(
-    *, batch=1, heads=2, q_len=40, k_len=40, head_dim=32, value_dim=32, left=3, right=3,
-    query_offset=0, key_offset=0, per_head=False, keys=True, values=True, dtype=torch.float32,
+    *,
+    batch=1,
+    heads=2,
+    q_len=40,
+    k_len=40,
+    head_dim=32,
+    value_dim=32,
+    left=3,
+    right=3,
+    query_offset=0,
+    key_offset=0,
+    per_head=False,
+    keys=True,
+    values=True,
+    dtype=torch.float32,
     seed=0,
 ):
     gen = torch.Generator().manual_seed(seed)
@@ -83,21 +96,35 @@ def _run(fn, index, tensors, upstream, **kwargs):
     """Output and gradients of every tensor that is given, all in float64."""
     leaves = [t for t in tensors.values() if t is not None]
     out = fn(
-        tensors["query"], tensors["key"], tensors["value"], index=index,
-        key_table=tensors["key_table"], value_table=tensors["value_table"], **kwargs,
+        tensors["query"],
+        tensors["key"],
+        tensors["value"],
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+        **kwargs,
     )
     grads = torch.autograd.grad(out, leaves, upstream.to(out.dtype))
     return out.double(), [g.double() for g in grads]
 
 
-def _check_against_reference(index, tensors, *, attn_mask=None, is_causal=False, tol=2e-5,
-                             blocks=None):
+def _check_against_reference(
+    index, tensors, *, attn_mask=None, is_causal=False, tol=2e-5, blocks=None
+):
     scale = tensors["query"].shape[-1] ** -0.5
     gen = torch.Generator().manual_seed(1)
     q = tensors["query"]
     upstream = torch.randn(*q.shape[:3], tensors["value"].shape[-1], generator=gen).to(DEVICE)
-    out, grads = _run(triton_attention, index, tensors, upstream, attn_mask=attn_mask,
-                      is_causal=is_causal, scale=scale, blocks=blocks)
+    out, grads = _run(
+        triton_attention,
+        index,
+        tensors,
+        upstream,
+        attn_mask=attn_mask,
+        is_causal=is_causal,
+        scale=scale,
+        blocks=blocks,
+    )
     exact = {
         name: None if t is None else t.detach().double().requires_grad_()
         for name, t in tensors.items()
@@ -105,8 +132,15 @@ def _check_against_reference(index, tensors, *, attn_mask=None, is_causal=False,
     ref_mask = attn_mask
     if attn_mask is not None and attn_mask.is_floating_point():
         ref_mask = attn_mask.double()
-    ref_out, ref_grads = _run(reference_attention, index, exact, upstream, attn_mask=ref_mask,
-                              is_causal=is_causal, scale=scale)
+    ref_out, ref_grads = _run(
+        reference_attention,
+        index,
+        exact,
+        upstream,
+        attn_mask=ref_mask,
+        is_causal=is_causal,
+        scale=scale,
+    )
     torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
     names = [name for name, t in tensors.items() if t is not None]
     for name, grad, ref_grad in zip(names, grads, ref_grads, strict=True):
@@ -131,8 +165,9 @@ CASES = {
     "asymmetric_clipping_odd_length": dict(q_len=37, k_len=37, left=5, right=1),
     "one_bucket": dict(left=0, right=0),
     "clip_beyond_length": dict(left=50, right=50),
-    "causal_padding_query_offset": dict(q_len=24, k_len=40, query_offset=16, is_causal=True,
-                                        mask="padding"),
+    "causal_padding_query_offset": dict(
+        q_len=24, k_len=40, query_offset=16, is_causal=True, mask="padding"
+    ),
     "head_dim_64_value_dim_16": dict(q_len=33, k_len=33, head_dim=64, value_dim=16),
 }
 
@@ -158,9 +193,7 @@ def test_values_and_all_gradients_match_reference(name):
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
-    _check_against_reference(
-        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal
-    )
+    _check_against_reference(index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal)
 
 
 def test_band_walked_in_narrower_tiles_and_strided_inputs():
@@ -172,25 +205,39 @@ def test_band_walked_in_narrower_tiles_and_strided_inputs():
         tensors[name] = t.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
     assert not tensors["query"].is_contiguous()
     launch = KernelLaunch(32, 32, band_block=16)
-    _check_against_reference(index, tensors, blocks=TritonBlocks(launch, launch, launch),
-                             is_causal=True)
+    _check_against_reference(
+        index, tensors, blocks=TritonBlocks(launch, launch, launch), is_causal=True
+    )
 
 
 def test_keys_expanded_across_heads():
     # (B, 1, L, D) keys and values shared by both heads, as an expanded (stride 0) view.
     index, tensors = _case(q_len=24, k_len=24)
     shared = {n: tensors[n][:, :1].detach().requires_grad_() for n in ("key", "value")}
-    expanded = dict(tensors, key=shared["key"].expand(-1, 2, -1, -1),
-                    value=shared["value"].expand(-1, 2, -1, -1))
-    out = triton_attention(expanded["query"], expanded["key"], expanded["value"], index=index,
-                           key_table=tensors["key_table"], value_table=tensors["value_table"])
+    expanded = dict(
+        tensors,
+        key=shared["key"].expand(-1, 2, -1, -1),
+        value=shared["value"].expand(-1, 2, -1, -1),
+    )
+    out = triton_attention(
+        expanded["query"],
+        expanded["key"],
+        expanded["value"],
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+    )
     grads = torch.autograd.grad(out.sum(), [shared["key"], shared["value"]])
     exact = {n: shared[n].detach().double().requires_grad_() for n in shared}
     ref = reference_attention(
-        tensors["query"].detach().double(), exact["key"].expand(-1, 2, -1, -1),
-        exact["value"].expand(-1, 2, -1, -1), index=index,
+        tensors["query"].detach().double(),
+        exact["key"].expand(-1, 2, -1, -1),
+        exact["value"].expand(-1, 2, -1, -1),
+        index=index,
         key_table=tensors["key_table"].detach().double(),
-        value_table=tensors["value_table"].detach().double(), attn_mask=None, is_causal=False,
+        value_table=tensors["value_table"].detach().double(),
+        attn_mask=None,
+        is_causal=False,
         scale=32**-0.5,
     )
     ref_grads = torch.autograd.grad(ref.sum(), [exact["key"], exact["value"]])
@@ -207,10 +254,26 @@ def test_float16_inputs():
 def test_shaw_attention_runs_the_kernel_by_name():
     index, tensors = _case(q_len=24, k_len=24)
     q, k, v = tensors["query"], tensors["key"], tensors["value"]
-    out = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
-                         max_distance=3, is_causal=True, backend="triton")
-    ref = shaw_attention(q, k, v, tensors["key_table"][0], tensors["value_table"][0],
-                         max_distance=3, is_causal=True, backend="reference")
+    out = shaw_attention(
+        q,
+        k,
+        v,
+        tensors["key_table"][0],
+        tensors["value_table"][0],
+        max_distance=3,
+        is_causal=True,
+        backend="triton",
+    )
+    ref = shaw_attention(
+        q,
+        k,
+        v,
+        tensors["key_table"][0],
+        tensors["value_table"][0],
+        max_distance=3,
+        is_causal=True,
+        backend="reference",
+    )
     torch.testing.assert_close(out, ref, rtol=2e-5, atol=2e-5)
 
 
@@ -223,8 +286,14 @@ def test_no_length_by_length_tensor_is_saved_for_backward():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        triton_attention(tensors["query"], tensors["key"], tensors["value"], index=index,
-                         key_table=tensors["key_table"], value_table=tensors["value_table"])
+        triton_attention(
+            tensors["query"],
+            tensors["key"],
+            tensors["value"],
+            index=index,
+            key_table=tensors["key_table"],
+            value_table=tensors["value_table"],
+        )
     batch_heads = 2
     largest_input = max(t.numel() for t in tensors.values())
     assert saved, "nothing was saved: the autograd Function did not run"
@@ -240,10 +309,12 @@ def test_dropout_and_key_query_run_the_eager_backend():
     keep = (torch.rand(1, 2, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.2).to(DEVICE)
     dropout_mask = keep.float() / 0.8
     for extra in (dict(dropout_mask=dropout_mask), dict(key_query=True)):
-        out = triton_attention(q, k, v, index=index, attn_mask=None, is_causal=False, scale=0.2,
-                               **tables, **extra)
-        expected = eager_attention(q, k, v, index=index, attn_mask=None, is_causal=False,
-                                   scale=0.2, **tables, **extra)
+        out = triton_attention(
+            q, k, v, index=index, attn_mask=None, is_causal=False, scale=0.2, **tables, **extra
+        )
+        expected = eager_attention(
+            q, k, v, index=index, attn_mask=None, is_causal=False, scale=0.2, **tables, **extra
+        )
         torch.testing.assert_close(out, expected)
 
 
@@ -265,8 +336,14 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
     if tensors["query"].is_cuda:
         pytest.skip("inputs are on CUDA here")
     with pytest.raises(ValueError, match="TRITON_INTERPRET"):
-        triton_attention(tensors["query"], tensors["key"], tensors["value"], index=index,
-                         key_table=None, value_table=None)
+        triton_attention(
+            tensors["query"],
+            tensors["key"],
+            tensors["value"],
+            index=index,
+            key_table=None,
+            value_table=None,
+        )
 
 
 @pytest.mark.parametrize(
@@ -298,14 +375,24 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "print('compiled')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_on_gpu_at_a_realistic_size(dtype):
-    index, tensors = _case(batch=2, heads=4, q_len=300, k_len=300, head_dim=64, value_dim=64,
-                           left=16, right=16, dtype=dtype)
+    index, tensors = _case(
+        batch=2,
+        heads=4,
+        q_len=300,
+        k_len=300,
+        head_dim=64,
+        value_dim=64,
+        left=16,
+        right=16,
+        dtype=dtype,
+    )
     _check_against_reference(index, tensors, is_causal=True, tol=3e-2)

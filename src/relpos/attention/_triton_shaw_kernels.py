@@ -14,6 +14,10 @@ of the relative terms only exist inside the few band tiles.
 import triton
 import triton.language as tl
 
+# The kernels pass long argument lists (strides, shapes, compile-time flags) from one helper to
+# the next; packed a few to a line they read as groups, so the formatter leaves this file alone.
+# fmt: off
+
 __all__ = ["forward_kernel", "grad_query_kernel", "grad_key_value_kernel"]
 
 #: exp(x) = exp2(x · log2 e).

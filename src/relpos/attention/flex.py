@@ -72,11 +72,19 @@ def _flex_call(query, key, value, score_mod, block_mask, scale, compile: bool):
     if compile and not query.is_cuda:
         return fn(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale), None
     if hasattr(flex, "AuxRequest"):
-        out, aux = fn(query, key, value, score_mod=score_mod, block_mask=block_mask,
-                      scale=scale, return_aux=flex.AuxRequest(lse=True))
+        out, aux = fn(
+            query,
+            key,
+            value,
+            score_mod=score_mod,
+            block_mask=block_mask,
+            scale=scale,
+            return_aux=flex.AuxRequest(lse=True),
+        )
         return out, aux.lse
-    return fn(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale,
-              return_lse=True)  # torch < 2.9
+    return fn(
+        query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale, return_lse=True
+    )  # torch < 2.9
 
 
 def _broadcast_index(tensor: Tensor):
@@ -137,7 +145,11 @@ def _make_block_mask(index, region, is_causal, bool_mask, device):
     heads = None if bool_mask is None or bool_mask.shape[1] == 1 else bool_mask.shape[1]
     return create_block_mask(
         _region_mask_mod(index, region, is_causal, allowed),
-        batch, heads, index.query_len, index.key_len, device=device,
+        batch,
+        heads,
+        index.query_len,
+        index.key_len,
+        device=device,
     )
 
 
@@ -192,16 +204,28 @@ def flex_shaw_attention(
     """
     if dropout_mask is not None or key_query:
         return eager_attention(
-            query, key, value, index=index, key_table=key_table, value_table=value_table,
-            attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_mask=dropout_mask,
+            query,
+            key,
+            value,
+            index=index,
+            key_table=key_table,
+            value_table=value_table,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_mask=dropout_mask,
             key_query=key_query,
         )
     if not flex_available():
-        raise ValueError(f"the flex backend needs torch.nn.attention.flex_attention "
-                         f"(torch >= 2.5), this is torch {torch.__version__}")
+        raise ValueError(
+            f"the flex backend needs torch.nn.attention.flex_attention "
+            f"(torch >= 2.5), this is torch {torch.__version__}"
+        )
     tensors = (query, key, value, key_table, value_table)
-    if not query.is_cuda and torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors
+    if (
+        not query.is_cuda
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in tensors)
     ):
         raise ValueError(
             "the flex backend has no backward on the CPU (FlexAttention's limit); run it under "

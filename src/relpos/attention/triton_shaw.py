@@ -146,8 +146,9 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
         return TritonBlocks(
             forward=KernelLaunch(128, 64, band_block=32, num_warps=8),
             grad_query=KernelLaunch(128, 64, band_block=16, num_warps=8),
-            grad_key_value=KernelLaunch(64 if head_dim <= 32 else 32, 128, band_block=16,
-                                        num_warps=8),
+            grad_key_value=KernelLaunch(
+                64 if head_dim <= 32 else 32, 128, band_block=16, num_warps=8
+            ),
         )
     return TritonBlocks(
         forward=KernelLaunch(128, 32, band_block=16, num_warps=8),
@@ -263,15 +264,24 @@ def _meta(problem: _Problem, query: Tensor, value: Tensor, has_key: bool, has_va
 def _shape_args(problem: _Problem, heads: int) -> tuple:
     index = problem.index
     return (
-        heads, index.query_len, index.key_len, index.diagonal_shift,
-        index.max_left, index.max_right, index.num_buckets,
+        heads,
+        index.query_len,
+        index.key_len,
+        index.diagonal_shift,
+        index.max_left,
+        index.max_right,
+        index.num_buckets,
     )
 
 
 def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
     kernel[grid](
-        *args, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n,
-        num_warps=launch.num_warps, num_stages=launch.num_stages, **meta,
+        *args,
+        BLOCK_M=launch.block_m,
+        BLOCK_N=launch.block_n,
+        num_warps=launch.num_warps,
+        num_stages=launch.num_stages,
+        **meta,
     )
 
 
@@ -289,40 +299,59 @@ class _ShawTriton(torch.autograd.Function):
         lse = torch.empty(batch * heads, q_len, **f32) if needs_grad else empty
         query_rel = (
             torch.empty(batch * heads, q_len, rows, **f32)
-            if needs_grad and key_table is not None else empty
+            if needs_grad and key_table is not None
+            else empty
         )
         # M[r, 0] and M[r, R - 1], the mass of each row's two tails (the interior masses are
         # recomputed by the backward from its band tiles).
         tail_mass = (
             torch.empty(batch * heads, q_len, 2, **f32)
-            if needs_grad and value_table is not None else empty
+            if needs_grad and value_table is not None
+            else empty
         )
         meta = _meta(problem, query, value, key_table is not None, value_table is not None)
         launch = problem.blocks.forward
         grid = (_cdiv(q_len, launch.block_m), batch * heads)
         _launch(
-            _kernels().forward_kernel, grid, launch,
-            query, key, value,
+            _kernels().forward_kernel,
+            grid,
+            launch,
+            query,
+            key,
+            value,
             query if key_table is None else key_table,  # unused pointer when there is no table
             query if value_table is None else value_table,
             query if mask is None else mask,
-            out, lse, query_rel, tail_mass,
-            *_strides(query), *_strides(key), *_strides(value), *_strides(out), *_strides(mask),
-            _table_head_stride(key_table), _table_head_stride(value_table),
-            *_shape_args(problem, heads), problem.scale * LOG2E,
-            BAND_BLOCK_N=launch.band_block, SAVE_FOR_BACKWARD=needs_grad, **meta,
+            out,
+            lse,
+            query_rel,
+            tail_mass,
+            *_strides(query),
+            *_strides(key),
+            *_strides(value),
+            *_strides(out),
+            *_strides(mask),
+            _table_head_stride(key_table),
+            _table_head_stride(value_table),
+            *_shape_args(problem, heads),
+            problem.scale * LOG2E,
+            BAND_BLOCK_N=launch.band_block,
+            SAVE_FOR_BACKWARD=needs_grad,
+            **meta,
         )
         ctx.problem = problem
         ctx.has_tables = (key_table is not None, value_table is not None)
-        ctx.save_for_backward(query, key, value, key_table, value_table, mask, out, lse,
-                              query_rel, tail_mass)
+        ctx.save_for_backward(
+            query, key, value, key_table, value_table, mask, out, lse, query_rel, tail_mass
+        )
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        (query, key, value, key_table, value_table, mask, out, lse,
-         query_rel, tail_mass) = ctx.saved_tensors
+        (query, key, value, key_table, value_table, mask, out, lse, query_rel, tail_mass) = (
+            ctx.saved_tensors
+        )
         problem: _Problem = ctx.problem
         has_key, has_value = ctx.has_tables
         batch, heads, q_len, head_dim = query.shape
@@ -348,28 +377,65 @@ class _ShawTriton(torch.autograd.Function):
         meta = _meta(problem, query, value, has_key, has_value)
         kernels = _kernels()
         _launch(
-            kernels.grad_query_kernel, (q_blocks, batch * heads), launch,
-            query, key, value, out, grad_out,
+            kernels.grad_query_kernel,
+            (q_blocks, batch * heads),
+            launch,
+            query,
+            key,
+            value,
+            out,
+            grad_out,
             query if key_table is None else key_table,
             query if value_table is None else value_table,
             query if mask is None else mask,
-            lse, query_rel if has_key else delta, tail_mass if has_value else delta,
-            grad_q, delta, grad_rel, partial_key, partial_value,
-            *_strides(query), *_strides(key), *_strides(value), *_strides(out),
-            *_strides(grad_out), *_strides(mask),
-            _table_head_stride(key_table), _table_head_stride(value_table),
-            *_shape_args(problem, heads), problem.scale * LOG2E, problem.scale,
-            BAND_BLOCK_N=launch.band_block, **meta,
+            lse,
+            query_rel if has_key else delta,
+            tail_mass if has_value else delta,
+            grad_q,
+            delta,
+            grad_rel,
+            partial_key,
+            partial_value,
+            *_strides(query),
+            *_strides(key),
+            *_strides(value),
+            *_strides(out),
+            *_strides(grad_out),
+            *_strides(mask),
+            _table_head_stride(key_table),
+            _table_head_stride(value_table),
+            *_shape_args(problem, heads),
+            problem.scale * LOG2E,
+            problem.scale,
+            BAND_BLOCK_N=launch.band_block,
+            **meta,
         )
         launch = problem.blocks.grad_key_value
         _launch(
-            kernels.grad_key_value_kernel, (_cdiv(k_len, launch.block_n), batch * heads), launch,
-            query, key, value, grad_out, query if mask is None else mask, lse, delta,
-            query_rel if has_key else delta, grad_rel, grad_k, grad_v,
-            *_strides(query), *_strides(key), *_strides(value), *_strides(grad_out),
+            kernels.grad_key_value_kernel,
+            (_cdiv(k_len, launch.block_n), batch * heads),
+            launch,
+            query,
+            key,
+            value,
+            grad_out,
+            query if mask is None else mask,
+            lse,
+            delta,
+            query_rel if has_key else delta,
+            grad_rel,
+            grad_k,
+            grad_v,
+            *_strides(query),
+            *_strides(key),
+            *_strides(value),
+            *_strides(grad_out),
             *_strides(mask),
-            *_shape_args(problem, heads), problem.scale * LOG2E, problem.scale,
-            BAND_BLOCK_M=launch.band_block, **meta,
+            *_shape_args(problem, heads),
+            problem.scale * LOG2E,
+            problem.scale,
+            BAND_BLOCK_M=launch.band_block,
+            **meta,
         )
         grad_key_table = grad_value_table = None
         if has_key:
@@ -424,24 +490,47 @@ def compile_kernels(
 
     kernels = _kernels()
     if not hasattr(kernels.forward_kernel, "arg_names") or _interpreting():
-        raise ValueError("compile_kernels needs TRITON_INTERPRET unset (the kernels were built "
-                         "for the interpreter in this process)")
+        raise ValueError(
+            "compile_kernels needs TRITON_INTERPRET unset (the kernels were built "
+            "for the interpreter in this process)"
+        )
     blocks = blocks or default_blocks(head_dim, dtype)
     element = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     common = dict(
-        HEAD_DIM=head_dim, VALUE_DIM=head_dim, D_PAD=_pad(head_dim), DV_PAD=_pad(head_dim),
-        R_PAD=_pad(num_buckets), HAS_KEY_TABLE=True, HAS_VALUE_TABLE=True, IS_CAUSAL=is_causal,
-        MASK_KIND=mask_kind, MASK_ROWWISE=mask_kind != 0, DOT_PRECISION=_dot_precision(dtype),
+        HEAD_DIM=head_dim,
+        VALUE_DIM=head_dim,
+        D_PAD=_pad(head_dim),
+        DV_PAD=_pad(head_dim),
+        R_PAD=_pad(num_buckets),
+        HAS_KEY_TABLE=True,
+        HAS_VALUE_TABLE=True,
+        IS_CAUSAL=is_causal,
+        MASK_KIND=mask_kind,
+        MASK_ROWWISE=mask_kind != 0,
+        DOT_PRECISION=_dot_precision(dtype),
     )
-    float_buffers = {"LSE", "QUERY_REL", "TAIL_MASS", "DELTA", "GRAD_REL", "PARTIAL_KEY_TABLE",
-                     "PARTIAL_VALUE_TABLE"}
+    float_buffers = {
+        "LSE",
+        "QUERY_REL",
+        "TAIL_MASS",
+        "DELTA",
+        "GRAD_REL",
+        "PARTIAL_KEY_TABLE",
+        "PARTIAL_VALUE_TABLE",
+    }
     compiled = {}
     for name, launch, extra in (
-        ("forward", blocks.forward,
-         dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True)),
+        (
+            "forward",
+            blocks.forward,
+            dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True),
+        ),
         ("grad_query", blocks.grad_query, dict(BAND_BLOCK_N=blocks.grad_query.band_block)),
-        ("grad_key_value", blocks.grad_key_value,
-         dict(BAND_BLOCK_M=blocks.grad_key_value.band_block)),
+        (
+            "grad_key_value",
+            blocks.grad_key_value,
+            dict(BAND_BLOCK_M=blocks.grad_key_value.band_block),
+        ),
     ):
         kernel = getattr(kernels, f"{name}_kernel")
         constants = dict(common, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, **extra)
@@ -505,8 +594,16 @@ def triton_attention(
     )
     if unsupported:
         return eager_attention(
-            query, key, value, index=index, key_table=key_table, value_table=value_table,
-            attn_mask=attn_mask, is_causal=is_causal, scale=scale, dropout_mask=dropout_mask,
+            query,
+            key,
+            value,
+            index=index,
+            key_table=key_table,
+            value_table=value_table,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_mask=dropout_mask,
             key_query=key_query,
         )
     if not (query.is_cuda or _interpreting()):
