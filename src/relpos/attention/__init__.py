@@ -7,6 +7,7 @@
 # Registers the "flex" and "triton" backends; FlexAttention and Triton are imported on first use.
 from . import flex, triton_shaw  # noqa: F401
 from .api import BACKENDS, available_backends, register_backend, shaw_attention
+from .flex_bias import distance_bias_attention, expand_distance_bias, flex_bias_attention
 from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
 from .reference import masked_softmax, reference_attention
 from .sdpa import reference_bias_attention, sdpa_attention
@@ -16,6 +17,9 @@ __all__ = [
     "available_backends",
     "register_backend",
     "shaw_attention",
+    "distance_bias_attention",
+    "expand_distance_bias",
+    "flex_bias_attention",
     "RelativeIndex",
     "relative_position_index",
     "resolve_clipping",

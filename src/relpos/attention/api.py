@@ -28,6 +28,9 @@ BACKENDS: dict[str, Backend] = {
 #: ``auto`` walks ``AUTO_ORDER`` and takes the first that applies.
 _APPLIES: dict[str, Callable[..., bool]] = {}
 AUTO_ORDER: list[str] = ["eager"]
+#: name -> dtypes a backend takes as they are (it accumulates in float32 itself); every other
+#: dtype is upcast to float32 before the call.
+_NATIVE_DTYPES: dict[str, tuple[torch.dtype, ...]] = {}
 
 
 def register_backend(
@@ -36,8 +39,12 @@ def register_backend(
     *,
     applies: Callable[..., bool] | None = None,
     auto_priority: int | None = None,
+    native_dtypes: tuple[torch.dtype, ...] = (),
 ) -> None:
     """Add a backend.
+
+    ``native_dtypes``: half-precision dtypes the backend computes in directly (fused kernels
+    that accumulate in float32 on their own); others get float32 copies of half inputs.
 
     ``applies(query=, key_query=, dropout=, has_mask=, value_dim=)`` says when ``auto`` may pick
     it (accept ``**context`` to stay compatible with new keys); ``auto_priority`` is its place in
@@ -45,6 +52,7 @@ def register_backend(
     BACKENDS[name] = fn
     if applies is not None:
         _APPLIES[name] = applies
+    _NATIVE_DTYPES[name] = tuple(native_dtypes)
     if auto_priority is not None and name not in AUTO_ORDER:
         AUTO_ORDER.insert(auto_priority, name)
 
@@ -53,17 +61,17 @@ def available_backends() -> list[str]:
     return ["auto", *BACKENDS]
 
 
-def _pick_backend(name: str, **context) -> Backend:
+def _pick_backend(name: str, **context) -> str:
     if name == "auto":
         for candidate in AUTO_ORDER:
             applies = _APPLIES.get(candidate)
             if applies is None or applies(**context):
-                return BACKENDS[candidate]
-        return BACKENDS["eager"]
+                return candidate
+        return "eager"
     if name not in BACKENDS:
         valid = ", ".join(available_backends())
         raise ValueError(f"unknown backend {name!r}; valid names: {valid}")
-    return BACKENDS[name]
+    return name
 
 
 def _dropout_mask(
@@ -151,7 +159,7 @@ def shaw_attention(
     if not isinstance(is_causal, bool):
         raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
 
-    fn = _pick_backend(
+    chosen = _pick_backend(
         backend,
         query=query,
         key_query=key_query,
@@ -160,8 +168,11 @@ def shaw_attention(
         value_dim=value.shape[-1],
     )
     # Half precision is computed in float32 (softmax sums in bf16 lose whole digits), then cast
-    # back.
-    compute_dtype = torch.promote_types(query.dtype, torch.float32)
+    # back — unless the backend is a fused kernel that accumulates in float32 itself.
+    if query.dtype in _NATIVE_DTYPES.get(chosen, ()):
+        compute_dtype = query.dtype
+    else:
+        compute_dtype = torch.promote_types(query.dtype, torch.float32)
 
     def cast(t: Tensor | None) -> Tensor | None:
         return t if t is None else t.to(compute_dtype)
@@ -175,7 +186,7 @@ def shaw_attention(
             device=query.device,
             generator=generator,
         )
-    output = fn(
+    output = BACKENDS[chosen](
         cast(query),
         cast(key),
         cast(value),

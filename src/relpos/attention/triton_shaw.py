@@ -593,19 +593,24 @@ def triton_attention(
         or (attn_mask is not None and attn_mask.requires_grad)
     )
     if unsupported:
+        # Half inputs reach this backend uncast (it accumulates in float32 itself); the eager
+        # fallback wants float32 copies, as shaw_attention gives every other backend.
+        def upcast(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(torch.promote_types(t.dtype, torch.float32))
+
         return eager_attention(
-            query,
-            key,
-            value,
+            upcast(query),
+            upcast(key),
+            upcast(value),
             index=index,
-            key_table=key_table,
-            value_table=value_table,
+            key_table=upcast(key_table),
+            value_table=upcast(value_table),
             attn_mask=attn_mask,
             is_causal=is_causal,
             scale=scale,
-            dropout_mask=dropout_mask,
+            dropout_mask=upcast(dropout_mask),
             key_query=key_query,
-        )
+        ).to(query.dtype)
     if not (query.is_cuda or _interpreting()):
         raise ValueError(
             f"the triton backend needs CUDA tensors (got device {query.device}); set "
@@ -641,4 +646,10 @@ def triton_attention(
     return _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
 
 
-register_backend("triton", triton_attention, applies=triton_applies, auto_priority=0)
+register_backend(
+    "triton",
+    triton_attention,
+    applies=triton_applies,
+    auto_priority=0,
+    native_dtypes=(torch.float16, torch.bfloat16),
+)
