@@ -6,7 +6,8 @@ H = 4, D = 64, k = 16, tables shared by the heads, key and value terms, forward 
 
 How it measures:
 
-* **time**: each backend runs ``warmup`` untimed calls, then ``repeats`` timed calls, taken in
+* **time**: each backend runs ``warmup`` untimed calls, then ``repeats`` timed calls (the
+  paper-literal reference: one warm-up call and ``reference_repeats`` timed ones), taken in
   turns (one call of every backend per round) so that load from other processes falls on all of
   them alike; the median is reported, and the ratio is to SDPA's median at the same length. A
   "call" is the forward, plus (unless ``backward=False``) ``torch.autograd.grad`` of the output
@@ -17,6 +18,12 @@ How it measures:
   ``torch.profiler(profile_memory=True)`` records at every allocation and free during the call;
   its maximum is the peak of the tensors the call itself allocates (saved activations, scratch,
   outputs and gradients), not counting the inputs, which exist before it.
+
+On a shared machine: PyTorch's CPU ops run on an OpenMP thread pool, and when other processes
+keep the cores busy, OpenMP's default wait (spin, then sleep) can stall each parallel op for a
+scheduler tick. That punishes a backend made of many ops (``eager``) far more than a fused one
+(SDPA). There, run ``OMP_WAIT_POLICY=passive relpos bench`` (read when torch loads) or
+``--threads 1``, and say so next to the numbers (``benchmarks/RESULTS.md`` shows both).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ class BenchConfig:
     dtype: str = "float32"
     device: str = "cpu"
     repeats: int = 10  # timed calls per backend and length
+    reference_repeats: int = 3  # the reference is 50-200x slower: fewer calls keep runs short
     warmup: int = 2  # untimed calls first (allocator, thread pools, kernel caches)
     backends: tuple[str, ...] | None = None  # None: SDPA and every backend that applies
     backward: bool = True  # forward + backward; False: forward only, under no_grad
@@ -83,7 +91,7 @@ class BenchConfig:
 def _check_config(config: BenchConfig) -> None:
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
-    for name in ("batch", "heads", "head_dim", "repeats"):
+    for name in ("batch", "heads", "head_dim", "repeats", "reference_repeats"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -252,22 +260,29 @@ def _make_step(name: str, config: BenchConfig, tensors: dict, upstream: Tensor):
 def time_steps(
     steps: dict[str, Callable[[], object]],
     *,
-    repeats: int,
+    repeats: int | dict[str, int],
     warmup: int | dict[str, int] = 2,
     device: str | torch.device = "cpu",
 ) -> dict[str, list[float]]:
     """Milliseconds of ``repeats`` calls of every step, taken in turns (one call each per round).
 
     Taking turns spreads slow phases of a shared machine over all steps alike, which keeps their
-    ratios meaningful even when the absolute times are not.
+    ratios meaningful even when the absolute times are not. ``repeats`` and ``warmup`` may give
+    a count per step; a step with fewer repeats sits out the last rounds.
     """
     device = torch.device(device)
+
+    def count(setting, name):
+        return setting[name] if isinstance(setting, dict) else setting
+
     for name, step in steps.items():
-        for _ in range(warmup[name] if isinstance(warmup, dict) else warmup):
+        for _ in range(count(warmup, name)):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
+    for round_ in range(max(count(repeats, name) for name in steps)):
         for name, step in steps.items():
+            if round_ >= count(repeats, name):
+                continue
             _synchronize(device)
             start = time.perf_counter()
             step()
@@ -325,10 +340,13 @@ def run_benchmark(
         names = [b for b in backends if b != "reference" or length <= config.reference_max_length]
         tensors, upstream = _inputs(config, length, device)
         steps = {name: _make_step(name, config, tensors, upstream) for name in names}
-        warmups = {
-            name: config.warmup if name != "reference" else min(config.warmup, 1) for name in names
-        }  # the reference takes seconds a call at L = 1024
-        times = time_steps(steps, repeats=config.repeats, warmup=warmups, device=device)
+        # The reference takes seconds a call at L = 1024: one warm-up call, fewer repeats.
+        slow = {"reference"}
+        warmups = {name: min(config.warmup, 1) if name in slow else config.warmup for name in names}
+        repeats = {
+            name: config.reference_repeats if name in slow else config.repeats for name in names
+        }
+        times = time_steps(steps, repeats=repeats, warmup=warmups, device=device)
         medians = {name: statistics.median(times[name]) for name in names}
         for name in names:
             peak = peak_memory_bytes(steps[name], device) if config.memory else None
@@ -357,12 +375,15 @@ def format_table(rows: Sequence[dict], *, header: bool = True) -> str:
     """Rows of :func:`run_benchmark` as an aligned text table."""
     lines = []
     if header:
-        lines.append(f"{'L':>6}  {'backend':<10} {'median ms':>10} {'x SDPA':>8} {'peak MiB':>9}")
+        lines.append(
+            f"{'L':>6}  {'backend':<10} {'median ms':>10} {'min ms':>9} {'x SDPA':>8} "
+            f"{'peak MiB':>9}"
+        )
     for row in rows:
         ratio = "-" if row["ratio_to_sdpa"] is None else f"{row['ratio_to_sdpa']:.2f}"
         peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
         lines.append(
-            f"{row['length']:>6}  {row['backend']:<10} {row['median_ms']:>10.2f} {ratio:>8} "
-            f"{peak:>9}"
+            f"{row['length']:>6}  {row['backend']:<10} {row['median_ms']:>10.2f} "
+            f"{row['min_ms']:>9.2f} {ratio:>8} {peak:>9}"
         )
     return "\n".join(lines)

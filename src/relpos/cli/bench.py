@@ -61,6 +61,12 @@ def register(subparsers) -> None:
     )
     tables.add_argument("--per-head", dest="shared", action="store_false", help="a table per head")
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls each")
+    parser.add_argument(
+        "--reference-repeats",
+        type=int,
+        default=defaults.reference_repeats,
+        help="timed calls of the slow paper-literal reference (default: %(default)s)",
+    )
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls first")
     parser.add_argument(
         "--backends",
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         repeats=args.repeats,
+        reference_repeats=args.reference_repeats,
         warmup=args.warmup,
         backends=backends,
         backward=not args.fwd_only,
