@@ -7,6 +7,7 @@ from .alibi import ALiBiBias, ALiBiScheme, alibi_slopes
 from .base import (
     SCHEMES,
     AttentionPosition,
+    DistanceBias,
     PositionScheme,
     available_schemes,
     get_scheme,
@@ -24,6 +25,7 @@ from .t5 import T5RelativeBias, T5Scheme, t5_relative_bucket
 __all__ = [
     "SCHEMES",
     "AttentionPosition",
+    "DistanceBias",
     "PositionScheme",
     "available_schemes",
     "get_scheme",

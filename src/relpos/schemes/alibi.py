@@ -20,8 +20,8 @@ import math
 import torch
 from torch import Tensor
 
-from ..attention.flex_bias import distance_bias_attention, expand_distance_bias, relative_distances
-from .base import AttentionPosition, PositionScheme, register_scheme
+from ..attention.flex_bias import relative_distances
+from .base import DistanceBias, PositionScheme, register_scheme
 
 __all__ = ["alibi_slopes", "ALiBiBias", "ALiBiScheme"]
 
@@ -44,7 +44,7 @@ def alibi_slopes(num_heads: int, *, dtype: torch.dtype = torch.float32) -> Tenso
     return torch.tensor(slopes, dtype=torch.float64).to(dtype)
 
 
-class ALiBiBias(AttentionPosition):
+class ALiBiBias(DistanceBias):
     """The fixed linear bias ``-m_h |i - j|`` (bidirectional) or ``m_h (j - i)`` (causal).
 
     Args:
@@ -80,47 +80,6 @@ class ALiBiBias(AttentionPosition):
         if self.causal:
             return slopes * distances[None, :]  # (H, Lq + Lk - 1): m_h (j - i)
         return -slopes * distances.abs()[None, :]  # (H, Lq + Lk - 1): -m_h |i - j|
-
-    def bias(
-        self, query_len: int, key_len: int, *, query_offset: int = 0, key_offset: int = 0
-    ) -> Tensor:
-        """The dense bias ``(H, Lq, Lk)``."""
-        per_distance = self.distance_bias(
-            query_len, key_len, query_offset=query_offset, key_offset=key_offset
-        )
-        return expand_distance_bias(per_distance, query_len, key_len)
-
-    def attend(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        *,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-        dropout_p: float = 0.0,
-        query_offset: int = 0,
-        key_offset: int = 0,
-        backend: str = "auto",
-    ) -> Tensor:
-        if query.shape[1] != self.num_heads:
-            raise ValueError(
-                f"query has {query.shape[1]} heads but this ALiBi bias has slopes for "
-                f"{self.num_heads}; build it with num_heads={query.shape[1]}"
-            )
-        per_distance = self.distance_bias(
-            query.shape[-2], key.shape[-2], query_offset=query_offset, key_offset=key_offset
-        )
-        return distance_bias_attention(
-            query,
-            key,
-            value,
-            per_distance,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            dropout_p=dropout_p,
-            backend=backend,
-        )
 
 
 @register_scheme

@@ -21,10 +21,12 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from ..attention.flex_bias import distance_bias_attention, expand_distance_bias
 from ..attention.sdpa import sdpa_attention
 
 __all__ = [
     "AttentionPosition",
+    "DistanceBias",
     "PositionScheme",
     "register_scheme",
     "get_scheme",
@@ -69,6 +71,61 @@ class AttentionPosition(nn.Module):
         """
         return sdpa_attention(
             query, key, value, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p
+        )
+
+
+class DistanceBias(AttentionPosition):
+    """A scalar bias per head that depends only on the distance ``j - i`` (T5, ALiBi).
+
+    Subclasses implement :meth:`distance_bias`, one value per head and distance in the block;
+    the kernels expand it (SDPA: a dense additive mask; FlexAttention: read inside ``score_mod``).
+    """
+
+    def distance_bias(
+        self, query_len: int, key_len: int, *, query_offset: int = 0, key_offset: int = 0
+    ) -> Tensor:
+        """``(H, Lq + Lk - 1)``: the bias of every distance ``j - i`` in the block."""
+        raise NotImplementedError
+
+    def bias(
+        self, query_len: int, key_len: int, *, query_offset: int = 0, key_offset: int = 0
+    ) -> Tensor:
+        """The dense bias ``(H, Lq, Lk)``."""
+        per_distance = self.distance_bias(
+            query_len, key_len, query_offset=query_offset, key_offset=key_offset
+        )
+        return expand_distance_bias(per_distance, query_len, key_len)
+
+    def attend(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        dropout_p: float = 0.0,
+        query_offset: int = 0,
+        key_offset: int = 0,
+        backend: str = "auto",
+    ) -> Tensor:
+        per_distance = self.distance_bias(
+            query.shape[-2], key.shape[-2], query_offset=query_offset, key_offset=key_offset
+        )
+        if per_distance.shape[0] != query.shape[1]:
+            raise ValueError(
+                f"query has {query.shape[1]} heads but this {type(self).__name__} was built for "
+                f"{per_distance.shape[0]}; build it with num_heads={query.shape[1]}"
+            )
+        return distance_bias_attention(
+            query,
+            key,
+            value,
+            per_distance,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=dropout_p,
+            backend=backend,
         )
 
 

@@ -29,8 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..attention.flex_bias import distance_bias_attention, expand_distance_bias, relative_distances
-from .base import AttentionPosition, PositionScheme, register_scheme
+from ..attention.flex_bias import relative_distances
+from .base import DistanceBias, PositionScheme, register_scheme
 
 __all__ = ["t5_relative_bucket", "T5RelativeBias", "T5Scheme"]
 
@@ -107,7 +107,7 @@ def t5_relative_bucket(
     return buckets + torch.where(is_exact, n, far_bucket)
 
 
-class T5RelativeBias(AttentionPosition):
+class T5RelativeBias(DistanceBias):
     """One learned scalar per (bucket, head), added to the logits.
 
     Args:
@@ -163,42 +163,6 @@ class T5RelativeBias(AttentionPosition):
             max_distance=self.max_distance,
         )
         return self.bucket_weights[buckets].T  # (H, Lq + Lk - 1)
-
-    def bias(
-        self, query_len: int, key_len: int, *, query_offset: int = 0, key_offset: int = 0
-    ) -> Tensor:
-        """The dense bias ``(H, Lq, Lk)``: ``w[bucket(j - i), h]``."""
-        per_distance = self.distance_bias(
-            query_len, key_len, query_offset=query_offset, key_offset=key_offset
-        )
-        return expand_distance_bias(per_distance, query_len, key_len)
-
-    def attend(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        *,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-        dropout_p: float = 0.0,
-        query_offset: int = 0,
-        key_offset: int = 0,
-        backend: str = "auto",
-    ) -> Tensor:
-        per_distance = self.distance_bias(
-            query.shape[-2], key.shape[-2], query_offset=query_offset, key_offset=key_offset
-        )
-        return distance_bias_attention(
-            query,
-            key,
-            value,
-            per_distance,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            dropout_p=dropout_p,
-            backend=backend,
-        )
 
 
 @register_scheme
