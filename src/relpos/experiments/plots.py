@@ -334,8 +334,10 @@ def plot_attention(
                 axis(range(len(labels)), labels, fontsize=7)
         ax.set_title(f"{name} (mean of {weights.shape[0]} heads)", fontsize=9)
         ax.set_xlabel("key")
+    for ax in axes[:, 0]:
         ax.set_ylabel("query")
-    fig.suptitle(title or "Attention weights", y=1.02)
+    fig.suptitle(title or "Attention weights")
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.95))  # room for a 2-line title
     return _save(fig, out)
 
 
@@ -472,6 +474,8 @@ def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = 
     if not experiments:
         raise ValueError("results have no 'experiments': is this a `relpos compare` results.json?")
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     columns = min(len(experiments), 3)
     rows = math.ceil(len(experiments) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.3 * rows), squeeze=False)
@@ -509,6 +513,7 @@ def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = 
         ax.set_xlabel("length")
         ax.set_ylabel("exact-match accuracy" if metric == "exact" else "token accuracy")
         ax.set_ylim(-0.03, 1.12)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Accuracy vs. length: shaded = lengths seen in training; right of it = unseen")
