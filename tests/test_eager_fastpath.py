@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relpos.attention import RelativeIndex, reference_attention
+from relpos.attention import eager as eager_module
 from relpos.attention.eager import (
     ShawAttentionFunction,
     add_by_bucket_,
@@ -168,6 +169,29 @@ def test_fast_path_matches_reference(case, block_rows):
         tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"], key_query=False
     )
     assert_fast_matches_reference(tensors, kwargs, block_rows)
+
+
+@pytest.mark.parametrize(
+    "block_rows, chunk_elements",
+    [(2, 1), (2, 100), (128, eager_module.CHUNK_ELEMENTS)],
+    ids=["one-block-chunks", "two-block-chunks", "one-chunk"],
+)
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_forward_without_gradients_matches_reference(case, block_rows, chunk_elements, monkeypatch):
+    # No input needs a gradient: the chunked forward runs, never forming the (Lq, Lk) weights.
+    # With 2-row blocks and B = H = 2, a 100-entry chunk holds several blocks when Lk <= 6.
+    monkeypatch.setattr(eager_module, "CHUNK_ELEMENTS", chunk_elements)
+    tensors, kwargs = make_case(**CASES[case])
+    args = [tensors[n] for n in ("query", "key", "value")]
+    tables = dict(key_table=tensors["key_table"], value_table=tensors["value_table"])
+    expected = reference_attention(*args, **tables, **kwargs)
+    actual = eager_attention(*args, **tables, block_rows=block_rows, **kwargs)
+    assert actual.grad_fn is None
+    torch.testing.assert_close(actual, expected, **TIGHT)
+    leaves = [t.clone().requires_grad_(True) for t in args]
+    with torch.no_grad():
+        under_no_grad = eager_attention(*leaves, **tables, block_rows=block_rows, **kwargs)
+    torch.testing.assert_close(under_no_grad, expected, **TIGHT)
 
 
 @pytest.mark.parametrize(

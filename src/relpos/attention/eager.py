@@ -61,11 +61,17 @@ __all__ = [
     "bucket_sum",
     "gather_buckets",
     "BLOCK_ROWS",
+    "CHUNK_ELEMENTS",
 ]
 
 #: query rows per block of the fast path. Each block costs a few small ops, and its window
 #: (``T × (T + R)`` entries) goes through gather/scatter; 128 keeps both small for L = 256–4096.
 BLOCK_ROWS = 128
+
+#: entries of the scores buffer per chunk when no gradient is wanted (4 MiB in float32): small
+#: enough to stay in cache between the ops on it, large enough that short inputs take one chunk.
+#: Of 2**17 … 2**22, 2**19 and 2**20 were fastest on the benchmark CPU for L = 256 … 2048.
+CHUNK_ELEMENTS = 2**20
 
 
 # --- the readable formulation ------------------------------------------------------------------
@@ -248,17 +254,25 @@ def sum_by_bucket(weights: Tensor, blocks: BandBlocks) -> Tensor:
 # --- the fast path -----------------------------------------------------------------------------
 
 
-def _mask_scores_(scores: Tensor, attn_mask: Tensor | None, is_causal: bool) -> None:
-    """Apply SDPA's mask semantics to ``scores`` in place (no ``(Lq, Lk)`` float mask is built)."""
+def _mask_scores_(
+    scores: Tensor, attn_mask: Tensor | None, is_causal: bool, row_start: int = 0
+) -> None:
+    """Apply SDPA's mask semantics in place to ``scores (…, T, Lk)``, query rows ``row_start:``.
+
+    No ``(Lq, Lk)`` float mask is built. ``attn_mask`` broadcasts to the full ``(…, Lq, Lk)``.
+    """
+    rows, k_len = scores.shape[-2:]
     if attn_mask is not None:
+        if attn_mask.dim() >= 2 and attn_mask.shape[-2] != 1:
+            attn_mask = attn_mask[..., row_start : row_start + rows, :]
         if attn_mask.dtype == torch.bool:
             scores.masked_fill_(~attn_mask, float("-inf"))
         else:
             scores.add_(attn_mask.to(scores.dtype))
     if is_causal:
-        q_len, k_len = scores.shape[-2:]
-        above = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu_(1)
-        scores.masked_fill_(above, float("-inf"))
+        # Top-left aligned: query row r sees key columns c <= r.
+        above = torch.ones(rows, k_len, dtype=torch.bool, device=scores.device)
+        scores.masked_fill_(above.triu_(row_start + 1), float("-inf"))
 
 
 def _softmax_(scores: Tensor, *, masked: bool) -> Tensor:
@@ -432,6 +446,60 @@ class ShawAttentionFunction(torch.autograd.Function):
         )
 
 
+def _forward_only(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_table: Tensor | None,
+    value_table: Tensor | None,
+    attn_mask: Tensor | None,
+    dropout_mask: Tensor | None,
+    index: RelativeIndex,
+    is_causal: bool,
+    scale: float,
+    block_rows: int,
+) -> Tensor:
+    """The fast path's forward when no gradient is wanted, a chunk of query rows at a time.
+
+    Nothing has to be kept for a backward, so the ``(Lq, Lk)`` weights are never formed: each
+    chunk's ``(B, H, C, Lk)`` scores (about :data:`CHUNK_ELEMENTS` entries, a whole number of
+    row blocks) stay in cache from the matmul to the output.
+    """
+    blocks = band_blocks(index, query.device, block_rows)
+    batch, heads, q_len, _ = query.shape
+    block_rows = blocks.rows[0][1] - blocks.rows[0][0]
+    per_block = batch * heads * block_rows * index.key_len
+    chunk_blocks = max(1, CHUNK_ELEMENTS // per_block)
+    scaled_query = query * scale  # (B, H, Lq, D)
+    query_rel = None
+    if key_table is not None:
+        query_rel = scaled_query @ key_table.transpose(-1, -2)  # (B, H, Lq, R)
+    output = value.new_empty(batch, heads, q_len, value.shape[-1])  # (B, H, Lq, Dv)
+    masked = attn_mask is not None or is_causal
+    for first in range(0, len(blocks.rows), chunk_blocks):
+        numbers = range(first, min(first + chunk_blocks, len(blocks.rows)))
+        c0, c1 = blocks.rows[numbers[0]][0], blocks.rows[numbers[-1]][1]
+        scores = scaled_query[..., c0:c1, :] @ key.transpose(-1, -2)  # (B, H, C, Lk)
+        if query_rel is not None:
+            for n in numbers:
+                r0, r1 = blocks.rows[n]
+                _add_block_(scores[..., r0 - c0 : r1 - c0, :], query_rel[..., r0:r1, :], blocks, n)
+        _mask_scores_(scores, attn_mask, is_causal, row_start=c0)
+        weights = _softmax_(scores, masked=masked)  # (B, H, C, Lk)
+        if dropout_mask is not None:
+            weights.mul_(dropout_mask[..., c0:c1, :])
+        chunk_output = weights @ value  # (B, H, C, Dv)
+        if value_table is not None:
+            masses = weights.new_zeros(*weights.shape[:-1], blocks.num_buckets)  # (B, H, C, R)
+            for n in numbers:
+                r0, r1 = blocks.rows[n]
+                rows = slice(r0 - c0, r1 - c0)
+                _sum_block_(masses[..., rows, :], weights[..., rows, :], blocks, n)
+            chunk_output.add_(masses @ value_table)
+        output[..., c0:c1, :] = chunk_output
+    return output
+
+
 def fast_path_applies(
     query: Tensor, key: Tensor, *, attn_mask: Tensor | None, key_query: bool
 ) -> bool:
@@ -458,8 +526,9 @@ def eager_attention(
 ) -> Tensor:
     """Same contract as :func:`relpos.attention.reference.reference_attention`.
 
-    Runs :class:`ShawAttentionFunction` where :func:`fast_path_applies`, else
-    :func:`gather_scatter_attention`. ``block_rows`` is the fast path's row-block size.
+    Runs :class:`ShawAttentionFunction` where :func:`fast_path_applies` (or, when no input needs
+    a gradient, its forward one row block at a time, never forming the ``(Lq, Lk)`` weights),
+    else :func:`gather_scatter_attention`. ``block_rows`` is the fast path's row-block size.
     """
     if not fast_path_applies(query, key, attn_mask=attn_mask, key_query=key_query):
         return gather_scatter_attention(
@@ -474,6 +543,21 @@ def eager_attention(
             scale=scale,
             dropout_mask=dropout_mask,
             key_query=key_query,
+        )
+    tensors = (query, key, value, key_table, value_table)
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
+        return _forward_only(
+            query,
+            key,
+            value,
+            key_table,
+            value_table,
+            attn_mask,
+            dropout_mask,
+            index,
+            is_causal,
+            scale,
+            block_rows,
         )
     return ShawAttentionFunction.apply(
         query,
