@@ -161,9 +161,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize(
+    "chunk_elements", [1, eager_module.CHUNK_ELEMENTS], ids=["chunk=block", "one-chunk"]
+)
 @pytest.mark.parametrize("block_rows", [1, 2, 3, 128])
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_fast_path_matches_reference(case, block_rows):
+def test_fast_path_matches_reference(case, block_rows, chunk_elements, monkeypatch):
+    monkeypatch.setattr(eager_module, "CHUNK_ELEMENTS", chunk_elements)
     tensors, kwargs = make_case(**CASES[case])
     assert fast_path_applies(
         tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"], key_query=False

@@ -17,12 +17,12 @@ Two implementations of the same contract live here:
   (bucket 0) and to its right (bucket ``R - 1``), so in a block of ``T`` query rows everything
   but a ``T × (T + R)`` window is a rectangle of one bucket, and a per-bucket add or sum there is
   a single sliced in-place op. The window's index depends only on ``c - r``, so one small index
-  serves every block (:class:`BandBlocks`). On the CPU without dropout the ``(Lq, Lk)`` logits
-  buffer is the forward's only large allocation (it becomes the attention weights in place),
-  and the backward builds ``dS`` one row block at a time in a small buffer that stays in cache.
-  Fresh large tensors are what this avoids: on the 2-core CPU of ``benchmarks/RESULTS.md`` (one
-  thread), touching a new 64 MiB tensor took 26 ms, longer than the 24 ms batched matmul
-  ``(4, 2048, 64) @ (4, 64, 2048)`` that fills it.
+  serves every block (:class:`BandBlocks`). Both passes work on chunks of query rows whose
+  ``(B, H, C, Lk)`` scores fit in cache: the forward keeps only the ``(Lq, Lk)`` weights for the
+  backward (and nothing ``(Lq, Lk)``-sized when no gradient is wanted), the backward builds
+  ``dS`` one row block at a time. Fresh large tensors are what this avoids: on the 2-core CPU
+  of ``benchmarks/RESULTS.md`` (one thread), touching a new 64 MiB tensor took 26 ms, longer
+  than the 24 ms batched matmul ``(4, 2048, 64) @ (4, 64, 2048)`` that fills it.
 
 Backward of the fast path (``P`` weights, ``W = P ⊙ dropout``, ``Qs = scale·Q``)::
 
@@ -335,18 +335,18 @@ class ShawAttentionFunction(torch.autograd.Function):
         # Scaling the (Lq, D) queries once is cheaper than scaling (Lq, Lk) logits, and the same
         # scaled queries give dK and dA_K in the backward without another multiply.
         scaled_query = query * scale  # (B, H, Lq, D)
-        scores = scaled_query @ key.transpose(-1, -2)  # (B, H, Lq, Lk): the one big allocation
-        if key_table is not None:
-            query_rel = scaled_query @ key_table.transpose(-1, -2)  # (B, H, Lq, R)
-            add_by_bucket_(scores, query_rel, blocks)
-        _mask_scores_(scores, attn_mask, is_causal)
-        probs = _softmax_(scores, masked=attn_mask is not None or is_causal)  # (B, H, Lq, Lk)
-        weights = probs if dropout_mask is None else probs * dropout_mask
-        output = weights @ value  # (B, H, Lq, Dv)
-        masses = None
-        if value_table is not None:
-            masses = sum_by_bucket(weights, blocks)  # (B, H, Lq, R)
-            output.add_(masses @ value_table)
+        output, probs, weights, masses = _chunked_forward(
+            scaled_query,
+            key,
+            value,
+            key_table,
+            value_table,
+            attn_mask,
+            dropout_mask,
+            blocks,
+            is_causal,
+            keep=True,
+        )
         ctx.blocks = blocks
         ctx.scale = scale
         ctx.save_for_backward(
@@ -446,35 +446,43 @@ class ShawAttentionFunction(torch.autograd.Function):
         )
 
 
-def _forward_only(
-    query: Tensor,
+def _chunked_forward(
+    scaled_query: Tensor,
     key: Tensor,
     value: Tensor,
     key_table: Tensor | None,
     value_table: Tensor | None,
     attn_mask: Tensor | None,
     dropout_mask: Tensor | None,
-    index: RelativeIndex,
+    blocks: BandBlocks,
     is_causal: bool,
-    scale: float,
-    block_rows: int,
-) -> Tensor:
-    """The fast path's forward when no gradient is wanted, a chunk of query rows at a time.
+    *,
+    keep: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """The fast path's forward, a chunk of query rows at a time.
 
-    Nothing has to be kept for a backward, so the ``(Lq, Lk)`` weights are never formed: each
-    chunk's ``(B, H, C, Lk)`` scores (about :data:`CHUNK_ELEMENTS` entries, a whole number of
-    row blocks) stay in cache from the matmul to the output.
+    Each chunk's ``(B, H, C, Lk)`` scores (about :data:`CHUNK_ELEMENTS` entries, a whole number
+    of row blocks) stay in cache from the matmul to the output. With ``keep`` the weights are
+    copied out for the backward; without it the ``(Lq, Lk)`` weights never exist.
+
+    Returns ``(output (B, H, Lq, Dv), probs, weights, masses)``; ``probs`` (softmax) and
+    ``weights`` (after dropout, the same tensor without it) are ``(B, H, Lq, Lk)``, ``masses``
+    the weights summed per bucket ``(B, H, Lq, R)``; all three ``None`` unless ``keep``.
     """
-    blocks = band_blocks(index, query.device, block_rows)
-    batch, heads, q_len, _ = query.shape
-    block_rows = blocks.rows[0][1] - blocks.rows[0][0]
-    per_block = batch * heads * block_rows * index.key_len
+    batch, heads, q_len, _ = scaled_query.shape
+    k_len = key.shape[-2]
+    per_block = batch * heads * (blocks.rows[0][1] - blocks.rows[0][0]) * k_len
     chunk_blocks = max(1, CHUNK_ELEMENTS // per_block)
-    scaled_query = query * scale  # (B, H, Lq, D)
     query_rel = None
     if key_table is not None:
-        query_rel = scaled_query @ key_table.transpose(-1, -2)  # (B, H, Lq, R)
+        query_rel = scaled_query @ key_table.transpose(-1, -2)  # (B, H, Lq, R): q_i · w^K_b
     output = value.new_empty(batch, heads, q_len, value.shape[-1])  # (B, H, Lq, Dv)
+    probs = weights = masses = None
+    if keep:
+        probs = value.new_empty(batch, heads, q_len, k_len)
+        weights = probs if dropout_mask is None else torch.empty_like(probs)
+    if value_table is not None:
+        masses = value.new_zeros(batch, heads, q_len, blocks.num_buckets)
     masked = attn_mask is not None or is_causal
     for first in range(0, len(blocks.rows), chunk_blocks):
         numbers = range(first, min(first + chunk_blocks, len(blocks.rows)))
@@ -485,19 +493,25 @@ def _forward_only(
                 r0, r1 = blocks.rows[n]
                 _add_block_(scores[..., r0 - c0 : r1 - c0, :], query_rel[..., r0:r1, :], blocks, n)
         _mask_scores_(scores, attn_mask, is_causal, row_start=c0)
-        weights = _softmax_(scores, masked=masked)  # (B, H, C, Lk)
+        chunk_weights = _softmax_(scores, masked=masked)  # (B, H, C, Lk)
+        if keep:
+            probs[..., c0:c1, :] = chunk_weights
         if dropout_mask is not None:
-            weights.mul_(dropout_mask[..., c0:c1, :])
-        chunk_output = weights @ value  # (B, H, C, Dv)
-        if value_table is not None:
-            masses = weights.new_zeros(*weights.shape[:-1], blocks.num_buckets)  # (B, H, C, R)
+            chunk_weights.mul_(dropout_mask[..., c0:c1, :])
+            if keep:
+                weights[..., c0:c1, :] = chunk_weights
+        output[..., c0:c1, :] = chunk_weights @ value  # (B, H, C, Dv)
+        if masses is not None:
             for n in numbers:
                 r0, r1 = blocks.rows[n]
-                rows = slice(r0 - c0, r1 - c0)
-                _sum_block_(masses[..., rows, :], weights[..., rows, :], blocks, n)
-            chunk_output.add_(masses @ value_table)
-        output[..., c0:c1, :] = chunk_output
-    return output
+                _sum_block_(
+                    masses[..., r0:r1, :], chunk_weights[..., r0 - c0 : r1 - c0, :], blocks, n
+                )
+    if masses is not None:
+        output.add_(masses @ value_table)
+    if not keep:
+        masses = None
+    return output, probs, weights, masses
 
 
 def fast_path_applies(
@@ -546,19 +560,20 @@ def eager_attention(
         )
     tensors = (query, key, value, key_table, value_table)
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
-        return _forward_only(
-            query,
+        blocks = band_blocks(index, query.device, block_rows)
+        output, _, _, _ = _chunked_forward(
+            query * scale,
             key,
             value,
             key_table,
             value_table,
             attn_mask,
             dropout_mask,
-            index,
+            blocks,
             is_causal,
-            scale,
-            block_rows,
+            keep=False,
         )
+        return output
     return ShawAttentionFunction.apply(
         query,
         key,
