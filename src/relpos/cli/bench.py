@@ -4,7 +4,9 @@ Prints, per sequence length and backend, the median time of a forward + backward
 to SDPA's, and the peak memory the call allocates; ``--json`` also writes every timing. The
 defaults are issue 2's setting: float32, B = 1, H = 4, D = 64, k = 16, shared tables, key and
 value terms. Other processes on the machine slow every row; the backends are timed in turns so
-that the ratios stay comparable, but run it on a quiet machine for absolute numbers.
+that the ratios stay comparable, but run it on a quiet machine for absolute numbers. On a busy
+CPU, OpenMP's default wait stalls the many-op eager path far more than SDPA: there, run
+``OMP_WAIT_POLICY=passive relpos bench`` or use ``--threads 1`` (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
