@@ -104,15 +104,10 @@ def _check_config(config: BenchConfig) -> None:
 
 
 def _applies(name: str, query: Tensor) -> bool:
-    from .attention import api
+    from .attention.api import backend_applies
 
-    predicate = api._APPLIES.get(name)  # registered with register_backend(..., applies=...)
-    if predicate is None:
-        return True
-    return bool(
-        predicate(
-            query=query, key_query=False, dropout=False, has_mask=False, value_dim=query.shape[-1]
-        )
+    return backend_applies(
+        name, query=query, key_query=False, dropout=False, has_mask=False, value_dim=query.shape[-1]
     )
 
 

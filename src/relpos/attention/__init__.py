@@ -6,7 +6,13 @@
 
 # Registers the "flex" and "triton" backends; FlexAttention and Triton are imported on first use.
 from . import flex, triton_shaw  # noqa: F401
-from .api import BACKENDS, available_backends, register_backend, shaw_attention
+from .api import (
+    BACKENDS,
+    available_backends,
+    backend_applies,
+    register_backend,
+    shaw_attention,
+)
 from .flex_bias import distance_bias_attention, expand_distance_bias, flex_bias_attention
 from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
 from .reference import masked_softmax, reference_attention
@@ -15,6 +21,7 @@ from .sdpa import reference_bias_attention, sdpa_attention
 __all__ = [
     "BACKENDS",
     "available_backends",
+    "backend_applies",
     "register_backend",
     "shaw_attention",
     "distance_bias_attention",

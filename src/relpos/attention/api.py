@@ -12,7 +12,13 @@ from .eager import eager_attention
 from .index import RelativeIndex, resolve_clipping
 from .reference import reference_attention
 
-__all__ = ["shaw_attention", "register_backend", "available_backends", "BACKENDS"]
+__all__ = [
+    "shaw_attention",
+    "register_backend",
+    "available_backends",
+    "backend_applies",
+    "BACKENDS",
+]
 
 Backend = Callable[..., Tensor]
 
@@ -59,6 +65,16 @@ def register_backend(
 
 def available_backends() -> list[str]:
     return ["auto", *BACKENDS]
+
+
+def backend_applies(name: str, **context) -> bool:
+    """Whether ``auto`` may pick backend ``name`` for inputs described by ``context``
+    (``query=, key_query=, dropout=, has_mask=, value_dim=``); True for backends without a rule."""
+    if name not in BACKENDS:
+        valid = ", ".join(BACKENDS)
+        raise ValueError(f"unknown backend {name!r}; valid names: {valid}")
+    predicate = _APPLIES.get(name)
+    return True if predicate is None else bool(predicate(**context))
 
 
 def _pick_backend(name: str, **context) -> str:
