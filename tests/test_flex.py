@@ -9,8 +9,9 @@ import warnings
 
 import pytest
 import torch
+from backend_cases import make_case, make_mask
 
-from relpos.attention import RelativeIndex, shaw_attention
+from relpos.attention import shaw_attention
 from relpos.attention.api import AUTO_ORDER
 from relpos.attention.eager import eager_attention
 from relpos.attention.flex import flex_applies, flex_available, flex_shaw_attention
@@ -23,53 +24,12 @@ pytestmark = [
 ]
 
 
-def _case(
-    *,
-    batch=1,
-    heads=2,
-    q_len=37,
-    k_len=37,
-    dim=32,
-    left=3,
-    right=3,
-    query_offset=0,
-    key_offset=0,
-    per_head=False,
-    keys=True,
-    values=True,
-    device="cpu",
-    seed=0,
-):
-    gen = torch.Generator().manual_seed(seed)
-    index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
-    table_heads = heads if per_head else 1
-
-    def make(*shape):
-        return torch.randn(*shape, generator=gen).to(device)
-
-    tensors = {
-        "query": make(batch, heads, q_len, dim),
-        "key": make(batch, heads, k_len, dim),
-        "value": make(batch, heads, k_len, dim),
-        "key_table": make(table_heads, index.num_buckets, dim) if keys else None,
-        "value_table": make(table_heads, index.num_buckets, dim) if values else None,
-    }
-    return index, tensors
+def _case(*, device="cpu", **options):
+    return make_case(**{"q_len": 37, "k_len": 37, **options}, device=device)
 
 
 def _mask(kind, index, device="cpu"):
-    gen = torch.Generator().manual_seed(2)
-    if kind == "padding":
-        mask = torch.ones(1, 1, 1, index.key_len, dtype=torch.bool)
-        mask[..., -5:] = False
-    elif kind == "dense":  # (Lq, Lk), query row 3 sees no key
-        mask = torch.rand(index.query_len, index.key_len, generator=gen) > 0.3
-        mask[3] = False
-    elif kind == "float":
-        mask = torch.randn(1, 1, index.query_len, index.key_len, generator=gen)
-    else:
-        return None
-    return mask.to(device)
+    return make_mask(kind, index, device=device)
 
 
 def _exact(tensors, requires_grad=False):

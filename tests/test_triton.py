@@ -19,7 +19,9 @@ if not torch.cuda.is_available():
 
 triton = pytest.importorskip("triton")
 
-from relpos.attention import RelativeIndex, shaw_attention, triton_shaw  # noqa: E402
+from backend_cases import make_case, make_mask  # noqa: E402
+
+from relpos.attention import shaw_attention, triton_shaw  # noqa: E402
 from relpos.attention.eager import eager_attention  # noqa: E402
 from relpos.attention.reference import reference_attention  # noqa: E402
 from relpos.attention.triton_shaw import (  # noqa: E402
@@ -57,39 +59,8 @@ def _interpreter_numpy_compat():
     interpreter._patch_lang_tensor = original
 
 
-def _case(
-    *,
-    batch=1,
-    heads=2,
-    q_len=40,
-    k_len=40,
-    head_dim=32,
-    value_dim=32,
-    left=3,
-    right=3,
-    query_offset=0,
-    key_offset=0,
-    per_head=False,
-    keys=True,
-    values=True,
-    dtype=torch.float32,
-    seed=0,
-):
-    gen = torch.Generator().manual_seed(seed)
-    index = RelativeIndex(q_len, k_len, left, right, query_offset, key_offset)
-    rows, table_heads = index.num_buckets, heads if per_head else 1
-
-    def leaf(*shape):
-        return torch.randn(*shape, generator=gen).to(DEVICE, dtype).requires_grad_()
-
-    tensors = {
-        "query": leaf(batch, heads, q_len, head_dim),
-        "key": leaf(batch, heads, k_len, head_dim),
-        "value": leaf(batch, heads, k_len, value_dim),
-        "key_table": leaf(table_heads, rows, head_dim) if keys else None,
-        "value_table": leaf(table_heads, rows, value_dim) if values else None,
-    }
-    return index, tensors
+def _case(**options):
+    return make_case(**options, device=DEVICE, requires_grad=True)
 
 
 def _run(fn, index, tensors, upstream, **kwargs):
@@ -173,18 +144,7 @@ CASES = {
 
 
 def _mask(kind, index, batch=1):
-    gen = torch.Generator().manual_seed(2)
-    if kind == "padding":  # (B, 1, 1, Lk): the last 5 keys of batch 0 are padding
-        mask = torch.ones(batch, 1, 1, index.key_len, dtype=torch.bool)
-        mask[0, ..., -5:] = False
-        return mask.to(DEVICE)
-    if kind == "dense":  # (Lq, Lk) with query row 3 seeing no key at all
-        mask = torch.rand(index.query_len, index.key_len, generator=gen) > 0.3
-        mask[3] = False
-        return mask.to(DEVICE)
-    if kind == "float":
-        return torch.randn(batch, 1, index.query_len, index.key_len, generator=gen).to(DEVICE)
-    return None
+    return make_mask(kind, index, batch=batch, device=DEVICE)
 
 
 @pytest.mark.parametrize("name", list(CASES))
