@@ -231,8 +231,25 @@ def check_backend(name, fn, dtype_name, options) -> dict:
     }
 
 
+def _eager_upcast(query, key, value, *, key_table, value_table, **kwargs):
+    """The eager backend as ``shaw_attention`` runs it on half inputs: on float32 copies."""
+
+    def up(t):
+        return None if t is None else t.float()
+
+    out = eager_attention(
+        up(query),
+        up(key),
+        up(value),
+        key_table=up(key_table),
+        value_table=up(value_table),
+        **kwargs,
+    )
+    return out.to(query.dtype)
+
+
 def correctness(run: Run, backends: list[str]) -> None:
-    fns = {"triton": triton_attention, "eager": eager_attention, "flex": flex_shaw_attention}
+    fns = {"triton": triton_attention, "eager": _eager_upcast, "flex": flex_shaw_attention}
     section = run.results["sections"].setdefault("correctness", {"checks": []})
     print("\n== correctness vs float64 reference (max |error| / max(1, max |reference|)) ==")
     for backend in backends:
@@ -281,14 +298,14 @@ def timing_inputs(length, *, batch=2, heads=16, head_dim=64, k=16, dtype=torch.b
     return RelativeIndex(length, length, k, k), tensors, upstream
 
 
-def make_steps(backend, index, tensors, upstream, blocks=None):
+def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False):
     """(forward-only step, forward+backward step) for one backend."""
     q, k, v = tensors["query"], tensors["key"], tensors["value"]
     if backend == "sdpa":
         leaves = [q, k, v]
 
         def forward():
-            return F.scaled_dot_product_attention(q, k, v)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     else:
         leaves = list(tensors.values())
         fn = {"triton": triton_attention, "eager": eager_attention, "flex": flex_shaw_attention}[
@@ -305,7 +322,7 @@ def make_steps(backend, index, tensors, upstream, blocks=None):
                 key_table=tensors["key_table"],
                 value_table=tensors["value_table"],
                 attn_mask=None,
-                is_causal=False,
+                is_causal=is_causal,
                 scale=q.shape[-1] ** -0.5,
                 **extra,
             )
@@ -413,62 +430,61 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
             )
 
 
-def sweep(run: Run, length: int, repeats: int) -> None:
-    """A few alternative tile sizes for the bf16 D=64 kernels (defaults first)."""
+def _launch_label(launch: KernelLaunch) -> str:
+    return (
+        f"{launch.block_m}x{launch.block_n}/{launch.band_block} w{launch.num_warps} "
+        f"s{launch.num_stages}"
+    )
+
+
+#: Alternatives for one kernel at a time (the others keep their defaults), bf16, D = 64.
+SWEEP = {
+    "forward": [
+        KernelLaunch(128, 64, band_block=64, num_warps=8),
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
+        KernelLaunch(64, 64, band_block=32, num_warps=4),
+        KernelLaunch(64, 64, band_block=64, num_warps=4, num_stages=3),
+        KernelLaunch(128, 128, band_block=64, num_warps=8),
+    ],
+    "grad_query": [
+        KernelLaunch(64, 64, band_block=32, num_warps=4),
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
+        KernelLaunch(64, 128, band_block=32, num_warps=8),
+    ],
+    "grad_key_value": [
+        KernelLaunch(128, 128, band_block=32, num_warps=8),
+        KernelLaunch(64, 128, band_block=32, num_warps=8),
+        KernelLaunch(64, 64, band_block=32, num_warps=4),
+        KernelLaunch(128, 64, band_block=32, num_warps=8),
+    ],
+}
+
+
+def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
+    """Alternative tile sizes for the bf16 D=64 kernels, one kernel at a time; returns the
+    combination of the fastest forward and the fastest backward pair found."""
     default = default_blocks(64, torch.bfloat16)
-    candidates = {
-        "default": default,
-        "fwd 128x128/32, stages 3": TritonBlocks(
-            KernelLaunch(128, 128, band_block=32, num_warps=8, num_stages=3),
-            default.grad_query,
-            default.grad_key_value,
-        ),
-        "fwd 64x64/32 w4": TritonBlocks(
-            KernelLaunch(64, 64, band_block=32, num_warps=4),
-            default.grad_query,
-            default.grad_key_value,
-        ),
-        "bwd dq 64x64 w8, dkdv 64x128 w8": TritonBlocks(
-            default.forward,
-            KernelLaunch(64, 64, band_block=16, num_warps=8),
-            KernelLaunch(64, 128, band_block=16, num_warps=8),
-        ),
-        "fwd 128x64/16 w8": TritonBlocks(
-            KernelLaunch(128, 64, band_block=16, num_warps=8),
-            default.grad_query,
-            default.grad_key_value,
-        ),
-        "fwd 128x128/32 w8": TritonBlocks(
-            KernelLaunch(128, 128, band_block=32, num_warps=8),
-            default.grad_query,
-            default.grad_key_value,
-        ),
-        "bwd dq 128x64 w4, dkdv 64x64 w4": TritonBlocks(
-            default.forward,
-            KernelLaunch(128, 64, band_block=16, num_warps=4),
-            KernelLaunch(64, 64, band_block=16, num_warps=4),
-        ),
-        "bwd dkdv 64x128 w8": TritonBlocks(
-            default.forward,
-            default.grad_query,
-            KernelLaunch(64, 128, band_block=16, num_warps=8),
-        ),
-        "bwd dkdv 128x128/32 w8": TritonBlocks(
-            default.forward,
-            default.grad_query,
-            KernelLaunch(128, 128, band_block=32, num_warps=8),
-        ),
-        "bwd stages 3": TritonBlocks(
-            default.forward,
-            KernelLaunch(128, 64, band_block=16, num_warps=8, num_stages=3),
-            KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
-        ),
-    }
     section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
-    print(f"\n== Triton tile sizes at L={length} (bf16, D=64) ==")
-    for label, blocks in candidates.items():
+    print(f"\n== Triton tile sizes at L={length} (bf16, D=64), one kernel changed at a time ==")
+    best = {"forward": (math.inf, default.forward)}
+    best_backward = {
+        "grad_query": (math.inf, default.grad_query),
+        "grad_key_value": (math.inf, default.grad_key_value),
+    }
+    candidates = [("default", None, default)]
+    for kernel, launches in SWEEP.items():
+        for launch in launches:
+            blocks = TritonBlocks(
+                **{
+                    name: launch if name == kernel else getattr(default, name)
+                    for name in ("forward", "grad_query", "grad_key_value")
+                }
+            )
+            candidates.append((f"{kernel} {_launch_label(launch)}", kernel, blocks))
+    default_row = None
+    for label, kernel, blocks in candidates:
         if not run.has_time(f"sweep {label}"):
-            return
+            break
         try:
             row = time_backend("triton", length, repeats, blocks=blocks)
         except Exception as error:
@@ -477,12 +493,96 @@ def sweep(run: Run, length: int, repeats: int) -> None:
         section["rows"].append(row)
         run.save()
         if "error" in row:
-            print(f"{label:<34} {row['error'][:80]}", flush=True)
-        else:
+            print(f"{label:<40} {row['error'][:80]}", flush=True)
+            continue
+        backward_ms = row["fwd_bwd_ms"] - row["fwd_ms"]
+        print(
+            f"{label:<40} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms  "
+            f"(bwd {backward_ms:7.3f})",
+            flush=True,
+        )
+        if kernel is None:
+            default_row = row
+            best["forward"] = (row["fwd_ms"], default.forward)
+            for name in best_backward:
+                best_backward[name] = (backward_ms, getattr(default, name))
+        elif kernel == "forward" and row["fwd_ms"] < best["forward"][0]:
+            best["forward"] = (row["fwd_ms"], blocks.forward)
+        elif kernel in best_backward and backward_ms < best_backward[kernel][0]:
+            best_backward[kernel] = (backward_ms, getattr(blocks, kernel))
+    chosen = TritonBlocks(
+        best["forward"][1], best_backward["grad_query"][1], best_backward["grad_key_value"][1]
+    )
+    section["chosen"] = {
+        name: _launch_label(getattr(chosen, name))
+        for name in ("forward", "grad_query", "grad_key_value")
+    }
+    section["default_row"] = default_row
+    print("chosen:", section["chosen"], flush=True)
+    run.save()
+    return chosen
+
+
+def timing_chosen(run: Run, blocks: TritonBlocks, lengths: list[int], repeats: int) -> None:
+    """The sweep's best tiles at every length, against SDPA measured in the same run."""
+    section = run.results["sections"].setdefault("timing_chosen", {"rows": []})
+    timed = run.results["sections"]["timing"]["rows"]
+    baseline = {r["length"]: r for r in timed if r["backend"] == "sdpa" and "error" not in r}
+    print("\n== Triton with the chosen tiles ==")
+    for length in lengths:
+        if not run.has_time(f"timing chosen L={length}"):
+            return
+        try:
+            row = time_backend("triton", length, repeats, blocks=blocks)
+        except Exception as error:
+            row = {"length": length, "error": f"{type(error).__name__}: {error}"}
+        section["rows"].append(row)
+        run.save()
+        base = baseline.get(length)
+        if "error" in row or base is None:
+            print(f"{length:>6} {row.get('error', 'no SDPA baseline')}", flush=True)
+            continue
+        print(
+            f"{length:>6} fwd {row['fwd_ms']:8.3f} ms ({row['fwd_ms'] / base['fwd_ms']:.2f}x)  "
+            f"fwd+bwd {row['fwd_bwd_ms']:8.3f} ms ({row['fwd_bwd_ms'] / base['fwd_bwd_ms']:.2f}x)"
+            f"  peak {row['peak_fwd_bwd_mib']:.1f} MiB "
+            f"({row['peak_fwd_bwd_mib'] / base['peak_fwd_bwd_mib']:.2f}x)",
+            flush=True,
+        )
+
+
+def timing_variants(run: Run, length: int, repeats: int) -> None:
+    """Causal and other head sizes at one length: Triton (default tiles) against SDPA."""
+    section = run.results["sections"].setdefault("variants", {"length": length, "rows": []})
+    print(f"\n== variants at L={length}, bf16, B=2, H=16, k=16 (Triton / SDPA) ==")
+    for label, head_dim, causal in (
+        ("causal D=64", 64, True),
+        ("D=128", 128, False),
+        ("D=32", 32, False),
+    ):
+        if not run.has_time(f"variant {label}"):
+            return
+        row = {"variant": label}
+        try:
+            index, tensors, upstream = timing_inputs(length, head_dim=head_dim)
+            for backend in ("sdpa", "triton"):
+                forward_only, forward_backward = make_steps(
+                    backend, index, tensors, upstream, is_causal=causal
+                )
+                row[f"{backend}_fwd_ms"] = median_ms(forward_only, repeats, 3)
+                row[f"{backend}_fwd_bwd_ms"] = median_ms(forward_backward, repeats, 3)
             print(
-                f"{label:<34} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms",
+                f"{label:<12} fwd {row['triton_fwd_ms']:7.3f} / {row['sdpa_fwd_ms']:7.3f} ms "
+                f"({row['triton_fwd_ms'] / row['sdpa_fwd_ms']:.2f}x)  fwd+bwd "
+                f"{row['triton_fwd_bwd_ms']:7.3f} / {row['sdpa_fwd_bwd_ms']:7.3f} ms "
+                f"({row['triton_fwd_bwd_ms'] / row['sdpa_fwd_bwd_ms']:.2f}x)",
                 flush=True,
             )
+        except Exception as error:
+            row["error"] = f"{type(error).__name__}: {error}"
+            print(f"{label}: {row['error'][:100]}", flush=True)
+        section["rows"].append(row)
+        run.save()
 
 
 def profile(run: Run, length: int) -> None:
@@ -554,7 +654,7 @@ def compile_only() -> None:
             compiled = compile_kernels(head_dim, dtype)
             blocks = default_blocks(head_dim, dtype)
             for name, kernel in compiled.items():
-                launch = getattr(blocks, name)
+                launch = getattr(blocks, name, KernelLaunch(64, 64))  # grad_prepare: fixed
                 with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
                     handle.write(kernel.asm["ptx"])
                 report = subprocess.run(
@@ -629,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         timing(run, lengths, [b for b in backends if b != "triton"], args.repeats)
         if "triton" in backends and run.has_time("sweep"):
-            sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
+            chosen = sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
+            timing_chosen(run, chosen, lengths, args.repeats)
+            timing_variants(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
         if run.has_time("bench"):
             bench_smoke(run)
     checks = run.results["sections"].get("correctness", {}).get("checks", [])

@@ -18,7 +18,7 @@ import triton.language as tl
 # the next; packed a few to a line they read as groups, so the formatter leaves this file alone.
 # fmt: off
 
-__all__ = ["forward_kernel", "grad_query_kernel", "grad_key_value_kernel"]
+__all__ = ["forward_kernel", "grad_prepare_kernel", "grad_query_kernel", "grad_key_value_kernel"]
 
 #: exp(x) = exp2(x · log2 e).
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -33,58 +33,61 @@ def bucket_of(rows, cols, shift, max_left, max_right):
 @triton.jit
 def masked_logits(
     scores, rows, cols, mask_ptr, stride_mm, stride_mn, q_len, k_len,
-    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    CHECK_COLS: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    MASK_ROWWISE: tl.constexpr,
 ):
     """``scores`` (base-2 logits) with ``-inf`` wherever a query may not see a key.
 
-    ``MASK_KIND``: 0 none, 1 boolean (nonzero = may attend), 2 float (added to the logits).
-    ``MASK_ROWWISE``: the mask does not depend on the query row (key padding), so a vector of
-    keys is loaded instead of a tile.
+    ``CHECK_COLS``: the tile may reach past ``k_len`` (off when ``k_len`` is a multiple of the
+    tile width: then no work is spent on bounds). Rows past ``q_len`` are never masked here:
+    their results are not stored, and the backward's ``lse = +inf`` for them zeroes their
+    probabilities. ``MASK_KIND``: 0 none, 1 boolean (nonzero = may attend), 2 float (added to
+    the logits). ``MASK_ROWWISE``: the mask does not depend on the query row (key padding), so a
+    vector of keys is loaded instead of a tile.
     """
-    inside = (rows < q_len) & (cols < k_len)
-    keep = inside
-    if IS_CAUSAL:
-        keep = keep & (cols <= rows)  # top-left aligned, as in SDPA
     if MASK_KIND != 0:
         if MASK_ROWWISE:
             mask_values = tl.load(mask_ptr + cols * stride_mn, mask=cols < k_len, other=0)
         else:
             mask_values = tl.load(
-                mask_ptr + rows * stride_mm + cols * stride_mn, mask=inside, other=0
+                mask_ptr + rows * stride_mm + cols * stride_mn,
+                mask=(rows < q_len) & (cols < k_len), other=0,
             )
         if MASK_KIND == 1:
-            keep = keep & (mask_values != 0)
+            scores = tl.where(mask_values != 0, scores, float("-inf"))
         else:
             scores = scores + mask_values.to(tl.float32) * LOG2E
-    return tl.where(keep, scores, float("-inf"))
+    if CHECK_COLS:
+        scores = tl.where(cols < k_len, scores, float("-inf"))
+    if IS_CAUSAL:
+        scores = tl.where(cols <= rows, scores, float("-inf"))  # top-left aligned, as in SDPA
+    return scores
 
 
 @triton.jit
-def band_split(values, rows, k_start, shift, max_left, max_right, num_buckets,
-               R_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Split a ``(BLOCK_M, BLOCK_N)`` tile of a band by bucket.
-
-    Returns ``(interior, left, right)``: ``interior (BLOCK_M, R_PAD)`` holds, for each interior
-    bucket ``0 < b < R - 1``, the one entry of row ``r`` in that bucket (column
-    ``r + shift + b - max_left``, read with a gather; zero where that column is not in this
-    tile); ``left`` and ``right`` ``(BLOCK_M,)`` are the row sums over the two tails.
-    """
-    cols = k_start + tl.arange(0, BLOCK_N)
-    distance = cols[None, :] - rows[:, None] - shift  # (BM, BN): j - i
+def tail_sums(values, distance, max_left, max_right):
+    """Row sums of a band tile over its two tails: ``distance <= -max_left`` (bucket 0) and
+    ``distance >= max_right`` (bucket R - 1)."""
     in_left = distance <= -max_left
     # With max_left = max_right = 0 both tails are bucket 0; count distance 0 once.
     in_right = (distance >= max_right) & (distance > -max_left)
-    left = tl.sum(tl.where(in_left, values, 0.0), 1)
-    right = tl.sum(tl.where(in_right, values, 0.0), 1)
+    return tl.sum(tl.where(in_left, values, 0.0), 1), tl.sum(tl.where(in_right, values, 0.0), 1)
 
+
+@triton.jit
+def interior_slots(rows, q_len, k_len, shift, max_left, num_buckets,
+                   IS_CAUSAL: tl.constexpr, R_PAD: tl.constexpr):
+    """``(BLOCK_M, R_PAD)`` buckets and whether slot ``(r, b)`` is an interior bucket whose one
+    key ``c = r + shift + b - max_left`` exists (and is allowed by the causal mask)."""
     buckets = tl.arange(0, R_PAD)
-    diagonal = rows[:, None] + shift + buckets[None, :] - max_left - k_start  # (BM, R_PAD)
-    is_interior = (
-        (buckets[None, :] >= 1) & (buckets[None, :] < num_buckets - 1)
-        & (diagonal >= 0) & (diagonal < BLOCK_N)
+    cols = rows[:, None] + shift + buckets[None, :] - max_left
+    valid = (
+        (rows[:, None] < q_len) & (buckets[None, :] >= 1) & (buckets[None, :] < num_buckets - 1)
+        & (cols >= 0) & (cols < k_len)
     )
-    on_diagonal = tl.gather(values, tl.minimum(tl.maximum(diagonal, 0), BLOCK_N - 1), axis=1)
-    return tl.where(is_interior, on_diagonal, 0.0), left, right
+    if IS_CAUSAL:
+        valid = valid & (cols <= rows[:, None])
+    return buckets, valid
 
 
 @triton.jit
@@ -106,33 +109,30 @@ def load_table_row(table_ptr, bucket, DIM: tl.constexpr, DIM_PAD: tl.constexpr):
     return tl.load(table_ptr + bucket * DIM + dims, mask=dims < DIM, other=0.0).to(tl.float32)
 
 
-@triton.jit
-def column(tile, bucket, R_PAD: tl.constexpr):
-    """Column ``bucket`` of a ``(BLOCK_M, R_PAD)`` tile, as a ``(BLOCK_M,)`` vector."""
-    buckets = tl.arange(0, R_PAD)
-    return tl.sum(tl.where(buckets[None, :] == bucket, tile, 0.0), 1)
-
-
 # ------------------------------------------------------------------------------ forward
 
 
 @triton.jit
 def forward_tiles(
-    acc, row_sum, row_max, band_left, band_right, q, tail_bias, key_table_ptr, value_table_ptr,
+    acc, row_sum, row_max, band_left, band_right, q, tail_bias, rel_base, mass_base,
     k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """Online softmax over the key tiles ``[k_lo, k_hi)`` of one phase (a tail, or the band).
 
-    In the band the interior value terms go straight into ``acc`` (``Σ_b p_rb w^V_b``, rescaled
-    with it), and the tails' share of the band is added to ``band_left`` / ``band_right``.
+    In the band the key term is read by bucket from this block's rows of ``QA`` (``rel_base``,
+    written by the kernel before its loops), the tails' share of the band is added to
+    ``band_left`` / ``band_right``, and each interior bucket's logit (one key per row and bucket)
+    is written to its ``(r, b)`` slot at ``mass_base`` for the epilogue.
     """
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
+    row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
         cols = k_start + tl.arange(0, BLOCK_N)
         key = tl.load(
@@ -144,17 +144,21 @@ def forward_tiles(
             mask=(cols[:, None] < k_len) & (value_dims[None, :] < VALUE_DIM), other=0.0,
         )  # (BN, DV_PAD)
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN): q_r · k_c
-        if HAS_KEY_TABLE:
-            if BAND:
-                key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
-                query_rel = tl.dot(q, tl.trans(key_table), input_precision=DOT_PRECISION)
-                bucket = bucket_of(rows[:, None], cols[None, :], shift, max_left, max_right)
-                scores += tl.gather(query_rel, bucket, axis=1)  # q_r · w^K[bucket(r, c)]
+        if BAND:
+            bucket = bucket_of(rows[:, None], cols[None, :], shift, max_left, max_right)
+            slots = rows[:, None] * num_buckets + bucket  # (r, bucket(r, c)) in an (Lq, R) table
+            if HAS_KEY_TABLE:
+                scores += tl.load(rel_base + slots, mask=row_ok[:, None], other=0.0)
+            scores = scores * qk_scale
+        else:
+            if HAS_KEY_TABLE:
+                # One table row for the whole tile; tail_bias comes scaled, so this is one FMA.
+                scores = scores * qk_scale + tail_bias[:, None]
             else:
-                scores += tail_bias[:, None]  # one table row for the whole tile
+                scores = scores * qk_scale
         scores = masked_logits(
-            scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
         )
         new_max = tl.maximum(row_max, tl.max(scores, 1))
         # A row that has seen no allowed key yet keeps max -inf; subtract 0 instead, so that
@@ -168,22 +172,20 @@ def forward_tiles(
         )
         if HAS_VALUE_TABLE:
             if BAND:
-                interior, left, right = band_split(
-                    probs, rows, k_start, shift, max_left, max_right, num_buckets, R_PAD, BLOCK_N
+                left, right = tail_sums(
+                    probs, cols[None, :] - rows[:, None] - shift, max_left, max_right
                 )
                 band_left = band_left * rescale + left
                 band_right = band_right * rescale + right
-                value_table = load_table(value_table_ptr, num_buckets, VALUE_DIM, R_PAD, DV_PAD)
-                acc += tl.dot(
-                    interior.to(value_table.dtype), value_table, input_precision=DOT_PRECISION
-                )
+                interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
+                tl.store(mass_base + slots, scores, mask=interior)
         row_max = new_max
     return acc, row_sum, row_max, band_left, band_right
 
 
 @triton.jit
 def forward_kernel(
-    Q, K, V, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
+    Q, K, V, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS, BAND_LOGITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -195,7 +197,7 @@ def forward_kernel(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     q_start = tl.program_id(0) * BLOCK_M
     batch_head = tl.program_id(1)
@@ -204,10 +206,12 @@ def forward_kernel(
     rows = q_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
-    buckets = tl.arange(0, R_PAD)
     row_ok = rows < q_len
-    # Per-row buffers (LSE, QA, tail masses) are contiguous (B·H, Lq[, ...]).
-    row_index = batch_head.to(tl.int64) * q_len + rows
+    # Per-row buffers (LSE, QA, tail masses, band logits) are contiguous (B·H, Lq[, ...]).
+    row_base = batch_head.to(tl.int64) * q_len
+    row_index = row_base + rows
+    rel_base = QUERY_REL + row_base * num_buckets
+    mass_base = BAND_LOGITS + row_base * num_buckets
 
     q = tl.load(
         Q + batch * stride_qb + head * stride_qh
@@ -223,13 +227,17 @@ def forward_kernel(
     if HAS_KEY_TABLE:
         key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
         query_rel = tl.dot(q, tl.trans(key_table), input_precision=DOT_PRECISION)  # (BM, R_PAD)
-        left_bias = column(query_rel, 0, R_PAD)  # q_r · w^K_0: the whole left tail
-        right_bias = column(query_rel, num_buckets - 1, R_PAD)
-        if SAVE_FOR_BACKWARD:
-            tl.store(
-                QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :], query_rel,
-                mask=row_ok[:, None] & (buckets[None, :] < num_buckets),
-            )
+        buckets = tl.arange(0, R_PAD)
+        tl.store(
+            QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :], query_rel,
+            mask=row_ok[:, None] & (buckets[None, :] < num_buckets),
+        )
+        # The tails' key terms q_r · w^K_0 and q_r · w^K_{R-1}, times the (base-2) scale.
+        left_bias = tl.sum(tl.where(buckets[None, :] == 0, query_rel, 0.0), 1) * qk_scale
+        right_bias = (
+            tl.sum(tl.where(buckets[None, :] == num_buckets - 1, query_rel, 0.0), 1) * qk_scale
+        )
+        tl.debug_barrier()  # the band tiles read these rows back by bucket (other threads wrote)
     else:
         left_bias = tl.zeros((BLOCK_M,), tl.float32)
         right_bias = tl.zeros((BLOCK_M,), tl.float32)
@@ -250,34 +258,37 @@ def forward_kernel(
     band_hi = tl.maximum(band_hi, band_lo)
 
     # The online softmax does not care about the order of the tiles: both tails first (noting
-    # their sums), then the band, whose narrower tiles keep the bucket work small.
+    # their sums), then the band.
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, left_bias, key_table_ptr,
-        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
     left_sum = row_sum
     left_max = row_max
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, right_bias, key_table_ptr,
-        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, row_sum, row_max, band_left, band_right, q, right_bias, rel_base, mass_base,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
     tails_sum = row_sum
     tails_max = row_max
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, left_bias, key_table_ptr,
-        value_table_ptr, k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
+        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, True,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
 
     # A fully masked row has row_sum 0: its output, masses and gradients are zeros.
@@ -285,9 +296,21 @@ def forward_kernel(
     inv_sum = tl.where(has_mass, 1.0 / tl.where(has_mass, row_sum, 1.0), 0.0)
     out = acc * inv_sum[:, None]
     if HAS_VALUE_TABLE:
+        final_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+        # Interior buckets: M[r, b] from the logits the band tiles wrote, then M A_V.
+        tl.debug_barrier()
+        buckets, valid = interior_slots(
+            rows, q_len, k_len, shift, max_left, num_buckets, IS_CAUSAL, R_PAD
+        )
+        logits = tl.load(
+            mass_base + rows[:, None] * num_buckets + buckets[None, :], mask=valid,
+            other=float("-inf"),
+        )  # (BM, R_PAD)
+        masses = tl.exp2(logits - final_max[:, None]) * inv_sum[:, None]
+        value_table = load_table(value_table_ptr, num_buckets, VALUE_DIM, R_PAD, DV_PAD)
+        out += tl.dot(masses.to(value_table.dtype), value_table, input_precision=DOT_PRECISION)
         # The tail sums were noted at earlier running maxima; bring them to the final one (the
         # band, done last, already is). The right tiles' mass is what the right loop added.
-        final_max = tl.where(row_max == float("-inf"), 0.0, row_max)
         left_tiles = left_sum * tl.where(
             left_max == float("-inf"), 0.0, tl.exp2(left_max - final_max)
         )
@@ -320,25 +343,67 @@ def forward_kernel(
 
 
 @triton.jit
+def grad_prepare_kernel(
+    OUT, GRAD_OUT, VALUE_TABLE, DELTA, GRAD_REL,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_avh,
+    heads, q_len, num_buckets,
+    VALUE_DIM: tl.constexpr, DV_PAD: tl.constexpr, R_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Per query row: ``δ_r = dO_r · o_r`` and (with a value table) ``dO_r · w^V_b`` for every b."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    batch_head = tl.program_id(1)
+    batch = (batch_head // heads).to(tl.int64)
+    head = (batch_head % heads).to(tl.int64)
+    value_dims = tl.arange(0, DV_PAD)
+    row_ok = rows < q_len
+    row_index = batch_head.to(tl.int64) * q_len + rows
+    v_mask = row_ok[:, None] & (value_dims[None, :] < VALUE_DIM)
+    grad_out = tl.load(
+        GRAD_OUT + batch * stride_gb + head * stride_gh
+        + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd, mask=v_mask, other=0.0,
+    )
+    out = tl.load(
+        OUT + batch * stride_ob + head * stride_oh
+        + rows[:, None] * stride_om + value_dims[None, :] * stride_od, mask=v_mask, other=0.0,
+    )
+    tl.store(DELTA + row_index, tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1),
+             mask=row_ok)
+    if HAS_VALUE_TABLE:
+        buckets = tl.arange(0, R_PAD)
+        value_table = load_table(
+            VALUE_TABLE + head * stride_avh, num_buckets, VALUE_DIM, R_PAD, DV_PAD
+        )
+        grad_rel = tl.dot(grad_out, tl.trans(value_table), input_precision=DOT_PRECISION)
+        tl.store(GRAD_REL + row_index[:, None] * num_buckets + buckets[None, :], grad_rel,
+                 mask=row_ok[:, None] & (buckets[None, :] < num_buckets))
+
+
+@triton.jit
 def grad_query_tiles(
-    grad_q, left_sum, right_sum, partial_key, partial_value, q, grad_out, lse, delta,
-    tail_bias, tail_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+    grad_q, left_sum, right_sum, q, grad_out, lse, delta, tail_bias, tail_grad_bias,
+    rel_base, grad_rel_base, grad_scores_base,
     k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """``dS K`` over the key tiles ``[k_lo, k_hi)``, with ``dS`` summed per bucket.
 
-    Tails add their row sums of ``dS`` to ``left_sum`` or ``right_sum``; band tiles also add the
-    interior buckets' ``dS_b A_K`` to ``grad_q`` and their share of both table gradients to the
-    block's ``(R_PAD, D)`` partials ``partial_key`` (``dS_bᵀ Q``) and ``partial_value`` (``Mᵀ dO``).
+    Tails add their row sums of ``dS`` to ``left_sum`` or ``right_sum``. Band tiles read the key
+    and value terms by bucket from the ``(Lq, R)`` tables ``QA`` and ``dO A_Vᵀ``, add their tail
+    entries of ``dS`` to the sums, and write each interior bucket's ``dS`` and ``p`` (one key per
+    row and bucket) to its ``(r, b)`` slot: ``dS`` at ``grad_scores_base``, ``p`` over the
+    ``dO A_Vᵀ`` entry it was just computed from (no other tile reads that slot).
     """
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
+    row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
         cols = k_start + tl.arange(0, BLOCK_N)
         key = tl.load(
@@ -352,79 +417,65 @@ def grad_query_tiles(
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN)
         grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)  # dO_r · v_c
         if BAND:
-            # The (Lq, R) tables of q_r · w^K_b and dO_r · w^V_b are small and hot in cache:
-            # read them by bucket straight from memory.
-            rel_offsets = rows[:, None] * num_buckets + bucket_of(
-                rows[:, None], cols[None, :], shift, max_left, max_right
-            )  # (BM, BN)
+            bucket = bucket_of(rows[:, None], cols[None, :], shift, max_left, max_right)
+            slots = rows[:, None] * num_buckets + bucket  # (BM, BN)
             if HAS_KEY_TABLE:
-                scores += tl.load(
-                    query_rel_ptr + rel_offsets, mask=rows[:, None] < q_len, other=0.0
-                )
-            if HAS_VALUE_TABLE:
-                grad_probs += tl.load(  # + dO_r · a^V_rc
-                    grad_rel_ptr + rel_offsets, mask=rows[:, None] < q_len, other=0.0
-                )
+                scores += tl.load(rel_base + slots, mask=row_ok[:, None], other=0.0)
+            scores = scores * qk_scale
+            if HAS_VALUE_TABLE:  # + dO_r · a^V_rc
+                grad_probs += tl.load(grad_rel_base + slots, mask=row_ok[:, None], other=0.0)
         else:
             if HAS_KEY_TABLE:
-                scores += tail_bias[:, None]
+                scores = scores * qk_scale + tail_bias[:, None]  # tail_bias comes scaled
+            else:
+                scores = scores * qk_scale
             if HAS_VALUE_TABLE:
                 grad_probs += tail_grad_bias[:, None]
         scores = masked_logits(
-            scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
         )
         probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
-        if BAND:
-            if HAS_VALUE_TABLE:
-                interior_probs, _, _ = band_split(
-                    probs, rows, k_start, shift, max_left, max_right, num_buckets, R_PAD, BLOCK_N
-                )  # M[r, b] for the interior buckets met in this tile
-                partial_value += tl.dot(
-                    tl.trans(interior_probs.to(grad_out.dtype)), grad_out,
-                    input_precision=DOT_PRECISION,
-                )  # (R_PAD, DV_PAD): Σ_r M[r, b] dO_r
         grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if BAND:
+            interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
+            if HAS_VALUE_TABLE:
+                tl.store(grad_rel_base + slots, probs, mask=interior)  # M[r, b]
             if HAS_KEY_TABLE:
-                interior, left, right = band_split(
-                    grad_scores, rows, k_start, shift, max_left, max_right, num_buckets,
-                    R_PAD, BLOCK_N,
+                left, right = tail_sums(
+                    grad_scores, cols[None, :] - rows[:, None] - shift, max_left, max_right
                 )
                 left_sum += left
                 right_sum += right
-                interior = interior.to(q.dtype)
-                key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
-                grad_q += tl.dot(interior, key_table, input_precision=DOT_PRECISION)
-                partial_key += tl.dot(tl.trans(interior), q, input_precision=DOT_PRECISION)
+                tl.store(grad_scores_base + slots, grad_scores, mask=interior)
         else:
             if HAS_KEY_TABLE:
                 if RIGHT_TAIL:
                     right_sum += tl.sum(grad_scores, 1)
                 else:
                     left_sum += tl.sum(grad_scores, 1)
-    return grad_q, left_sum, right_sum, partial_key, partial_value
+    return grad_q, left_sum, right_sum
 
 
 @triton.jit
 def grad_query_kernel(
-    Q, K, V, OUT, GRAD_OUT, KEY_TABLE, VALUE_TABLE, MASK, LSE, QUERY_REL, TAIL_MASS,
-    GRAD_Q, DELTA, GRAD_REL, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    Q, K, V, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL, TAIL_MASS,
+    GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_mb, stride_mh, stride_mm, stride_mn,
-    stride_akh, stride_avh,
+    stride_akh,
     heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
+    """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``."""
     block = tl.program_id(0)
     q_start = block * BLOCK_M
     batch_head = tl.program_id(1)
@@ -433,53 +484,42 @@ def grad_query_kernel(
     rows = q_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
-    buckets = tl.arange(0, R_PAD)
     row_ok = rows < q_len
-    row_index = batch_head.to(tl.int64) * q_len + rows
-    bucket_ok = row_ok[:, None] & (buckets[None, :] < num_buckets)
+    row_base = batch_head.to(tl.int64) * q_len
+    row_index = row_base + rows
+    rel_base = QUERY_REL + row_base * num_buckets
+    grad_rel_base = GRAD_REL + row_base * num_buckets
+    grad_scores_base = GRAD_SCORES_REL + row_base * num_buckets
 
     q_mask = row_ok[:, None] & (dims[None, :] < HEAD_DIM)
-    v_mask = row_ok[:, None] & (value_dims[None, :] < VALUE_DIM)
     q = tl.load(
         Q + batch * stride_qb + head * stride_qh
         + rows[:, None] * stride_qm + dims[None, :] * stride_qd, mask=q_mask, other=0.0,
     )
     grad_out = tl.load(
         GRAD_OUT + batch * stride_gb + head * stride_gh
-        + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd, mask=v_mask, other=0.0,
+        + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd,
+        mask=row_ok[:, None] & (value_dims[None, :] < VALUE_DIM), other=0.0,
     )
-    out = tl.load(
-        OUT + batch * stride_ob + head * stride_oh
-        + rows[:, None] * stride_om + value_dims[None, :] * stride_od, mask=v_mask, other=0.0,
-    )
-    delta = tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1)  # δ_r = dO_r · o_r
-    tl.store(DELTA + row_index, delta, mask=row_ok)
+    delta = tl.load(DELTA + row_index, mask=row_ok, other=0.0)
     lse = tl.load(LSE + row_index, mask=row_ok, other=float("inf"))
-
     key_table_ptr = KEY_TABLE + head * stride_akh
-    value_table_ptr = VALUE_TABLE + head * stride_avh
-    query_rel_ptr = QUERY_REL + batch_head.to(tl.int64) * q_len * num_buckets
-    grad_rel_ptr = GRAD_REL + batch_head.to(tl.int64) * q_len * num_buckets
 
-    if HAS_KEY_TABLE:
-        query_rel = tl.load(
-            QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :],
-            mask=bucket_ok, other=0.0,
+    if HAS_KEY_TABLE:  # the tails' key terms, times the (base-2) scale
+        left_bias = tl.load(QUERY_REL + row_index * num_buckets, mask=row_ok, other=0.0)
+        right_bias = tl.load(
+            QUERY_REL + row_index * num_buckets + num_buckets - 1, mask=row_ok, other=0.0
         )
-        left_bias = column(query_rel, 0, R_PAD)
-        right_bias = column(query_rel, num_buckets - 1, R_PAD)
+        left_bias *= qk_scale
+        right_bias *= qk_scale
     else:
         left_bias = tl.zeros((BLOCK_M,), tl.float32)
         right_bias = tl.zeros((BLOCK_M,), tl.float32)
     if HAS_VALUE_TABLE:
-        value_table = load_table(value_table_ptr, num_buckets, VALUE_DIM, R_PAD, DV_PAD)
-        # dO_r · w^V_b, read again by the key/value kernel.
-        grad_rel = tl.dot(grad_out, tl.trans(value_table), input_precision=DOT_PRECISION)
-        tl.store(GRAD_REL + row_index[:, None] * num_buckets + buckets[None, :], grad_rel,
-                 mask=bucket_ok)
-        tl.debug_barrier()  # the band tiles below read these rows back (written by other threads)
-        left_grad_bias = column(grad_rel, 0, R_PAD)
-        right_grad_bias = column(grad_rel, num_buckets - 1, R_PAD)
+        left_grad_bias = tl.load(GRAD_REL + row_index * num_buckets, mask=row_ok, other=0.0)
+        right_grad_bias = tl.load(
+            GRAD_REL + row_index * num_buckets + num_buckets - 1, mask=row_ok, other=0.0
+        )
     else:
         left_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
         right_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
@@ -498,40 +538,51 @@ def grad_query_kernel(
     band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
     band_hi = tl.maximum(band_hi, band_lo)
 
-    # Tails first, then the band, whose (R, D) partial table gradients exist only from there on.
-    grad_q, left_sum, right_sum, _, _ = grad_query_tiles(
-        grad_q, left_sum, right_sum, 0.0, 0.0, q, grad_out, lse, delta, left_bias,
-        left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+    grad_q, left_sum, right_sum = grad_query_tiles(
+        grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
+        rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
-    grad_q, left_sum, right_sum, _, _ = grad_query_tiles(
-        grad_q, left_sum, right_sum, 0.0, 0.0, q, grad_out, lse, delta, right_bias,
-        right_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+    grad_q, left_sum, right_sum = grad_query_tiles(
+        grad_q, left_sum, right_sum, q, grad_out, lse, delta, right_bias, right_grad_bias,
+        rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_N, False, True,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
-    partial_key = tl.zeros((R_PAD, D_PAD), tl.float32)
-    partial_value = tl.zeros((R_PAD, DV_PAD), tl.float32)
-    grad_q, left_sum, right_sum, partial_key, partial_value = grad_query_tiles(
-        grad_q, left_sum, right_sum, partial_key, partial_value, q, grad_out, lse, delta,
-        left_bias, left_grad_bias, key_table_ptr, query_rel_ptr, grad_rel_ptr,
+    grad_q, left_sum, right_sum = grad_query_tiles(
+        grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
+        rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
         stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, True, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        DOT_PRECISION,
     )
 
+    # Interior buckets, from the slots the band tiles wrote (other threads wrote them).
+    tl.debug_barrier()
+    buckets, valid = interior_slots(
+        rows, q_len, k_len, shift, max_left, num_buckets, IS_CAUSAL, R_PAD
+    )
+    slots = rows[:, None] * num_buckets + buckets[None, :]
     # This block's share of the table gradients, (R, D) each, summed over blocks by the caller.
     partial_index = (batch_head.to(tl.int64) * tl.num_programs(0) + block) * num_buckets
     if HAS_KEY_TABLE:
+        grad_scores_rel = tl.load(grad_scores_base + slots, mask=valid, other=0.0)  # dS_b
+        grad_scores_rel = grad_scores_rel.to(q.dtype)
+        key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
+        grad_q += tl.dot(grad_scores_rel, key_table, input_precision=DOT_PRECISION)
+        partial_key = tl.dot(tl.trans(grad_scores_rel), q, input_precision=DOT_PRECISION)
         # The two tail buckets: dq += dS_b[r, 0] w^K_0 + dS_b[r, R-1] w^K_{R-1}, and those table
         # rows get Σ_r dS_b[r, ·] q_r.
         key_left = load_table_row(key_table_ptr, 0, HEAD_DIM, D_PAD)
@@ -550,6 +601,10 @@ def grad_query_kernel(
             mask=(buckets[:, None] < num_buckets) & (dims[None, :] < HEAD_DIM),
         )
     if HAS_VALUE_TABLE:
+        masses = tl.load(grad_rel_base + slots, mask=valid, other=0.0)  # M[r, b], interior
+        partial_value = tl.dot(
+            tl.trans(masses.to(grad_out.dtype)), grad_out, input_precision=DOT_PRECISION
+        )  # (R_PAD, DV_PAD): Σ_r M[r, b] dO_r
         left_tail = tl.load(TAIL_MASS + row_index * 2, mask=row_ok, other=0.0)  # M[r, 0]
         right_tail = tl.load(TAIL_MASS + row_index * 2 + 1, mask=row_ok, other=0.0)
         grad_out32 = grad_out.to(tl.float32)
@@ -611,6 +666,7 @@ def grad_key_value_tiles(
             )  # (BN, BM)
             if HAS_KEY_TABLE:
                 scores_t += tl.load(query_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0)
+            scores_t = scores_t * qk_scale
             if HAS_VALUE_TABLE:
                 grad_probs_t += tl.load(
                     grad_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0
@@ -619,15 +675,18 @@ def grad_key_value_tiles(
             if HAS_KEY_TABLE:
                 tail = tl.load(query_rel_base + rows * num_buckets + tail_bucket,
                                mask=row_ok, other=0.0)
-                scores_t += tail[None, :]
+                scores_t = scores_t * qk_scale + (tail * qk_scale)[None, :]
+            else:
+                scores_t = scores_t * qk_scale
             if HAS_VALUE_TABLE:
                 tail_grad = tl.load(grad_rel_base + rows * num_buckets + tail_bucket,
                                     mask=row_ok, other=0.0)
                 grad_probs_t += tail_grad[None, :]
         scores_t = masked_logits(
-            scores_t * qk_scale, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
-            q_len, k_len, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-        )
+            scores_t, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
+            q_len, k_len, False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )  # no bounds: columns past k_len are this block's own (never stored), and rows past
+        # q_len have lse = +inf
         probs_t = tl.exp2(scores_t - lse[None, :])  # (BN, BM): Pᵀ
         grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
         grad_scores_t = probs_t * (grad_probs_t - delta[None, :])

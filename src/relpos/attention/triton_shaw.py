@@ -297,10 +297,10 @@ class _ShawTriton(torch.autograd.Function):
         f32 = dict(device=query.device, dtype=torch.float32)
         empty = torch.empty(0, **f32)
         lse = torch.empty(batch * heads, q_len, **f32) if needs_grad else empty
+        # Q A_Kᵀ (Lq × R per batch·head): the band tiles read it back by bucket, and the
+        # backward reuses it.
         query_rel = (
-            torch.empty(batch * heads, q_len, rows, **f32)
-            if needs_grad and key_table is not None
-            else empty
+            torch.empty(batch * heads, q_len, rows, **f32) if key_table is not None else empty
         )
         # M[r, 0] and M[r, R - 1], the mass of each row's two tails (the interior masses are
         # recomputed by the backward from its band tiles).
@@ -308,6 +308,10 @@ class _ShawTriton(torch.autograd.Function):
             torch.empty(batch * heads, q_len, 2, **f32)
             if needs_grad and value_table is not None
             else empty
+        )
+        # Scratch for the interior buckets' logits (one key per row and bucket), forward only.
+        band_logits = (
+            torch.empty(batch * heads, q_len, rows, **f32) if value_table is not None else empty
         )
         meta = _meta(problem, query, value, key_table is not None, value_table is not None)
         launch = problem.blocks.forward
@@ -326,6 +330,7 @@ class _ShawTriton(torch.autograd.Function):
             lse,
             query_rel,
             tail_mass,
+            band_logits,
             *_strides(query),
             *_strides(key),
             *_strides(value),
@@ -336,9 +341,11 @@ class _ShawTriton(torch.autograd.Function):
             *_shape_args(problem, heads),
             problem.scale * LOG2E,
             BAND_BLOCK_N=launch.band_block,
+            CHECK_COLS=problem.index.key_len % launch.block_n != 0,
             SAVE_FOR_BACKWARD=needs_grad,
             **meta,
         )
+        del band_logits
         ctx.problem = problem
         ctx.has_tables = (key_table is not None, value_table is not None)
         ctx.save_for_backward(
@@ -364,51 +371,31 @@ class _ShawTriton(torch.autograd.Function):
         grad_k = torch.empty_like(key)
         grad_v = torch.empty_like(value)
         delta = torch.empty(batch * heads, q_len, **f32)
+        # dO A_Vᵀ (Lq × R): read by both kernels; the query kernel, which runs last, overwrites
+        # its interior slots with the masses M[r, b] it recomputes.
         grad_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_value else delta
-        launch = problem.blocks.grad_query
-        q_blocks = _cdiv(q_len, launch.block_m)
-        # Each query block's (R, D) share of the table gradients; summed below.
-        partial_key = (
-            torch.empty(batch * heads * q_blocks, rows, head_dim, **f32) if has_key else delta
-        )
-        partial_value = (
-            torch.empty(batch * heads * q_blocks, rows, value_dim, **f32) if has_value else delta
-        )
         meta = _meta(problem, query, value, has_key, has_value)
         kernels = _kernels()
-        _launch(
-            kernels.grad_query_kernel,
-            (q_blocks, batch * heads),
-            launch,
-            query,
-            key,
-            value,
+        prepare_rows = 64
+        kernels.grad_prepare_kernel[(_cdiv(q_len, prepare_rows), batch * heads)](
             out,
             grad_out,
-            query if key_table is None else key_table,
             query if value_table is None else value_table,
-            query if mask is None else mask,
-            lse,
-            query_rel if has_key else delta,
-            tail_mass if has_value else delta,
-            grad_q,
             delta,
             grad_rel,
-            partial_key,
-            partial_value,
-            *_strides(query),
-            *_strides(key),
-            *_strides(value),
             *_strides(out),
             *_strides(grad_out),
-            *_strides(mask),
-            _table_head_stride(key_table),
             _table_head_stride(value_table),
-            *_shape_args(problem, heads),
-            problem.scale * LOG2E,
-            problem.scale,
-            BAND_BLOCK_N=launch.band_block,
-            **meta,
+            heads,
+            q_len,
+            rows,
+            VALUE_DIM=meta["VALUE_DIM"],
+            DV_PAD=meta["DV_PAD"],
+            R_PAD=meta["R_PAD"],
+            BLOCK_M=prepare_rows,
+            HAS_VALUE_TABLE=has_value,
+            DOT_PRECISION=meta["DOT_PRECISION"],
+            num_warps=4,
         )
         launch = problem.blocks.grad_key_value
         _launch(
@@ -435,6 +422,49 @@ class _ShawTriton(torch.autograd.Function):
             problem.scale * LOG2E,
             problem.scale,
             BAND_BLOCK_M=launch.band_block,
+            **meta,
+        )
+        launch = problem.blocks.grad_query
+        q_blocks = _cdiv(q_len, launch.block_m)
+        # dS per interior bucket (Lq × R), written by the band tiles and read at the end.
+        grad_scores_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_key else delta
+        # Each query block's (R, D) share of the table gradients; summed below.
+        partial_key = (
+            torch.empty(batch * heads * q_blocks, rows, head_dim, **f32) if has_key else delta
+        )
+        partial_value = (
+            torch.empty(batch * heads * q_blocks, rows, value_dim, **f32) if has_value else delta
+        )
+        _launch(
+            kernels.grad_query_kernel,
+            (q_blocks, batch * heads),
+            launch,
+            query,
+            key,
+            value,
+            grad_out,
+            query if key_table is None else key_table,
+            query if mask is None else mask,
+            lse,
+            delta,
+            query_rel if has_key else delta,
+            grad_rel,
+            tail_mass if has_value else delta,
+            grad_scores_rel,
+            grad_q,
+            partial_key,
+            partial_value,
+            *_strides(query),
+            *_strides(key),
+            *_strides(value),
+            *_strides(grad_out),
+            *_strides(mask),
+            _table_head_stride(key_table),
+            *_shape_args(problem, heads),
+            problem.scale * LOG2E,
+            problem.scale,
+            BAND_BLOCK_N=launch.band_block,
+            CHECK_COLS=k_len % launch.block_n != 0,
             **meta,
         )
         grad_key_table = grad_value_table = None
@@ -517,15 +547,26 @@ def compile_kernels(
         "GRAD_REL",
         "PARTIAL_KEY_TABLE",
         "PARTIAL_VALUE_TABLE",
+        "BAND_LOGITS",
+        "GRAD_SCORES_REL",
     }
     compiled = {}
     for name, launch, extra in (
         (
             "forward",
             blocks.forward,
-            dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True),
+            dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True, CHECK_COLS=False),
         ),
-        ("grad_query", blocks.grad_query, dict(BAND_BLOCK_N=blocks.grad_query.band_block)),
+        (
+            "grad_prepare",
+            KernelLaunch(64, 64),
+            {},
+        ),
+        (
+            "grad_query",
+            blocks.grad_query,
+            dict(BAND_BLOCK_N=blocks.grad_query.band_block, CHECK_COLS=False),
+        ),
         (
             "grad_key_value",
             blocks.grad_key_value,
@@ -534,6 +575,7 @@ def compile_kernels(
     ):
         kernel = getattr(kernels, f"{name}_kernel")
         constants = dict(common, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, **extra)
+        constants = {k: v for k, v in constants.items() if k in kernel.arg_names}
         signature = {}
         for arg in kernel.arg_names:
             if arg in constants:
