@@ -16,21 +16,27 @@ walks its key tiles in three phases (the online softmax does not care about thei
 * left tiles (all bucket 0) and right tiles (all bucket ``R - 1``): a FlashAttention loop whose
   key term is one number per row (``QA[r, 0]`` or ``QA[r, R - 1]``); the rows' running sums at
   the end of each phase give the two tail masses ``M[r, 0]`` and ``M[r, R - 1]``;
-* band tiles (the few crossing ``|c - r - shift| < k``, walked in narrower tiles): the key term
-  is gathered from the ``(BLOCK_M, R)`` tile of ``QA`` by bucket; each row's probabilities are
-  split per bucket (one diagonal per interior bucket, read with a gather, plus the two tails),
-  and the interior part goes straight into the accumulator as ``P_b A_V`` (rescaled with it).
+* band tiles (the few crossing ``|c - r - shift| < k``): the key term ``QA[r, bucket(r, c)]`` is
+  read by bucket from the ``(Lq, R)`` table ``QA`` that the kernel wrote first (a cached
+  load, contiguous along each row); the tail entries of the band are summed per row, and each
+  interior bucket's logit (one key per row and bucket) is written to its ``(r, b)`` slot.
 
-At the end the two tails add ``M[r, 0] A_V[0] + M[r, R-1] A_V[R-1]``. The forward stores the
-output, the base-2 log-sum-exp, ``QA`` and the tail masses (``Lq × R`` and ``Lq × 2``, small).
+At the end the block reads the interior slots back as ``M[r, b] = exp2(s - max) / sum`` and adds
+``M A_V`` with one dot, plus ``M[r, 0] A_V[0] + M[r, R-1] A_V[R-1]`` for the tails. (A first
+version gathered from register tiles with ``tl.gather``; on an H200 its band tiles cost ~25 times
+a plain tile, see ``benchmarks/RESULTS.md``.) The forward stores the output, the base-2
+log-sum-exp, ``QA`` and the tail masses (``Lq × R`` and ``Lq × 2``, small).
 The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_Vᵀ)[r, bucket]``,
-``dS = P ⊙ (dP - δ)`` and ``δ_r = dO_r · o_r``, is two kernels:
+``dS = P ⊙ (dP - δ)`` and ``δ_r = dO_r · o_r``, is three kernels:
 
+* per query block, a small one: ``δ`` and ``dO A_Vᵀ`` (``Lq × R``);
+* per key block: ``dK = scale dSᵀ Q`` and ``dV = Pᵀ dO``, reading both ``(Lq, R)`` tables by
+  bucket;
 * per query block: ``dQ = scale (dS K + dS_b A_K)``, ``dS_b[r, b]`` being ``dS`` summed per
-  bucket (tails as row sums, interior buckets from the band tiles). It writes ``δ``,
-  ``dO A_Vᵀ`` and the block's share of both table gradients, ``scale dS_bᵀ Q`` and ``Mᵀ dO``
-  (``R × D`` each), which are summed afterwards — deterministic, no atomics;
-* per key block: ``dK = scale dSᵀ Q`` and ``dV = Pᵀ dO``.
+  bucket (tails as row sums; interior buckets written to ``(r, b)`` slots by the band tiles, as
+  are the masses ``M[r, b]``, over the ``dO A_Vᵀ`` entries they were computed from, which is why
+  this kernel runs last), and the block's share of both table gradients, ``scale dS_bᵀ Q`` and
+  ``Mᵀ dO`` (``R × D`` each), summed afterwards — deterministic, no atomics.
 
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
@@ -119,11 +125,11 @@ def _interpreting() -> bool:
 def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> TritonBlocks:
     """Tile sizes for a head size and dtype; 16×16 tiles under the interpreter.
 
-    Chosen without a GPU, from the sm_90 compile (Triton 3.6, ``benchmarks/gpu_check.py
-    --compile-only``): for half precision the largest tiles whose loops are free of register
-    spills; float32 inputs (3xTF32 matmuls) get small tiles that fit in shared memory. Not yet
-    tuned by timings (``benchmarks/gpu_check.py`` times alternatives); pass your own
-    :class:`TritonBlocks` to :func:`triton_attention` to tune.
+    Half precision with ``D <= 64``: timed on an H200 (``benchmarks/gpu_check.py``, one kernel's
+    tiles swept at a time; ``benchmarks/RESULTS.md``). Other head sizes and float32 (3xTF32
+    matmuls): chosen from the sm_90 compile (``gpu_check.py --compile-only``) to fit shared
+    memory and limit register spills, not tuned by timings. Pass your own :class:`TritonBlocks`
+    to :func:`triton_attention` to tune.
     """
     if _interpreting():
         tiny = KernelLaunch(16, 16, band_block=16)  # small tests still cross several tiles

@@ -257,5 +257,6 @@ def run(args: argparse.Namespace) -> int:
         f"{results['seconds']:.0f} s in all. Wrote {out}/results.json, table.md, accuracy.png "
         f"(relpos plot accuracy {out} redraws it)",
         highlight=False,
+        soft_wrap=True,  # never break a path in two: it is meant to be copied
     )
     return 0
