@@ -7,15 +7,17 @@
 Sections, in order of priority (each is skipped once the time budget is spent):
 
 1. versions (torch, Triton, CUDA, card);
-2. correctness: ``triton``, ``eager`` and ``flex`` against the float64 paper-literal reference on
-   small inputs (float32, float16, bfloat16; masks, offsets, per-head tables, key-only and
-   value-only; D = 32, 64, 128) — output and all five gradients;
+2. correctness of ``triton`` against the float64 paper-literal reference on small inputs
+   (float32, float16, bfloat16; masks, offsets, per-head tables, key-only and value-only;
+   D = 32, 64, 128) — output and all five gradients;
 3. timing (issue 5's setting): bfloat16, B = 2, H = 16, D = 64, k = 16, tables shared by the
    heads, key and value terms, no mask; forward and forward+backward median ms and peak memory
-   for SDPA without positions and the ``triton``, ``flex`` and ``eager`` backends, each called
-   directly in bfloat16 (``shaw_attention`` would upcast to float32 first);
-4. a few alternative Triton tile sizes at one length;
-5. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
+   for SDPA without positions and ``triton``, each called directly in bfloat16
+   (``shaw_attention`` would upcast to float32 first); then CUDA time per kernel (profiler);
+4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
+5. Triton tile sizes, one kernel's at a time, and the fastest combination at every length;
+   causal and D = 32 / 128 at one length;
+6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
 
 Results go to ``$OUT/gpu_check.json`` (rewritten after every section, so a run cut short still
 leaves what it measured) or ``--json PATH``.
