@@ -209,6 +209,39 @@ def test_keys_expanded_across_heads():
         torch.testing.assert_close(grad.double(), ref_grad, rtol=2e-5, atol=2e-4)
 
 
+@pytest.mark.parametrize("scale", [-3.0, 0.0])
+def test_scales_that_are_not_positive(scale):
+    """Tail tiles take the maximum of unscaled logits only when the scale is positive; with a
+    negative one that would subtract the minimum, and these large logits would overflow."""
+    index, tensors = _case(q_len=37, k_len=48)
+    with torch.no_grad():
+        tensors["query"] *= 4
+        tensors["key"] *= 4
+    leaves = [t for t in tensors.values() if t is not None]
+    kwargs = dict(
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+        attn_mask=_mask("padding", index),
+        is_causal=True,
+        scale=scale,
+    )
+    q, k, v = tensors["query"], tensors["key"], tensors["value"]
+    out = triton_attention(q, k, v, **kwargs)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, upstream)
+    exact = [t.detach().double().requires_grad_() for t in leaves]
+    ref_kwargs = dict(kwargs, key_table=exact[3], value_table=exact[4])
+    ref = reference_attention(*exact[:3], **ref_kwargs)
+    ref_grads = torch.autograd.grad(ref, exact, upstream.double())
+    # Logits of several hundred make float32 rounding large next to the usual 2e-5; a wrongly
+    # chosen maximum gives inf or NaN instead.
+    torch.testing.assert_close(out.double(), ref, rtol=1e-3, atol=1e-3)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        atol = 1e-3 * max(1.0, ref_grad.abs().max().item())
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-3, atol=atol)
+
+
 def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients():
     """The backward writes scratch slots; none of them may be a tensor saved by the forward."""
     index, tensors = _case()

@@ -121,7 +121,7 @@ def forward_tiles(
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Online softmax over the key tiles ``[k_lo, k_hi)`` of one phase (a tail, or the band).
 
@@ -149,23 +149,36 @@ def forward_tiles(
             slots = rows[:, None] * num_buckets + bucket  # (r, bucket(r, c)) in an (Lq, R) table
             if HAS_KEY_TABLE:
                 scores += tl.load(rel_base + slots, mask=row_ok[:, None], other=0.0)
-            scores = scores * qk_scale
+            scores = masked_logits(
+                scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+                q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            )
+            new_max = tl.maximum(row_max, tl.max(scores, 1))
         else:
-            if HAS_KEY_TABLE:
-                # One table row for the whole tile; tail_bias comes scaled, so this is one FMA.
-                scores = scores * qk_scale + tail_bias[:, None]
-            else:
-                scores = scores * qk_scale
-        scores = masked_logits(
-            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-        )
-        new_max = tl.maximum(row_max, tl.max(scores, 1))
+            # A tail tile's key term is one number per row, ``tail_bias`` (already scaled): it
+            # moves the row's maximum and is subtracted with it, so each entry costs one FMA.
+            if SCALE_FIRST:  # a float mask is added to scaled logits; a scale <= 0 flips max
+                scores = masked_logits(
+                    scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm,
+                    stride_mn, q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+                )
+                new_max = tl.maximum(row_max, tl.max(scores, 1) + tail_bias)
+            else:  # only -inf entries: max and scale commute
+                scores = masked_logits(
+                    scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+                    q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+                )
+                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale + tail_bias)
         # A row that has seen no allowed key yet keeps max -inf; subtract 0 instead, so that
         # exp2(-inf - (-inf)) = NaN is never formed.
         safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
         rescale = tl.exp2(row_max - safe_max)
-        probs = tl.exp2(scores - safe_max[:, None])  # (BM, BN), unnormalised
+        if BAND:
+            probs = tl.exp2(scores - safe_max[:, None])  # (BM, BN), unnormalised
+        elif SCALE_FIRST:
+            probs = tl.exp2(scores - (safe_max - tail_bias)[:, None])
+        else:
+            probs = tl.exp2(scores * qk_scale - (safe_max - tail_bias)[:, None])
         row_sum = row_sum * rescale + tl.sum(probs, 1)
         acc = acc * rescale[:, None] + tl.dot(
             probs.to(value.dtype), value, input_precision=DOT_PRECISION
@@ -197,7 +210,8 @@ def forward_kernel(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    CHECK_COLS: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     q_start = tl.program_id(0) * BLOCK_M
     batch_head = tl.program_id(1)
@@ -266,7 +280,7 @@ def forward_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
     left_sum = row_sum
     left_max = row_max
@@ -277,7 +291,7 @@ def forward_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
     tails_sum = row_sum
     tails_max = row_max
@@ -288,7 +302,7 @@ def forward_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
 
     # A fully masked row has row_sum 0: its output, masses and gradients are zeros.
@@ -391,7 +405,7 @@ def grad_query_tiles(
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    CHECK_COLS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """``dS K`` over the key tiles ``[k_lo, k_hi)``, with ``dS`` summed per bucket.
 
@@ -421,22 +435,30 @@ def grad_query_tiles(
             slots = rows[:, None] * num_buckets + bucket  # (BM, BN)
             if HAS_KEY_TABLE:
                 scores += tl.load(rel_base + slots, mask=row_ok[:, None], other=0.0)
-            scores = scores * qk_scale
             if HAS_VALUE_TABLE:  # + dO_r · a^V_rc
                 grad_probs += tl.load(grad_rel_base + slots, mask=row_ok[:, None], other=0.0)
+            scores = masked_logits(
+                scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+                q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            )
+            probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
+            grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
         else:
-            if HAS_KEY_TABLE:
-                scores = scores * qk_scale + tail_bias[:, None]  # tail_bias comes scaled
+            # A tail's key and value terms are one number per row (tail_bias comes scaled):
+            # folded into lse and δ, so the tile pays no extra operation for them.
+            if SCALE_FIRST:  # a float mask is added to scaled logits
+                scores = masked_logits(
+                    scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm,
+                    stride_mn, q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+                )
+                probs = tl.exp2(scores - (lse - tail_bias)[:, None])
             else:
-                scores = scores * qk_scale
-            if HAS_VALUE_TABLE:
-                grad_probs += tail_grad_bias[:, None]
-        scores = masked_logits(
-            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-        )
-        probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
-        grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
+                scores = masked_logits(
+                    scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+                    q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+                )
+                probs = tl.exp2(scores * qk_scale - (lse - tail_bias)[:, None])
+            grad_scores = probs * (grad_probs - (delta - tail_grad_bias)[:, None])
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if BAND:
             interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
@@ -473,7 +495,7 @@ def grad_query_kernel(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    CHECK_COLS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``."""
     block = tl.program_id(0)
@@ -546,7 +568,7 @@ def grad_query_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, right_bias, right_grad_bias,
@@ -556,7 +578,7 @@ def grad_query_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
@@ -566,7 +588,7 @@ def grad_query_kernel(
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION,
     )
 
     # Interior buckets, from the slots the band tiles wrote (other threads wrote them).
@@ -640,7 +662,8 @@ def grad_key_value_tiles(
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles."""
     dims = tl.arange(0, D_PAD)
@@ -672,22 +695,27 @@ def grad_key_value_tiles(
                     grad_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0
                 )
         else:
+            # A tail's key and value terms are one number per row: folded into lse and δ.
             if HAS_KEY_TABLE:
                 tail = tl.load(query_rel_base + rows * num_buckets + tail_bucket,
                                mask=row_ok, other=0.0)
-                scores_t = scores_t * qk_scale + (tail * qk_scale)[None, :]
-            else:
-                scores_t = scores_t * qk_scale
+                lse = lse - tail * qk_scale
             if HAS_VALUE_TABLE:
                 tail_grad = tl.load(grad_rel_base + rows * num_buckets + tail_bucket,
                                     mask=row_ok, other=0.0)
-                grad_probs_t += tail_grad[None, :]
+                delta = delta - tail_grad
+            if SCALE_FIRST:
+                scores_t = scores_t * qk_scale
+        # No bounds: columns past k_len are this block's own (never stored), and rows past q_len
+        # have lse = +inf.
         scores_t = masked_logits(
             scores_t, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
             q_len, k_len, False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-        )  # no bounds: columns past k_len are this block's own (never stored), and rows past
-        # q_len have lse = +inf
-        probs_t = tl.exp2(scores_t - lse[None, :])  # (BN, BM): Pᵀ
+        )
+        if BAND or SCALE_FIRST:
+            probs_t = tl.exp2(scores_t - lse[None, :])  # (BN, BM): Pᵀ
+        else:
+            probs_t = tl.exp2(scores_t * qk_scale - lse[None, :])
         grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
         grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
         grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)
@@ -707,7 +735,7 @@ def grad_key_value_kernel(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     k_start = tl.program_id(0) * BLOCK_N
     batch_head = tl.program_id(1)
@@ -752,7 +780,8 @@ def grad_key_value_kernel(
         cols, q_first, tl.minimum(band_lo, q_len), num_buckets - 1, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+        DOT_PRECISION,
     )
     grad_k, grad_v = grad_key_value_tiles(
         grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
@@ -761,7 +790,8 @@ def grad_key_value_kernel(
         cols, tl.maximum(band_hi, q_first), q_len, 0, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+        DOT_PRECISION,
     )
     grad_k, grad_v = grad_key_value_tiles(
         grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
@@ -770,7 +800,8 @@ def grad_key_value_kernel(
         cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), 0, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_M, True,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, DOT_PRECISION,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+        DOT_PRECISION,
     )
     tl.store(
         GRAD_K + batch * stride_kb + head * stride_kh

@@ -264,6 +264,9 @@ def _meta(problem: _Problem, query: Tensor, value: Tensor, has_key: bool, has_va
         IS_CAUSAL=problem.is_causal,
         MASK_KIND=problem.mask_kind,
         MASK_ROWWISE=problem.mask_rowwise,
+        # Tail tiles take the row maximum of unscaled logits unless a float mask must be added
+        # to scaled ones or the scale is not positive (then scaling would not commute with max).
+        SCALE_FIRST=problem.mask_kind == 2 or problem.scale <= 0,
         DOT_PRECISION=_dot_precision(query.dtype),
     )
 
@@ -544,6 +547,7 @@ def compile_kernels(
         IS_CAUSAL=is_causal,
         MASK_KIND=mask_kind,
         MASK_ROWWISE=mask_kind != 0,
+        SCALE_FIRST=mask_kind == 2,
         DOT_PRECISION=_dot_precision(dtype),
     )
     float_buffers = {
