@@ -16,7 +16,7 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    (``shaw_attention`` would upcast to float32 first); then CUDA time per kernel (profiler);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
 5. Triton tile sizes, one kernel's at a time, and the fastest combination at every length;
-   causal and D = 32 / 128 at one length;
+   causal and D = 32 / 128 at one length; the tails' terms folded (default) or not;
 6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
 
 Results go to ``$OUT/gpu_check.json`` (rewritten after every section, so a run cut short still
@@ -26,6 +26,7 @@ leaves what it measured) or ``--json PATH``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relpos.attention import RelativeIndex
+from relpos.attention import RelativeIndex, triton_shaw
 from relpos.attention.eager import eager_attention
 from relpos.attention.flex import flex_shaw_attention
 from relpos.attention.reference import reference_attention
@@ -553,6 +554,46 @@ def timing_chosen(run: Run, blocks: TritonBlocks, lengths: list[int], repeats: i
         )
 
 
+@contextlib.contextmanager
+def scale_first_tails():
+    """Make the kernels add each tail's key term entry by entry (the cost before commit 7d1ca0b
+    folded it into the row maximum), to time that change against itself in one run."""
+    original = triton_shaw._meta
+
+    def patched(*args, **kwargs):
+        return dict(original(*args, **kwargs), SCALE_FIRST=True)
+
+    triton_shaw._meta = patched
+    try:
+        yield
+    finally:
+        triton_shaw._meta = original
+
+
+def timing_fold(run: Run, lengths: list[int], repeats: int) -> None:
+    """Default kernels against the same kernels with the tail terms added entry by entry."""
+    section = run.results["sections"].setdefault("fold", {"rows": []})
+    print("\n== tails folded into max/lse/delta (default) vs added entry by entry ==")
+    for length in lengths:
+        if not run.has_time(f"fold L={length}"):
+            return
+        try:
+            folded = time_backend("triton", length, repeats)
+            with scale_first_tails():
+                unfolded = time_backend("triton", length, repeats)
+            row = {"length": length, "folded": folded, "entry_by_entry": unfolded}
+            print(
+                f"{length:>6} fwd {folded['fwd_ms']:7.3f} vs {unfolded['fwd_ms']:7.3f} ms, "
+                f"fwd+bwd {folded['fwd_bwd_ms']:7.3f} vs {unfolded['fwd_bwd_ms']:7.3f} ms",
+                flush=True,
+            )
+        except Exception as error:
+            row = {"length": length, "error": f"{type(error).__name__}: {error}"}
+            print(f"{length:>6} {row['error'][:100]}", flush=True)
+        section["rows"].append(row)
+        run.save()
+
+
 def timing_variants(run: Run, length: int, repeats: int) -> None:
     """Causal and other head sizes at one length: Triton (default tiles) against SDPA."""
     section = run.results["sections"].setdefault("variants", {"length": length, "rows": []})
@@ -734,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen = sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
             timing_chosen(run, chosen, lengths, args.repeats)
             timing_variants(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
+            timing_fold(run, [n for n in lengths if n >= 4096] or lengths, args.repeats)
         if run.has_time("bench"):
             bench_smoke(run)
     checks = run.results["sections"].get("correctness", {}).get("checks", [])
