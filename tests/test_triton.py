@@ -131,6 +131,8 @@ CASES = {
     "per_head_tables": dict(per_head=True),
     "key_only": dict(values=False),
     "value_only": dict(keys=False),
+    # Without tables the kernels are plain attention (gpu_check times this against SDPA).
+    "no_tables": dict(keys=False, values=False, mask="padding"),
     "dense_mask_fully_masked_row": dict(mask="dense"),
     "float_mask": dict(mask="float"),
     "asymmetric_clipping_odd_length": dict(q_len=37, k_len=37, left=5, right=1),

@@ -358,15 +358,23 @@ def forward_kernel(
 
 @triton.jit
 def grad_prepare_kernel(
-    OUT, GRAD_OUT, VALUE_TABLE, DELTA, GRAD_REL,
+    OUT, GRAD_OUT, VALUE_TABLE, LSE, QUERY_REL, DELTA, GRAD_REL, TAIL_ROWS,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_avh,
-    heads, q_len, num_buckets,
+    heads, q_len, num_buckets, qk_scale,
     VALUE_DIM: tl.constexpr, DV_PAD: tl.constexpr, R_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
-    """Per query row: ``δ_r = dO_r · o_r`` and (with a value table) ``dO_r · w^V_b`` for every b."""
+    """Per query row: ``δ_r = dO_r · o_r``, (with a value table) ``dO_r · w^V_b`` for every b,
+    and each tail's ``lse`` and ``δ`` with its one-number-per-row key and value terms folded in.
+
+    ``TAIL_ROWS`` is ``(4, B·H·Lq)``: ``lse - scale·QA[r, 0]``, ``lse - scale·QA[r, R-1]``,
+    ``δ - (dO A_Vᵀ)[r, 0]``, ``δ - (dO A_Vᵀ)[r, R-1]``. The key/value kernel's tail tiles load
+    these as contiguous vectors, like a plain FlashAttention backward, instead of gathering two
+    strided table entries per row and tile.
+    """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     batch_head = tl.program_id(1)
     batch = (batch_head // heads).to(tl.int64)
@@ -383,8 +391,19 @@ def grad_prepare_kernel(
         OUT + batch * stride_ob + head * stride_oh
         + rows[:, None] * stride_om + value_dims[None, :] * stride_od, mask=v_mask, other=0.0,
     )
-    tl.store(DELTA + row_index, tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1),
-             mask=row_ok)
+    delta = tl.sum(grad_out.to(tl.float32) * out.to(tl.float32), 1)
+    tl.store(DELTA + row_index, delta, mask=row_ok)
+    lse = tl.load(LSE + row_index, mask=row_ok, other=float("inf"))
+    plane = tl.num_programs(1).to(tl.int64) * q_len  # B·H·Lq entries per TAIL_ROWS plane
+    if HAS_KEY_TABLE:
+        left_key = tl.load(QUERY_REL + row_index * num_buckets, mask=row_ok, other=0.0)
+        right_key = tl.load(QUERY_REL + row_index * num_buckets + num_buckets - 1, mask=row_ok,
+                            other=0.0)
+        tl.store(TAIL_ROWS + row_index, lse - left_key * qk_scale, mask=row_ok)
+        tl.store(TAIL_ROWS + plane + row_index, lse - right_key * qk_scale, mask=row_ok)
+    else:
+        tl.store(TAIL_ROWS + row_index, lse, mask=row_ok)
+        tl.store(TAIL_ROWS + plane + row_index, lse, mask=row_ok)
     if HAS_VALUE_TABLE:
         buckets = tl.arange(0, R_PAD)
         value_table = load_table(
@@ -393,6 +412,13 @@ def grad_prepare_kernel(
         grad_rel = tl.dot(grad_out, tl.trans(value_table), input_precision=DOT_PRECISION)
         tl.store(GRAD_REL + row_index[:, None] * num_buckets + buckets[None, :], grad_rel,
                  mask=row_ok[:, None] & (buckets[None, :] < num_buckets))
+        left_value = tl.sum(tl.where(buckets[None, :] == 0, grad_rel, 0.0), 1)
+        right_value = tl.sum(tl.where(buckets[None, :] == num_buckets - 1, grad_rel, 0.0), 1)
+        tl.store(TAIL_ROWS + 2 * plane + row_index, delta - left_value, mask=row_ok)
+        tl.store(TAIL_ROWS + 3 * plane + row_index, delta - right_value, mask=row_ok)
+    else:
+        tl.store(TAIL_ROWS + 2 * plane + row_index, delta, mask=row_ok)
+        tl.store(TAIL_ROWS + 3 * plane + row_index, delta, mask=row_ok)
 
 
 @triton.jit
@@ -657,7 +683,7 @@ def grad_key_value_tiles(
     grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
     lse_base, delta_base, mask_base,
     stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-    cols, q_lo, q_hi, tail_bucket, q_len, k_len, shift, max_left, max_right,
+    cols, q_lo, q_hi, q_len, k_len, shift, max_left, max_right,
     num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BAND: tl.constexpr,
@@ -665,7 +691,11 @@ def grad_key_value_tiles(
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles."""
+    """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles.
+
+    In the band ``lse_base`` / ``delta_base`` point at the rows' plain ``lse`` and ``δ``; in a
+    tail, at that tail's planes of ``TAIL_ROWS``, which fold its key and value terms in.
+    """
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
     for q_start in range(q_lo, q_hi, BLOCK_M):
@@ -694,18 +724,8 @@ def grad_key_value_tiles(
                 grad_probs_t += tl.load(
                     grad_rel_base + rel_offsets_t, mask=row_ok[None, :], other=0.0
                 )
-        else:
-            # A tail's key and value terms are one number per row: folded into lse and δ.
-            if HAS_KEY_TABLE:
-                tail = tl.load(query_rel_base + rows * num_buckets + tail_bucket,
-                               mask=row_ok, other=0.0)
-                lse = lse - tail * qk_scale
-            if HAS_VALUE_TABLE:
-                tail_grad = tl.load(grad_rel_base + rows * num_buckets + tail_bucket,
-                                    mask=row_ok, other=0.0)
-                delta = delta - tail_grad
-            if SCALE_FIRST:
-                scores_t = scores_t * qk_scale
+        elif SCALE_FIRST:  # (a tail: its key and value terms are already in lse and δ)
+            scores_t = scores_t * qk_scale
         # No bounds: columns past k_len are this block's own (never stored), and rows past q_len
         # have lse = +inf.
         scores_t = masked_logits(
@@ -724,7 +744,7 @@ def grad_key_value_tiles(
 
 @triton.jit
 def grad_key_value_kernel(
-    Q, K, V, GRAD_OUT, MASK, LSE, DELTA, QUERY_REL, GRAD_REL, GRAD_K, GRAD_V,
+    Q, K, V, GRAD_OUT, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL, GRAD_REL, GRAD_K, GRAD_V,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -761,6 +781,7 @@ def grad_key_value_kernel(
     row_base = batch_head.to(tl.int64) * q_len
     query_rel_base = QUERY_REL + row_base * num_buckets
     grad_rel_base = GRAD_REL + row_base * num_buckets
+    plane = tl.num_programs(1).to(tl.int64) * q_len  # one TAIL_ROWS plane: B·H·Lq rows
     grad_k = tl.zeros((BLOCK_N, D_PAD), tl.float32)
     grad_v = tl.zeros((BLOCK_N, DV_PAD), tl.float32)
 
@@ -775,9 +796,19 @@ def grad_key_value_kernel(
 
     grad_k, grad_v = grad_key_value_tiles(
         grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
-        LSE + row_base, DELTA + row_base, mask_base,
+        TAIL_ROWS + plane + row_base, TAIL_ROWS + 3 * plane + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-        cols, q_first, tl.minimum(band_lo, q_len), num_buckets - 1, q_len, k_len,
+        cols, q_first, tl.minimum(band_lo, q_len), q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+        DOT_PRECISION,
+    )
+    grad_k, grad_v = grad_key_value_tiles(
+        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        TAIL_ROWS + row_base, TAIL_ROWS + 2 * plane + row_base, mask_base,
+        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+        cols, tl.maximum(band_hi, q_first), q_len, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
@@ -787,17 +818,7 @@ def grad_key_value_kernel(
         grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
         LSE + row_base, DELTA + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-        cols, tl.maximum(band_hi, q_first), q_len, 0, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION,
-    )
-    grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
-        LSE + row_base, DELTA + row_base, mask_base,
-        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-        cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), 0, q_len, k_len,
+        cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_M, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,

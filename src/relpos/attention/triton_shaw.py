@@ -29,7 +29,9 @@ log-sum-exp, ``QA`` and the tail masses (``Lq × R`` and ``Lq × 2``, small).
 The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_Vᵀ)[r, bucket]``,
 ``dS = P ⊙ (dP - δ)`` and ``δ_r = dO_r · o_r``, is three kernels:
 
-* per query block, a small one: ``δ`` and ``dO A_Vᵀ`` (``Lq × R``);
+* per query block, a small one: ``δ``, ``dO A_Vᵀ`` (``Lq × R``), and each tail's ``lse`` and
+  ``δ`` with its key and value terms folded in (``4 × Lq``; the tails' tiles read them as plain
+  vectors);
 * per key block: ``dK = scale dSᵀ Q`` and ``dV = Pᵀ dO``, reading both ``(Lq, R)`` tables by
   bucket;
 * per query block: ``dQ = scale (dS K + dS_b A_K)``, ``dS_b[r, b]`` being ``dS`` summed per
@@ -46,6 +48,7 @@ for loops with computed bounds, and ``tests/test_triton.py`` carries a shim for 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -164,8 +167,10 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
     )
 
 
+@functools.cache
 def triton_available() -> bool:
-    """Whether Triton is installed (it is not imported)."""
+    """Whether Triton is installed (it is not imported). Asked once: a module search stats the
+    import path, ~0.1 ms, which would otherwise be paid on every call."""
     return importlib.util.find_spec("triton") is not None
 
 
@@ -381,6 +386,9 @@ class _ShawTriton(torch.autograd.Function):
         grad_k = torch.empty_like(key)
         grad_v = torch.empty_like(value)
         delta = torch.empty(batch * heads, q_len, **f32)
+        # Each tail's lse and δ with its key and value terms folded in, (4, B·H·Lq): the key/value
+        # kernel's tail tiles read them as contiguous vectors.
+        tail_rows = torch.empty(4, batch * heads * q_len, **f32)
         # dO A_Vᵀ (Lq × R): read by both kernels; the query kernel, which runs last, overwrites
         # its interior slots with the masses M[r, b] it recomputes.
         grad_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_value else delta
@@ -391,18 +399,23 @@ class _ShawTriton(torch.autograd.Function):
             out,
             grad_out,
             query if value_table is None else value_table,
+            lse,
+            query_rel if has_key else delta,
             delta,
             grad_rel,
+            tail_rows,
             *_strides(out),
             *_strides(grad_out),
             _table_head_stride(value_table),
             heads,
             q_len,
             rows,
+            problem.scale * LOG2E,
             VALUE_DIM=meta["VALUE_DIM"],
             DV_PAD=meta["DV_PAD"],
             R_PAD=meta["R_PAD"],
             BLOCK_M=prepare_rows,
+            HAS_KEY_TABLE=has_key,
             HAS_VALUE_TABLE=has_value,
             DOT_PRECISION=meta["DOT_PRECISION"],
             num_warps=4,
@@ -419,6 +432,7 @@ class _ShawTriton(torch.autograd.Function):
             query if mask is None else mask,
             lse,
             delta,
+            tail_rows,
             query_rel if has_key else delta,
             grad_rel,
             grad_k,
@@ -501,9 +515,9 @@ def _table_head_stride(table: Tensor | None) -> int:
 
 def _sum_partials(partials: Tensor, table: Tensor, batch: int, heads: int, blocks: int) -> Tensor:
     """``(B·H·blocks, R, D)`` per-block table gradients → the table's own shape ``(Ht, R, D)``."""
+    if table.shape[0] == 1:  # shared table: every head's rows add up, one reduction
+        return partials.sum(dim=0, keepdim=True).to(table.dtype)
     per_head = partials.view(batch, heads, blocks, *partials.shape[1:]).sum(dim=(0, 2))  # (H, R, D)
-    if table.shape[0] == 1:
-        per_head = per_head.sum(dim=0, keepdim=True)  # shared table: every head's rows add up
     return per_head.to(table.dtype)
 
 
@@ -516,13 +530,16 @@ def compile_kernels(
     arch: int = 90,
     is_causal: bool = False,
     mask_kind: int = 0,
+    constexprs: dict | None = None,
 ) -> dict:
     """Compile the three kernels for an NVIDIA architecture (``arch=90``: H100/H200) without a GPU.
 
     Returns ``{name: triton CompiledKernel}`` (``.asm["ptx"]``, ``.asm["cubin"]``,
     ``.metadata.shared``): a check that the kernels lower, and material for choosing tile sizes
-    (``ptxas -v`` on the PTX reports registers and spills). Needs a process in which the kernels
-    were not built for the interpreter, i.e. ``TRITON_INTERPRET`` unset before first use.
+    (``ptxas -v`` on the PTX reports registers and spills). ``constexprs`` overrides compile-time
+    flags (e.g. ``{"HAS_VALUE_TABLE": False}``) to see what a feature costs in registers. Needs a
+    process in which the kernels were not built for the interpreter, i.e. ``TRITON_INTERPRET``
+    unset before first use.
     """
     import triton
     from triton.backends.compiler import GPUTarget
@@ -550,6 +567,7 @@ def compile_kernels(
         SCALE_FIRST=mask_kind == 2,
         DOT_PRECISION=_dot_precision(dtype),
     )
+    common.update(constexprs or {})
     float_buffers = {
         "LSE",
         "QUERY_REL",
@@ -560,6 +578,7 @@ def compile_kernels(
         "PARTIAL_VALUE_TABLE",
         "BAND_LOGITS",
         "GRAD_SCORES_REL",
+        "TAIL_ROWS",
     }
     compiled = {}
     for name, launch, extra in (
