@@ -175,6 +175,88 @@ def test_band_walked_in_narrower_tiles_and_strided_inputs():
     )
 
 
+TMA_CASES = [
+    "plain",
+    "causal_padding_query_offset",
+    "key_offset_long_queries",
+    "head_dim_64_value_dim_16",
+    "float_mask",
+    "keys_a_multiple_of_the_tile",
+]
+
+
+@pytest.mark.parametrize("name", TMA_CASES)
+def test_forward_through_tma_descriptors(name, monkeypatch):
+    """``KernelLaunch(tma=True)``: the forward's tail tiles load keys and values through tensor
+    descriptors (the interpreter runs them like TMA: zero past the ends)."""
+    made = []
+    make = triton_shaw._row_descriptor
+    monkeypatch.setattr(triton_shaw, "_row_descriptor", lambda *a: made.append(a[1:]) or make(*a))
+    options = dict(CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    index, tensors = _case(**options)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    blocks = TritonBlocks(KernelLaunch(16, 16, band_block=16, tma=True), tiny, tiny)
+    _check_against_reference(
+        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal, blocks=blocks
+    )
+    assert made, "the descriptors were not used"
+
+
+def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(monkeypatch):
+    # Dense keys and values that start one element past a 16-byte boundary (as a slice of a
+    # larger buffer would): no TMA descriptor can address them.
+    index, tensors = _case(q_len=20, k_len=20)
+    for name in ("key", "value"):
+        t = tensors[name].detach()
+        buffer = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        shifted = buffer[1:].view(t.shape)
+        shifted.copy_(t)
+        tensors[name] = shifted.requires_grad_()
+        assert not triton_shaw._tma_compatible(tensors[name])
+    assert triton_shaw._tma_compatible(tensors["query"])
+    monkeypatch.setattr(triton_shaw, "_row_descriptor", None)  # any use would fail
+    tiny = KernelLaunch(16, 16, band_block=16)
+    blocks = TritonBlocks(KernelLaunch(16, 16, band_block=16, tma=True), tiny, tiny)
+    _check_against_reference(index, tensors, blocks=blocks)
+
+
+def test_sliced_inputs_with_gaps_between_rows():
+    # Keys and values cut from rows one element wider: not dense, so gradient buffers made like
+    # them would have other strides; the backend copies such inputs first.
+    index, tensors = _case(q_len=20, k_len=20)
+    for name in ("key", "value"):
+        t = tensors[name].detach()
+        tensors[name] = torch.cat([t, t[..., :1]], dim=-1)[..., : t.shape[-1]].requires_grad_()
+        assert not triton_shaw._is_dense(tensors[name])
+    _check_against_reference(index, tensors)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(key=lambda t: t[..., :16]), "key"),
+        (dict(value=lambda t: t[:, :1]), "value"),
+        (dict(key_table=lambda t: t[:, :-1]), "key_table must have shape"),
+        (dict(value_table=lambda t: t.double()), "value_table has dtype"),
+    ],
+)
+def test_called_directly_bad_shapes_are_refused(change, match):
+    """``triton_attention`` checks its inputs itself: the kernels would read out of bounds."""
+    index, tensors = _case(q_len=20, k_len=20)
+    tensors = {n: (change[n](t.detach()) if n in change else t) for n, t in tensors.items()}
+    with pytest.raises((ValueError, TypeError), match=match):
+        triton_attention(
+            tensors["query"],
+            tensors["key"],
+            tensors["value"],
+            index=index,
+            key_table=tensors["key_table"],
+            value_table=tensors["value_table"],
+        )
+
+
 def test_keys_expanded_across_heads():
     # (B, 1, L, D) keys and values shared by both heads, as an expanded (stride 0) view.
     index, tensors = _case(q_len=24, k_len=24)
@@ -366,12 +448,19 @@ def test_band_tile_larger_than_its_loop_tile_is_rejected():
 
 
 def test_kernels_compile_for_hopper_without_a_gpu():
-    """The interpreter never lowers the kernels; compile all three for sm_90 in a fresh process
-    (Triton's own compiler and ptxas, no GPU needed), causal with a key-padding mask."""
+    """The interpreter never lowers the kernels; compile all four for sm_90 in a fresh process
+    (Triton's own compiler and ptxas, no GPU needed), causal with a key-padding mask, as a launch
+    specialises them (then the loads are asynchronous copies), and the forward with TMA loads
+    at a length that is no multiple of the tile."""
     script = (
-        "from relpos.attention.triton_shaw import compile_kernels\n"
+        "from relpos.attention.triton_shaw import KernelLaunch, TritonBlocks, compile_kernels\n"
         "for name, kernel in compile_kernels(64, is_causal=True, mask_kind=1).items():\n"
         "    assert kernel.asm['cubin'], name\n"
+        "    assert 'cp.async' in kernel.asm['ptx'] or name == 'grad_prepare', name\n"
+        "tma = KernelLaunch(64, 64, band_block=64, tma=True)\n"
+        "blocks = TritonBlocks(tma, tma, tma)\n"
+        "ptx = compile_kernels(64, blocks=blocks, length=1000)['forward'].asm['ptx']\n"
+        "assert 'cp.async.bulk.tensor' in ptx\n"
         "print('compiled')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

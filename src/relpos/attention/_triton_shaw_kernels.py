@@ -109,19 +109,41 @@ def load_table_row(table_ptr, bucket, DIM: tl.constexpr, DIM_PAD: tl.constexpr):
     return tl.load(table_ptr + bucket * DIM + dims, mask=dims < DIM, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def load_key_rows(
+    base, desc, batch, head, start, stride_n, stride_d, length,
+    DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK: tl.constexpr, USE_TMA: tl.constexpr,
+):
+    """Rows ``[start, start + BLOCK)`` of one head's keys (or values), ``(BLOCK, DIM_PAD)``,
+    zero past ``length`` and ``DIM``: by pointers, or with ``USE_TMA`` through the tensor
+    descriptor ``desc`` over the whole ``(B, H, L, DIM)`` tensor (Hopper's TMA unit computes
+    the addresses and the bounds, so the threads spend no registers on them)."""
+    if USE_TMA:
+        rows = desc.load([batch, head, start, 0]).reshape(BLOCK, DIM_PAD)
+    else:
+        positions = start + tl.arange(0, BLOCK)
+        dims = tl.arange(0, DIM_PAD)
+        rows = tl.load(
+            base + positions[:, None] * stride_n + dims[None, :] * stride_d,
+            mask=(positions[:, None] < length) & (dims[None, :] < DIM), other=0.0,
+        )
+    return rows
+
+
 # ------------------------------------------------------------------------------ forward
 
 
 @triton.jit
 def forward_tiles(
     acc, row_sum, row_max, band_left, band_right, q, tail_bias, rel_base, mass_base,
-    k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+    k_base, v_base, k_desc, v_desc, batch, head, mask_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
-    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Online softmax over the key tiles ``[k_lo, k_hi)`` of one phase (a tail, or the band).
 
@@ -130,18 +152,16 @@ def forward_tiles(
     ``band_left`` / ``band_right``, and each interior bucket's logit (one key per row and bucket)
     is written to its ``(r, b)`` slot at ``mass_base`` for the epilogue.
     """
-    dims = tl.arange(0, D_PAD)
-    value_dims = tl.arange(0, DV_PAD)
     row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
         cols = k_start + tl.arange(0, BLOCK_N)
-        key = tl.load(
-            k_base + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
-            mask=(cols[:, None] < k_len) & (dims[None, :] < HEAD_DIM), other=0.0,
+        key = load_key_rows(
+            k_base, k_desc, batch, head, k_start, stride_kn, stride_kd, k_len,
+            HEAD_DIM, D_PAD, BLOCK_N, USE_TMA,
         )  # (BN, D_PAD)
-        value = tl.load(
-            v_base + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
-            mask=(cols[:, None] < k_len) & (value_dims[None, :] < VALUE_DIM), other=0.0,
+        value = load_key_rows(
+            v_base, v_desc, batch, head, k_start, stride_vn, stride_vd, k_len,
+            VALUE_DIM, DV_PAD, BLOCK_N, USE_TMA,
         )  # (BN, DV_PAD)
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN): q_r · k_c
         if BAND:
@@ -198,7 +218,8 @@ def forward_tiles(
 
 @triton.jit
 def forward_kernel(
-    Q, K, V, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS, BAND_LOGITS,
+    Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
+    BAND_LOGITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -211,12 +232,16 @@ def forward_kernel(
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
+    """``USE_TMA``: the tail tiles load keys and values through the descriptors ``K_DESC`` /
+    ``V_DESC`` (blocks of ``(1, 1, BLOCK_N, D_PAD)``); otherwise those arguments are unused."""
     q_start = tl.program_id(0) * BLOCK_M
     batch_head = tl.program_id(1)
-    batch = (batch_head // heads).to(tl.int64)
-    head = (batch_head % heads).to(tl.int64)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
     rows = q_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
@@ -275,34 +300,37 @@ def forward_kernel(
     # their sums), then the band.
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
         acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     left_sum = row_sum
     left_max = row_max
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
         acc, row_sum, row_max, band_left, band_right, q, right_bias, rel_base, mass_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, band_hi, k_stop, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     tails_sum = row_sum
     tails_max = row_max
     acc, row_sum, row_max, band_left, band_right = forward_tiles(
         acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, False,
     )
 
     # A fully masked row has row_sum 0: its output, masses and gradients are zeros.

@@ -57,6 +57,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import checks
 from .api import register_backend
 from .eager import eager_attention
 from .index import RelativeIndex
@@ -89,6 +90,10 @@ class KernelLaunch:
     band_block: int = 32  # the loop dimension's tile size inside the band (<= its block size)
     num_warps: int = 4
     num_stages: int = 2
+    # Forward only: load the tails' key and value tiles through TMA tensor descriptors (Hopper
+    # and later) where the layout allows it (last stride 1, other strides and the base 16-byte
+    # aligned); otherwise, and in the other kernels, plain pointer loads.
+    tma: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_m", "block_n", "band_block"):
@@ -331,6 +336,12 @@ class _ShawTriton(torch.autograd.Function):
         meta = _meta(problem, query, value, key_table is not None, value_table is not None)
         launch = problem.blocks.forward
         grid = (_cdiv(q_len, launch.block_m), batch * heads)
+        use_tma = launch.tma and _tma_compatible(key) and _tma_compatible(value)
+        if use_tma:
+            key_rows = _row_descriptor(key, launch.block_n, meta["D_PAD"])
+            value_rows = _row_descriptor(value, launch.block_n, meta["DV_PAD"])
+        else:
+            key_rows, value_rows = key, value  # unused by the kernel
         _launch(
             _kernels().forward_kernel,
             grid,
@@ -338,6 +349,8 @@ class _ShawTriton(torch.autograd.Function):
             query,
             key,
             value,
+            key_rows,
+            value_rows,
             query if key_table is None else key_table,  # unused pointer when there is no table
             query if value_table is None else value_table,
             query if mask is None else mask,
@@ -358,6 +371,7 @@ class _ShawTriton(torch.autograd.Function):
             BAND_BLOCK_N=launch.band_block,
             CHECK_COLS=problem.index.key_len % launch.block_n != 0,
             SAVE_FOR_BACKWARD=needs_grad,
+            USE_TMA=use_tma,
             **meta,
         )
         del band_logits
@@ -504,8 +518,37 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _has_broadcast_dim(t: Tensor) -> bool:
-    return any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape, strict=True))
+def _tma_compatible(t: Tensor) -> bool:
+    """Whether a TMA descriptor can address ``t``: last dimension contiguous, the base and every
+    other stride a multiple of 16 bytes."""
+    size = t.element_size()
+    return (
+        t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all(stride * size % 16 == 0 for stride in t.stride()[:-1])
+    )
+
+
+def _row_descriptor(t: Tensor, block_rows: int, dim_pad: int):
+    """A TMA descriptor over a ``(B, H, L, D)`` tensor that loads ``(1, 1, block_rows, dim_pad)``
+    blocks, zero past ``L`` and ``D``."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, dim_pad])
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Whether ``t`` fills its memory without gaps or overlaps in some order of its dimensions
+    (a permuted contiguous tensor is; an expanded or sliced view is not). Only for such a tensor
+    does ``empty_like`` return the same strides."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _table_head_stride(table: Tensor | None) -> int:
@@ -526,102 +569,111 @@ def compile_kernels(
     dtype: torch.dtype = torch.bfloat16,
     *,
     num_buckets: int = 33,
+    length: int = 4096,
     blocks: TritonBlocks | None = None,
     arch: int = 90,
     is_causal: bool = False,
     mask_kind: int = 0,
     constexprs: dict | None = None,
 ) -> dict:
-    """Compile the three kernels for an NVIDIA architecture (``arch=90``: H100/H200) without a GPU.
+    """Compile the four kernels for an NVIDIA architecture (``arch=90``: H100/H200) without a GPU,
+    exactly as a forward and backward at ``length`` would launch them.
 
-    Returns ``{name: triton CompiledKernel}`` (``.asm["ptx"]``, ``.asm["cubin"]``,
+    The host code runs for real on empty CPU tensors of shape ``(1, 2, length, head_dim)`` with
+    Triton's launches intercepted just before compilation, so every kernel is compiled with the
+    specialisation a GPU launch gets (unit strides as constants, 16-divisible pointers, strides
+    and lengths marked as such: what lets Triton vectorise and pipeline the loads). Returns
+    ``{name: triton CompiledKernel}`` (``.asm["ptx"]``, ``.asm["cubin"]``,
     ``.metadata.shared``): a check that the kernels lower, and material for choosing tile sizes
     (``ptxas -v`` on the PTX reports registers and spills). ``constexprs`` overrides compile-time
-    flags (e.g. ``{"HAS_VALUE_TABLE": False}``) to see what a feature costs in registers. Needs a
-    process in which the kernels were not built for the interpreter, i.e. ``TRITON_INTERPRET``
-    unset before first use.
+    flags (e.g. ``{"HAS_VALUE_TABLE": False}``) to see what a feature costs. Needs a process in
+    which the kernels were not built for the interpreter (``TRITON_INTERPRET`` unset).
     """
     import triton
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    from triton.runtime.driver import driver
 
     kernels = _kernels()
-    if not hasattr(kernels.forward_kernel, "arg_names") or _interpreting():
+    if not hasattr(kernels.forward_kernel, "device_caches") or _interpreting():
         raise ValueError(
             "compile_kernels needs TRITON_INTERPRET unset (the kernels were built "
             "for the interpreter in this process)"
         )
-    blocks = blocks or default_blocks(head_dim, dtype)
-    element = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
-    common = dict(
-        HEAD_DIM=head_dim,
-        VALUE_DIM=head_dim,
-        D_PAD=_pad(head_dim),
-        DV_PAD=_pad(head_dim),
-        R_PAD=_pad(num_buckets),
-        HAS_KEY_TABLE=True,
-        HAS_VALUE_TABLE=True,
-        IS_CAUSAL=is_causal,
-        MASK_KIND=mask_kind,
-        MASK_ROWWISE=mask_kind != 0,
-        SCALE_FIRST=mask_kind == 2,
-        DOT_PRECISION=_dot_precision(dtype),
-    )
-    common.update(constexprs or {})
-    float_buffers = {
-        "LSE",
-        "QUERY_REL",
-        "TAIL_MASS",
-        "DELTA",
-        "GRAD_REL",
-        "PARTIAL_KEY_TABLE",
-        "PARTIAL_VALUE_TABLE",
-        "BAND_LOGITS",
-        "GRAD_SCORES_REL",
-        "TAIL_ROWS",
+    target = GPUTarget("cuda", arch, 32)
+
+    class _NoGpuDriver:
+        """What Triton's launch path asks of a driver before it compiles."""
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device):
+            return 0
+
+        def get_current_target(self):
+            return target
+
+    launches = []
+
+    def capture(*, fn, compile, **_):
+        launches.append((fn.jit_function, compile))
+        return True  # "handled": Triton neither compiles nor launches
+
+    names = {
+        kernels.forward_kernel: "forward",
+        kernels.grad_prepare_kernel: "grad_prepare",
+        kernels.grad_query_kernel: "grad_query",
+        kernels.grad_key_value_kernel: "grad_key_value",
     }
+    saved_driver, saved_hook = driver._active, knobs.runtime.jit_cache_hook
+    driver.set_active(_NoGpuDriver())
+    knobs.runtime.jit_cache_hook = capture
+    try:
+
+        def empty(*shape):
+            return torch.empty(*shape, dtype=dtype).requires_grad_()
+
+        query, key, value = (empty(1, 2, length, head_dim) for _ in range(3))
+        key_table, value_table = empty(1, num_buckets, head_dim), empty(1, num_buckets, head_dim)
+        attn_mask = None
+        if mask_kind == 1:
+            attn_mask = torch.ones(1, 1, 1, length, dtype=torch.bool)
+        elif mask_kind == 2:
+            attn_mask = torch.zeros(1, 1, 1, length, dtype=dtype)
+        mask, kind, rowwise = _prepare_mask(attn_mask, 1, 2, length, length)
+        half = (num_buckets - 1) // 2
+        problem = _Problem(
+            index=RelativeIndex(length, length, half, num_buckets - 1 - half),
+            scale=head_dim**-0.5,
+            is_causal=is_causal,
+            mask_kind=kind,
+            mask_rowwise=rowwise,
+            blocks=blocks or default_blocks(head_dim, dtype),
+        )
+        out = _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
+        torch.autograd.grad(out, [query, key, value, key_table, value_table], torch.empty_like(out))
+    finally:
+        driver._active = saved_driver
+        knobs.runtime.jit_cache_hook = saved_hook
+        for kernel in names:
+            kernel.device_caches.clear()  # they hold the stand-in driver's target
+
     compiled = {}
-    for name, launch, extra in (
-        (
-            "forward",
-            blocks.forward,
-            dict(BAND_BLOCK_N=blocks.forward.band_block, SAVE_FOR_BACKWARD=True, CHECK_COLS=False),
-        ),
-        (
-            "grad_prepare",
-            KernelLaunch(64, 64),
-            {},
-        ),
-        (
-            "grad_query",
-            blocks.grad_query,
-            dict(BAND_BLOCK_N=blocks.grad_query.band_block, CHECK_COLS=False),
-        ),
-        (
-            "grad_key_value",
-            blocks.grad_key_value,
-            dict(BAND_BLOCK_M=blocks.grad_key_value.band_block),
-        ),
-    ):
-        kernel = getattr(kernels, f"{name}_kernel")
-        constants = dict(common, BLOCK_M=launch.block_m, BLOCK_N=launch.block_n, **extra)
-        constants = {k: v for k, v in constants.items() if k in kernel.arg_names}
-        signature = {}
-        for arg in kernel.arg_names:
-            if arg in constants:
-                signature[arg] = "constexpr"
-            elif arg == "MASK":
-                signature[arg] = "*u8" if mask_kind == 1 else f"*{element}"
-            elif arg in float_buffers:
-                signature[arg] = "*fp32"
-            elif arg.isupper():  # tensors are upper case, scalars lower case
-                signature[arg] = f"*{element}"
-            else:
-                signature[arg] = "fp32" if "scale" in arg else "i32"
-        compiled[name] = triton.compile(
-            ASTSource(fn=kernel, signature=signature, constexprs=constants),
-            target=GPUTarget("cuda", arch, 32),
-            options=dict(num_warps=launch.num_warps, num_stages=launch.num_stages),
+    for kernel, launch in launches:
+        constants = dict(launch["constants"])
+        for name, value in (constexprs or {}).items():
+            constants[(kernel.arg_names.index(name),)] = value
+        compiled[names[kernel]] = triton.compile(
+            ASTSource(
+                fn=kernel,
+                signature=launch["signature"],
+                constexprs=constants,
+                attrs=launch["configs"][0],
+            ),
+            target=target,
+            options=dict(num_warps=launch["num_warps"], num_stages=launch["num_stages"]),
         )
     return compiled
 
@@ -654,7 +706,20 @@ def triton_attention(
     registers; for those inputs, float64, and empty sequences this runs the eager backend, which
     computes the same function. ``blocks`` overrides the tile sizes (:func:`default_blocks`).
     """
-    scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
+    # Called directly (not through shaw_attention), wrong shapes would make the kernels read
+    # and write out of bounds: check them here as well.
+    batch, heads, q_len, k_len, head_dim = checks.check_qkv(query, key, value)
+    for table, name, dim in (
+        (key_table, "key_table", head_dim),
+        (value_table, "value_table", value.shape[-1]),
+    ):
+        if table is not None and table.dim() == 3 and table.shape[0] == 1:
+            table = table[0]  # shared by the heads
+        checks.check_table(table, name, rows=index.num_buckets, dim=dim, heads=heads, like=query)
+    checks.check_attn_mask(
+        attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query
+    )
+    scale = head_dim**-0.5 if scale is None else float(scale)
     unsupported = (
         dropout_mask is not None
         or key_query
@@ -690,15 +755,11 @@ def triton_attention(
         )
     if not triton_available():
         raise ValueError("the triton backend needs Triton: pip install triton (or relpos[triton])")
-    batch, heads, q_len, _ = query.shape
-    if (q_len, key.shape[2]) != (index.query_len, index.key_len):
+    if (q_len, k_len) != (index.query_len, index.key_len):
         raise ValueError(
             f"index is for (Lq, Lk) = ({index.query_len}, {index.key_len}) but query/key have "
-            f"lengths ({q_len}, {key.shape[2]})"
+            f"lengths ({q_len}, {k_len})"
         )
-    for table, name in ((key_table, "key_table"), (value_table, "value_table")):
-        if table is not None and table.dtype != query.dtype:
-            raise TypeError(f"{name} has dtype {table.dtype} but query has {query.dtype}")
     mask, mask_kind, rowwise = _prepare_mask(attn_mask, batch, heads, q_len, index.key_len)
     problem = _Problem(
         index=index,
@@ -708,11 +769,10 @@ def triton_attention(
         mask_rowwise=rowwise,
         blocks=blocks or default_blocks(max(query.shape[-1], value.shape[-1]), query.dtype),
     )
-    # Gradients are written with their input's strides: an expanded input (stride 0, e.g. keys
-    # shared across heads) is made dense first. Tables are tiny and always made contiguous.
-    query, key, value = (
-        t.contiguous() if _has_broadcast_dim(t) else t for t in (query, key, value)
-    )
+    # Gradients are written with their input's strides into ``empty_like`` buffers, which have
+    # the same strides only for a dense input: an expanded one (stride 0, e.g. keys shared across
+    # heads) or a sliced one (rows with gaps) is copied first. Tables are always made contiguous.
+    query, key, value = (t if _is_dense(t) else t.contiguous() for t in (query, key, value))
     key_table = None if key_table is None else key_table.contiguous()
     value_table = None if value_table is None else value_table.contiguous()
     return _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
