@@ -11,11 +11,15 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    (float32, float16, bfloat16; masks, offsets, per-head tables, key-only and value-only;
    D = 32, 64, 128) — output and all five gradients;
 3. timing (issue 5's setting): bfloat16, B = 2, H = 16, D = 64, k = 16, tables shared by the
-   heads, key and value terms, no mask; forward and forward+backward median ms and peak memory
-   for SDPA without positions and ``triton``, each called directly in bfloat16
-   (``shaw_attention`` would upcast to float32 first); then CUDA time per kernel (profiler);
+   heads, key and value terms, no mask; forward and forward+backward ms and peak memory for
+   SDPA without positions, ``triton``, and ``triton-plain`` (the same kernels without tables:
+   what the FlashAttention skeleton costs next to cuDNN), each called directly in bfloat16
+   (``shaw_attention`` would upcast to float32 first). Two times per call: synchronised single
+   calls (the host's work before the first kernel counts) and calls queued back to back (as in
+   training, where the host runs ahead); then CUDA time per kernel (profiler);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
-5. Triton tile sizes, one kernel's at a time, and the fastest combination at every length;
+5. Triton tile sizes (and TMA loads in the forward), one kernel's at a time, chosen by the
+   queued times, and the fastest combination at every length;
    causal and D = 32 / 128 at one length; the tails' terms folded (default) or not;
 6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
 
@@ -304,7 +308,22 @@ def timing_inputs(length, *, batch=2, heads=16, head_dim=64, k=16, dtype=torch.b
 def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False):
     """(forward-only step, forward+backward step) for one backend."""
     q, k, v = tensors["query"], tensors["key"], tensors["value"]
-    if backend == "sdpa":
+    if backend == "triton-plain":  # the same kernels without tables: plain attention
+        leaves = [q, k, v]
+
+        def forward():
+            return triton_attention(
+                q,
+                k,
+                v,
+                index=index,
+                key_table=None,
+                value_table=None,
+                is_causal=is_causal,
+                scale=q.shape[-1] ** -0.5,
+                blocks=blocks,
+            )
+    elif backend == "sdpa":
         leaves = [q, k, v]
 
         def forward():
@@ -355,6 +374,24 @@ def median_ms(step, repeats, warmup) -> float:
     return statistics.median(times)
 
 
+def queued_ms(step, calls, rounds=3) -> float:
+    """Milliseconds per call with ``calls`` calls queued back to back between two events, as in
+    a training loop: the host runs ahead, so its own per-call work (Python, launches) is hidden
+    whenever the GPU is the slower side. Median of ``rounds``."""
+    step()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
 def peak_mib(step) -> float:
     """Peak memory one call allocates above what existed before it (inputs excluded)."""
     torch.cuda.synchronize()
@@ -373,6 +410,9 @@ def time_backend(backend, length, repeats, blocks=None) -> dict:
     row = {"length": length, "backend": backend}
     row["fwd_ms"] = median_ms(forward_only, reps, warm)
     row["fwd_bwd_ms"] = median_ms(forward_backward, reps, warm)
+    if not slow:
+        row["fwd_ms_queued"] = queued_ms(forward_only, repeats)
+        row["fwd_bwd_ms_queued"] = queued_ms(forward_backward, repeats)
     row["peak_fwd_bwd_mib"] = peak_mib(forward_backward)
     return row
 
@@ -382,14 +422,18 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
         "timing",
         {
             "setting": "bf16, B=2, H=16, D=64, k=16, shared tables, key+value terms, no mask; "
-            "median ms (CUDA events); peak = max_memory_allocated above the inputs",
+            "*_ms: median ms of single calls, synchronised, between CUDA events (includes the "
+            "host's work before the first kernel); *_ms_queued: ms per call with calls queued "
+            "back to back (host work hidden when the GPU is slower); peak = "
+            "max_memory_allocated above the inputs; triton-plain = the kernels without tables",
             "rows": [],
         },
     )
     print("\n== timing: bf16, B=2, H=16, D=64, k=16, shared tables, K+V terms ==")
+    print("   (per call: synchronised single calls; queued: calls back to back)")
     print(
-        f"{'L':>6} {'backend':<8} {'fwd ms':>9} {'xSDPA':>6} {'fwd+bwd ms':>11} {'xSDPA':>6} "
-        f"{'peak MiB':>9} {'xSDPA':>6}"
+        f"{'L':>6} {'backend':<12} {'fwd ms':>8} {'xSDPA':>6} {'queued':>8} {'xSDPA':>6} "
+        f"{'fwd+bwd':>8} {'xSDPA':>6} {'queued':>8} {'xSDPA':>6} {'peak MiB':>9} {'xSDPA':>6}"
     )
     done = {(r["length"], r["backend"]) for r in section["rows"]}
     baseline = {
@@ -418,47 +462,63 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
             if backend == "sdpa" and "error" not in row:
                 baseline[length] = row
             if "error" in row:
-                print(f"{length:>6} {backend:<8} {row['error'][:80]}", flush=True)
+                print(f"{length:>6} {backend:<12} {row['error'][:80]}", flush=True)
                 continue
-            base = baseline.get(length)
-
-            def ratio(key, base=base, row=row):
-                return f"{row[key] / base[key]:6.2f}" if base and base[key] > 0 else f"{'-':>6}"
-
             print(
-                f"{length:>6} {backend:<8} {row['fwd_ms']:9.3f} {ratio('fwd_ms')} "
-                f"{row['fwd_bwd_ms']:11.3f} {ratio('fwd_bwd_ms')} "
-                f"{row['peak_fwd_bwd_mib']:9.1f} {ratio('peak_fwd_bwd_mib')}",
-                flush=True,
+                f"{length:>6} {backend:<12} {_timing_cells(row, baseline.get(length))}", flush=True
             )
+
+
+def _timing_cells(row: dict, base: dict | None) -> str:
+    """The columns of a timing row: each value and its ratio to SDPA's in the same run."""
+    cells = []
+    for key, width, digits in (
+        ("fwd_ms", 8, 3),
+        ("fwd_ms_queued", 8, 3),
+        ("fwd_bwd_ms", 8, 3),
+        ("fwd_bwd_ms_queued", 8, 3),
+        ("peak_fwd_bwd_mib", 9, 1),
+    ):
+        value = row.get(key)
+        cells.append(f"{value:{width}.{digits}f}" if value is not None else f"{'-':>{width}}")
+        base_value = (base or {}).get(key)
+        ok = value is not None and base_value
+        cells.append(f"{value / base_value:6.2f}" if ok else f"{'-':>6}")
+    return " ".join(cells)
 
 
 def _launch_label(launch: KernelLaunch) -> str:
     return (
         f"{launch.block_m}x{launch.block_n}/{launch.band_block} w{launch.num_warps} "
-        f"s{launch.num_stages}"
+        f"s{launch.num_stages}" + (" tma" if launch.tma else "")
     )
 
 
-#: Alternatives for one kernel at a time (the others keep their defaults), bf16, D = 64.
+#: Alternatives for one kernel at a time (the others keep their defaults), bf16, D = 64. Kept
+#: from earlier runs: the close contenders; added after run 4: smaller loop tiles with deeper
+#: pipelines, as FlashAttention-style Triton kernels use on Hopper, and TMA loads in the
+#: forward, picked from the sm_90 compile for few spills (``--compile-only``).
 SWEEP = {
     "forward": [
-        KernelLaunch(128, 64, band_block=64, num_warps=8),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
-        KernelLaunch(64, 64, band_block=32, num_warps=4),
-        KernelLaunch(64, 64, band_block=64, num_warps=4, num_stages=3),
         KernelLaunch(128, 128, band_block=64, num_warps=8),
+        KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
+        KernelLaunch(128, 64, band_block=64, num_warps=8, num_stages=4),
+        # Tail tiles loaded through TMA descriptors (not yet timed on a GPU).
+        KernelLaunch(64, 64, band_block=64, num_warps=4, num_stages=3, tma=True),
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
+        KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3, tma=True),
     ],
     "grad_query": [
         KernelLaunch(64, 64, band_block=32, num_warps=4),
-        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
-        KernelLaunch(64, 128, band_block=32, num_warps=8),
+        KernelLaunch(128, 32, band_block=32, num_warps=8, num_stages=3),
+        KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4),
     ],
     "grad_key_value": [
-        KernelLaunch(128, 128, band_block=32, num_warps=8),
         KernelLaunch(64, 128, band_block=32, num_warps=8),
-        KernelLaunch(64, 64, band_block=32, num_warps=4),
-        KernelLaunch(128, 64, band_block=32, num_warps=8),
+        KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
+        KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
+        KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
     ],
 }
 
@@ -498,19 +558,22 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         if "error" in row:
             print(f"{label:<40} {row['error'][:80]}", flush=True)
             continue
-        backward_ms = row["fwd_bwd_ms"] - row["fwd_ms"]
+        # Tiles change GPU time, not the host's: choose by the queued times.
+        forward_ms = row["fwd_ms_queued"]
+        backward_ms = row["fwd_bwd_ms_queued"] - forward_ms
         print(
-            f"{label:<40} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms  "
-            f"(bwd {backward_ms:7.3f})",
+            f"{label:<40} queued: fwd {forward_ms:8.3f} ms  fwd+bwd "
+            f"{row['fwd_bwd_ms_queued']:8.3f} ms (bwd {backward_ms:7.3f}); per call: fwd "
+            f"{row['fwd_ms']:8.3f}  fwd+bwd {row['fwd_bwd_ms']:8.3f}",
             flush=True,
         )
         if kernel is None:
             default_row = row
-            best["forward"] = (row["fwd_ms"], default.forward)
+            best["forward"] = (forward_ms, default.forward)
             for name in best_backward:
                 best_backward[name] = (backward_ms, getattr(default, name))
-        elif kernel == "forward" and row["fwd_ms"] < best["forward"][0]:
-            best["forward"] = (row["fwd_ms"], blocks.forward)
+        elif kernel == "forward" and forward_ms < best["forward"][0]:
+            best["forward"] = (forward_ms, blocks.forward)
         elif kernel in best_backward and backward_ms < best_backward[kernel][0]:
             best_backward[kernel] = (backward_ms, getattr(blocks, kernel))
     chosen = TritonBlocks(
@@ -545,13 +608,7 @@ def timing_chosen(run: Run, blocks: TritonBlocks, lengths: list[int], repeats: i
         if "error" in row or base is None:
             print(f"{length:>6} {row.get('error', 'no SDPA baseline')}", flush=True)
             continue
-        print(
-            f"{length:>6} fwd {row['fwd_ms']:8.3f} ms ({row['fwd_ms'] / base['fwd_ms']:.2f}x)  "
-            f"fwd+bwd {row['fwd_bwd_ms']:8.3f} ms ({row['fwd_bwd_ms'] / base['fwd_bwd_ms']:.2f}x)"
-            f"  peak {row['peak_fwd_bwd_mib']:.1f} MiB "
-            f"({row['peak_fwd_bwd_mib'] / base['peak_fwd_bwd_mib']:.2f}x)",
-            flush=True,
-        )
+        print(f"{length:>6} {'chosen':<12} {_timing_cells(row, base)}", flush=True)
 
 
 @contextlib.contextmanager
@@ -583,8 +640,9 @@ def timing_fold(run: Run, lengths: list[int], repeats: int) -> None:
                 unfolded = time_backend("triton", length, repeats)
             row = {"length": length, "folded": folded, "entry_by_entry": unfolded}
             print(
-                f"{length:>6} fwd {folded['fwd_ms']:7.3f} vs {unfolded['fwd_ms']:7.3f} ms, "
-                f"fwd+bwd {folded['fwd_bwd_ms']:7.3f} vs {unfolded['fwd_bwd_ms']:7.3f} ms",
+                f"{length:>6} queued: fwd {folded['fwd_ms_queued']:7.3f} vs "
+                f"{unfolded['fwd_ms_queued']:7.3f} ms, fwd+bwd {folded['fwd_bwd_ms_queued']:7.3f}"
+                f" vs {unfolded['fwd_bwd_ms_queued']:7.3f} ms",
                 flush=True,
             )
         except Exception as error:
@@ -614,11 +672,14 @@ def timing_variants(run: Run, length: int, repeats: int) -> None:
                 )
                 row[f"{backend}_fwd_ms"] = median_ms(forward_only, repeats, 3)
                 row[f"{backend}_fwd_bwd_ms"] = median_ms(forward_backward, repeats, 3)
+                row[f"{backend}_fwd_ms_queued"] = queued_ms(forward_only, repeats)
+                row[f"{backend}_fwd_bwd_ms_queued"] = queued_ms(forward_backward, repeats)
             print(
-                f"{label:<12} fwd {row['triton_fwd_ms']:7.3f} / {row['sdpa_fwd_ms']:7.3f} ms "
-                f"({row['triton_fwd_ms'] / row['sdpa_fwd_ms']:.2f}x)  fwd+bwd "
-                f"{row['triton_fwd_bwd_ms']:7.3f} / {row['sdpa_fwd_bwd_ms']:7.3f} ms "
-                f"({row['triton_fwd_bwd_ms'] / row['sdpa_fwd_bwd_ms']:.2f}x)",
+                f"{label:<12} {'triton':<8} "
+                + _timing_cells(
+                    {k[7:]: v for k, v in row.items() if k.startswith("triton_")},
+                    {k[5:]: v for k, v in row.items() if k.startswith("sdpa_")},
+                ),
                 flush=True,
             )
         except Exception as error:
@@ -765,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     if "triton" in backends:
         correctness(run, ["triton"])
         if not args.quick:
-            timing(run, lengths, ["triton"], args.repeats)
+            timing(run, lengths, ["triton", "triton-plain"], args.repeats)
             if run.has_time("profile"):
                 profile(run, 4096 if 4096 in lengths else lengths[0])
     correctness(run, [b for b in ("eager", "flex") if b in backends])
