@@ -18,7 +18,7 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    calls (the host's work before the first kernel counts) and calls queued back to back (as in
    training, where the host runs ahead); then CUDA time per kernel (profiler);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
-5. Triton tile sizes (and TMA loads in the forward), one kernel's at a time, chosen by the
+5. Triton tile sizes (and TMA loads), one kernel's at a time, chosen by the
    queued times, and the fastest combination at every length;
    causal and D = 32 / 128 at one length; the tails' terms folded (default) or not;
 6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
@@ -504,7 +504,8 @@ SWEEP = {
         KernelLaunch(128, 128, band_block=64, num_warps=8),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
         KernelLaunch(128, 64, band_block=64, num_warps=8, num_stages=4),
-        # Tail tiles loaded through TMA descriptors (not yet timed on a GPU).
+        # Tail tiles loaded through TMA descriptors (not yet timed on a GPU; also one candidate
+        # per backward kernel below: its default tiles with TMA).
         KernelLaunch(64, 64, band_block=64, num_warps=4, num_stages=3, tma=True),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3, tma=True),
@@ -513,12 +514,14 @@ SWEEP = {
         KernelLaunch(64, 64, band_block=32, num_warps=4),
         KernelLaunch(128, 32, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4),
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
     ],
     "grad_key_value": [
         KernelLaunch(64, 128, band_block=32, num_warps=8),
         KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
         KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
+        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True),
     ],
 }
 

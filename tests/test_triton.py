@@ -185,26 +185,44 @@ TMA_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", TMA_CASES)
-def test_forward_through_tma_descriptors(name, monkeypatch):
-    """``KernelLaunch(tma=True)``: the forward's tail tiles load keys and values through tensor
-    descriptors (the interpreter runs them like TMA: zero past the ends)."""
+@pytest.fixture
+def described(monkeypatch):
+    """The tensors the backend made TMA descriptors of, in order."""
     made = []
     make = triton_shaw._row_descriptor
-    monkeypatch.setattr(triton_shaw, "_row_descriptor", lambda *a: made.append(a[1:]) or make(*a))
+
+    def recording(t, *args):
+        made.append(t)
+        return make(t, *args)
+
+    monkeypatch.setattr(triton_shaw, "_row_descriptor", recording)
+    return made
+
+
+TMA = KernelLaunch(16, 16, band_block=16, tma=True)
+
+
+@pytest.mark.parametrize("name", TMA_CASES)
+def test_tail_tiles_through_tma_descriptors(name, described):
+    """``KernelLaunch(tma=True)``: the tails' streamed tiles are loaded through tensor
+    descriptors in all three kernels (the interpreter runs them like TMA: zero past the ends)."""
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
-    tiny = KernelLaunch(16, 16, band_block=16)
-    blocks = TritonBlocks(KernelLaunch(16, 16, band_block=16, tma=True), tiny, tiny)
     _check_against_reference(
-        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal, blocks=blocks
+        index,
+        tensors,
+        attn_mask=_mask(mask_kind, index),
+        is_causal=is_causal,
+        blocks=TritonBlocks(TMA, TMA, TMA),
     )
-    assert made, "the descriptors were not used"
+    # forward: key, value; key/value gradients: query, grad_out; query gradient: key, value
+    assert len(described) == 6
+    assert described[0] is tensors["key"] and described[2] is tensors["query"]
 
 
-def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(monkeypatch):
+def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(described):
     # Dense keys and values that start one element past a 16-byte boundary (as a slice of a
     # larger buffer would): no TMA descriptor can address them.
     index, tensors = _case(q_len=20, k_len=20)
@@ -216,10 +234,9 @@ def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(monkeypatch):
         tensors[name] = shifted.requires_grad_()
         assert not triton_shaw._tma_compatible(tensors[name])
     assert triton_shaw._tma_compatible(tensors["query"])
-    monkeypatch.setattr(triton_shaw, "_row_descriptor", None)  # any use would fail
-    tiny = KernelLaunch(16, 16, band_block=16)
-    blocks = TritonBlocks(KernelLaunch(16, 16, band_block=16, tma=True), tiny, tiny)
-    _check_against_reference(index, tensors, blocks=blocks)
+    _check_against_reference(index, tensors, blocks=TritonBlocks(TMA, TMA, TMA))
+    # Only the key/value kernel, which streams queries and output gradients, used descriptors.
+    assert len(described) == 2 and described[0] is tensors["query"]
 
 
 def test_sliced_inputs_with_gaps_between_rows():
@@ -450,8 +467,8 @@ def test_band_tile_larger_than_its_loop_tile_is_rejected():
 def test_kernels_compile_for_hopper_without_a_gpu():
     """The interpreter never lowers the kernels; compile all four for sm_90 in a fresh process
     (Triton's own compiler and ptxas, no GPU needed), causal with a key-padding mask, as a launch
-    specialises them (then the loads are asynchronous copies), and the forward with TMA loads
-    at a length that is no multiple of the tile."""
+    specialises them (then the loads are asynchronous copies), and with TMA loads at a length
+    that is no multiple of the tile."""
     script = (
         "from relpos.attention.triton_shaw import KernelLaunch, TritonBlocks, compile_kernels\n"
         "for name, kernel in compile_kernels(64, is_causal=True, mask_kind=1).items():\n"
@@ -459,8 +476,8 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "    assert 'cp.async' in kernel.asm['ptx'] or name == 'grad_prepare', name\n"
         "tma = KernelLaunch(64, 64, band_block=64, tma=True)\n"
         "blocks = TritonBlocks(tma, tma, tma)\n"
-        "ptx = compile_kernels(64, blocks=blocks, length=1000)['forward'].asm['ptx']\n"
-        "assert 'cp.async.bulk.tensor' in ptx\n"
+        "for name, kernel in compile_kernels(64, blocks=blocks, length=1000).items():\n"
+        "    assert 'cp.async.bulk.tensor' in kernel.asm['ptx'] or name == 'grad_prepare', name\n"
         "print('compiled')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -110,14 +110,15 @@ def load_table_row(table_ptr, bucket, DIM: tl.constexpr, DIM_PAD: tl.constexpr):
 
 
 @triton.jit
-def load_key_rows(
+def load_rows(
     base, desc, batch, head, start, stride_n, stride_d, length,
     DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """Rows ``[start, start + BLOCK)`` of one head's keys (or values), ``(BLOCK, DIM_PAD)``,
-    zero past ``length`` and ``DIM``: by pointers, or with ``USE_TMA`` through the tensor
-    descriptor ``desc`` over the whole ``(B, H, L, DIM)`` tensor (Hopper's TMA unit computes
-    the addresses and the bounds, so the threads spend no registers on them)."""
+    """Rows ``[start, start + BLOCK)`` of one head of a ``(B, H, L, DIM)`` tensor (keys, values,
+    queries or output gradients) as ``(BLOCK, DIM_PAD)``, zero past ``length`` and ``DIM``: by
+    pointers from ``base`` (that head's start), or with ``USE_TMA`` through the tensor
+    descriptor ``desc`` over the whole tensor (Hopper's TMA unit computes the addresses and the
+    bounds, so the threads spend no registers on them)."""
     if USE_TMA:
         rows = desc.load([batch, head, start, 0]).reshape(BLOCK, DIM_PAD)
     else:
@@ -155,11 +156,11 @@ def forward_tiles(
     row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
         cols = k_start + tl.arange(0, BLOCK_N)
-        key = load_key_rows(
+        key = load_rows(
             k_base, k_desc, batch, head, k_start, stride_kn, stride_kd, k_len,
             HEAD_DIM, D_PAD, BLOCK_N, USE_TMA,
         )  # (BN, D_PAD)
-        value = load_key_rows(
+        value = load_rows(
             v_base, v_desc, batch, head, k_start, stride_vn, stride_vd, k_len,
             VALUE_DIM, DV_PAD, BLOCK_N, USE_TMA,
         )  # (BN, DV_PAD)
@@ -453,13 +454,15 @@ def grad_prepare_kernel(
 def grad_query_tiles(
     grad_q, left_sum, right_sum, q, grad_out, lse, delta, tail_bias, tail_grad_bias,
     rel_base, grad_rel_base, grad_scores_base,
-    k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+    k_base, v_base, k_desc, v_desc, batch, head, mask_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     """``dS K`` over the key tiles ``[k_lo, k_hi)``, with ``dS`` summed per bucket.
 
@@ -469,19 +472,17 @@ def grad_query_tiles(
     row and bucket) to its ``(r, b)`` slot: ``dS`` at ``grad_scores_base``, ``p`` over the
     ``dO A_Vᵀ`` entry it was just computed from (no other tile reads that slot).
     """
-    dims = tl.arange(0, D_PAD)
-    value_dims = tl.arange(0, DV_PAD)
     row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
         cols = k_start + tl.arange(0, BLOCK_N)
-        key = tl.load(
-            k_base + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
-            mask=(cols[:, None] < k_len) & (dims[None, :] < HEAD_DIM), other=0.0,
-        )
-        value = tl.load(
-            v_base + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
-            mask=(cols[:, None] < k_len) & (value_dims[None, :] < VALUE_DIM), other=0.0,
-        )
+        key = load_rows(
+            k_base, k_desc, batch, head, k_start, stride_kn, stride_kd, k_len,
+            HEAD_DIM, D_PAD, BLOCK_N, USE_TMA,
+        )  # (BN, D_PAD)
+        value = load_rows(
+            v_base, v_desc, batch, head, k_start, stride_vn, stride_vd, k_len,
+            VALUE_DIM, DV_PAD, BLOCK_N, USE_TMA,
+        )  # (BN, DV_PAD)
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)  # (BM, BN)
         grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)  # dO_r · v_c
         if BAND:
@@ -536,7 +537,8 @@ def grad_query_tiles(
 
 @triton.jit
 def grad_query_kernel(
-    Q, K, V, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL, TAIL_MASS,
+    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL,
+    TAIL_MASS,
     GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -550,13 +552,17 @@ def grad_query_kernel(
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``."""
+    """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``.
+    ``USE_TMA``: the tail tiles load keys and values through ``K_DESC`` / ``V_DESC``."""
     block = tl.program_id(0)
     q_start = block * BLOCK_M
     batch_head = tl.program_id(1)
-    batch = (batch_head // heads).to(tl.int64)
-    head = (batch_head % heads).to(tl.int64)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
     rows = q_start + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
@@ -617,32 +623,35 @@ def grad_query_kernel(
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
         rel_base, grad_rel_base, grad_scores_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, right_bias, right_grad_bias,
         rel_base, grad_rel_base, grad_scores_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, band_hi, k_stop, q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, band_hi, k_stop, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
         rel_base, grad_rel_base, grad_scores_base,
-        k_base, v_base, mask_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        stride_mm, stride_mn, rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION,
+        SCALE_FIRST, DOT_PRECISION, False,
     )
 
     # Interior buckets, from the slots the band tiles wrote (other threads wrote them).
@@ -708,8 +717,8 @@ def grad_query_kernel(
 
 @triton.jit
 def grad_key_value_tiles(
-    grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
-    lse_base, delta_base, mask_base,
+    grad_k, grad_v, key, value, q_base, g_base, q_desc, g_desc, batch, head,
+    query_rel_base, grad_rel_base, lse_base, delta_base, mask_base,
     stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
     cols, q_lo, q_hi, q_len, k_len, shift, max_left, max_right,
     num_buckets, qk_scale,
@@ -717,25 +726,23 @@ def grad_key_value_tiles(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles.
 
     In the band ``lse_base`` / ``delta_base`` point at the rows' plain ``lse`` and ``δ``; in a
     tail, at that tail's planes of ``TAIL_ROWS``, which fold its key and value terms in.
     """
-    dims = tl.arange(0, D_PAD)
-    value_dims = tl.arange(0, DV_PAD)
     for q_start in range(q_lo, q_hi, BLOCK_M):
         rows = q_start + tl.arange(0, BLOCK_M)
         row_ok = rows < q_len
-        q = tl.load(
-            q_base + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
-            mask=row_ok[:, None] & (dims[None, :] < HEAD_DIM), other=0.0,
+        q = load_rows(
+            q_base, q_desc, batch, head, q_start, stride_qm, stride_qd, q_len,
+            HEAD_DIM, D_PAD, BLOCK_M, USE_TMA,
         )  # (BM, D_PAD)
-        grad_out = tl.load(
-            g_base + rows[:, None] * stride_gm + value_dims[None, :] * stride_gd,
-            mask=row_ok[:, None] & (value_dims[None, :] < VALUE_DIM), other=0.0,
+        grad_out = load_rows(
+            g_base, g_desc, batch, head, q_start, stride_gm, stride_gd, q_len,
+            VALUE_DIM, DV_PAD, BLOCK_M, USE_TMA,
         )  # (BM, DV_PAD)
         lse = tl.load(lse_base + rows, mask=row_ok, other=float("inf"))
         delta = tl.load(delta_base + rows, mask=row_ok, other=0.0)
@@ -772,7 +779,8 @@ def grad_key_value_tiles(
 
 @triton.jit
 def grad_key_value_kernel(
-    Q, K, V, GRAD_OUT, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL, GRAD_REL, GRAD_K, GRAD_V,
+    Q, K, V, GRAD_OUT, Q_DESC, G_DESC, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL, GRAD_REL,
+    GRAD_K, GRAD_V,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -783,12 +791,16 @@ def grad_key_value_kernel(
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
+    """``USE_TMA``: the tail tiles load queries and output gradients through ``Q_DESC`` /
+    ``G_DESC``."""
     k_start = tl.program_id(0) * BLOCK_N
     batch_head = tl.program_id(1)
-    batch = (batch_head // heads).to(tl.int64)
-    head = (batch_head % heads).to(tl.int64)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
     cols = k_start + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
@@ -823,34 +835,37 @@ def grad_key_value_kernel(
     band_hi = tl.maximum(band_hi, band_lo)
 
     grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
+        query_rel_base, grad_rel_base,
         TAIL_ROWS + plane + row_base, TAIL_ROWS + 3 * plane + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
         cols, q_first, tl.minimum(band_lo, q_len), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION,
+        DOT_PRECISION, USE_TMA,
     )
     grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
+        query_rel_base, grad_rel_base,
         TAIL_ROWS + row_base, TAIL_ROWS + 2 * plane + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
         cols, tl.maximum(band_hi, q_first), q_len, q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION,
+        DOT_PRECISION, USE_TMA,
     )
     grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, query_rel_base, grad_rel_base,
+        grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
+        query_rel_base, grad_rel_base,
         LSE + row_base, DELTA + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
         cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), q_len, k_len,
         shift, max_left, max_right, num_buckets, qk_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_M, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION,
+        DOT_PRECISION, False,
     )
     tl.store(
         GRAD_K + batch * stride_kb + head * stride_kh

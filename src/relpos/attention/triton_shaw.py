@@ -90,9 +90,10 @@ class KernelLaunch:
     band_block: int = 32  # the loop dimension's tile size inside the band (<= its block size)
     num_warps: int = 4
     num_stages: int = 2
-    # Forward only: load the tails' key and value tiles through TMA tensor descriptors (Hopper
-    # and later) where the layout allows it (last stride 1, other strides and the base 16-byte
-    # aligned); otherwise, and in the other kernels, plain pointer loads.
+    # Load the tiles the tails stream (keys and values in the forward and query-gradient
+    # kernels, queries and output gradients in the key/value one) through TMA tensor
+    # descriptors (Hopper and later) where the layout allows it (last stride 1, other strides
+    # and the base 16-byte aligned); otherwise, and in the band, plain pointer loads.
     tma: bool = False
 
     def __post_init__(self) -> None:
@@ -336,12 +337,9 @@ class _ShawTriton(torch.autograd.Function):
         meta = _meta(problem, query, value, key_table is not None, value_table is not None)
         launch = problem.blocks.forward
         grid = (_cdiv(q_len, launch.block_m), batch * heads)
-        use_tma = launch.tma and _tma_compatible(key) and _tma_compatible(value)
-        if use_tma:
-            key_rows = _row_descriptor(key, launch.block_n, meta["D_PAD"])
-            value_rows = _row_descriptor(value, launch.block_n, meta["DV_PAD"])
-        else:
-            key_rows, value_rows = key, value  # unused by the kernel
+        use_tma, (key_rows, value_rows) = _row_descriptors(
+            launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
+        )
         _launch(
             _kernels().forward_kernel,
             grid,
@@ -435,6 +433,9 @@ class _ShawTriton(torch.autograd.Function):
             num_warps=4,
         )
         launch = problem.blocks.grad_key_value
+        use_tma, (query_rows, grad_out_rows) = _row_descriptors(
+            launch.tma, launch.block_m, (query, meta["D_PAD"]), (grad_out, meta["DV_PAD"])
+        )
         _launch(
             kernels.grad_key_value_kernel,
             (_cdiv(k_len, launch.block_n), batch * heads),
@@ -443,6 +444,8 @@ class _ShawTriton(torch.autograd.Function):
             key,
             value,
             grad_out,
+            query_rows,
+            grad_out_rows,
             query if mask is None else mask,
             lse,
             delta,
@@ -460,6 +463,7 @@ class _ShawTriton(torch.autograd.Function):
             problem.scale * LOG2E,
             problem.scale,
             BAND_BLOCK_M=launch.band_block,
+            USE_TMA=use_tma,
             **meta,
         )
         launch = problem.blocks.grad_query
@@ -473,6 +477,9 @@ class _ShawTriton(torch.autograd.Function):
         partial_value = (
             torch.empty(batch * heads * q_blocks, rows, value_dim, **f32) if has_value else delta
         )
+        use_tma, (key_rows, value_rows) = _row_descriptors(
+            launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
+        )
         _launch(
             kernels.grad_query_kernel,
             (q_blocks, batch * heads),
@@ -480,6 +487,8 @@ class _ShawTriton(torch.autograd.Function):
             query,
             key,
             value,
+            key_rows,
+            value_rows,
             grad_out,
             query if key_table is None else key_table,
             query if mask is None else mask,
@@ -503,6 +512,7 @@ class _ShawTriton(torch.autograd.Function):
             problem.scale,
             BAND_BLOCK_N=launch.band_block,
             CHECK_COLS=k_len % launch.block_n != 0,
+            USE_TMA=use_tma,
             **meta,
         )
         grad_key_table = grad_value_table = None
@@ -535,6 +545,16 @@ def _row_descriptor(t: Tensor, block_rows: int, dim_pad: int):
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, dim_pad])
+
+
+def _row_descriptors(
+    wanted: bool, block_rows: int, *tensors: tuple[Tensor, int]
+) -> tuple[bool, list]:
+    """``(True, descriptors)`` for the ``(tensor, dim_pad)`` pairs a kernel streams, if TMA is
+    wanted and every one of them allows it; else ``(False, tensors)`` (the kernel ignores them)."""
+    if wanted and all(_tma_compatible(t) for t, _ in tensors):
+        return True, [_row_descriptor(t, block_rows, pad) for t, pad in tensors]
+    return False, [t for t, _ in tensors]
 
 
 def _is_dense(t: Tensor) -> bool:
