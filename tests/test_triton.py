@@ -239,6 +239,23 @@ def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(described):
     assert len(described) == 2 and described[0] is tensors["query"]
 
 
+@pytest.mark.parametrize("group", [2, 3])
+def test_query_blocks_grouped_per_program(group):
+    """``KernelLaunch(group=g)``: the query-gradient kernel walks g blocks per program and sums
+    their table-gradient partials in place; 45 rows are 3 blocks of 16, so the last group is
+    short (g = 2) or the only one (g = 3)."""
+    index, tensors = _case(q_len=45, k_len=40, query_offset=3, per_head=True)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    grouped = KernelLaunch(16, 16, band_block=16, group=group)
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=_mask("padding", index),
+        is_causal=True,
+        blocks=TritonBlocks(tiny, grouped, tiny),
+    )
+
+
 def test_sliced_inputs_with_gaps_between_rows():
     # Keys and values cut from rows one element wider: not dense, so gradient buffers made like
     # them would have other strides; the backend copies such inputs first.
@@ -450,6 +467,7 @@ def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):
     [
         (dict(block_m=24, block_n=16), "block_m must be a power of two"),
         (dict(block_m=16, block_n=8), "block_n must be a power of two"),
+        (dict(block_m=16, block_n=16, group=0), "group must be an int >= 1"),
     ],
 )
 def test_bad_tile_sizes_are_rejected(kwargs, match):

@@ -536,10 +536,9 @@ def grad_query_tiles(
 
 
 @triton.jit
-def grad_query_kernel(
+def grad_query_block(
     Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL,
-    TAIL_MASS,
-    GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -553,10 +552,10 @@ def grad_query_kernel(
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_TMA: tl.constexpr,
+    block, group, ACCUMULATE: tl.constexpr,
 ):
-    """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``.
-    ``USE_TMA``: the tail tiles load keys and values through ``K_DESC`` / ``V_DESC``."""
-    block = tl.program_id(0)
+    """One query block of :func:`grad_query_kernel`; ``ACCUMULATE``: add the table-gradient
+    partials to those an earlier block of the same group stored."""
     q_start = block * BLOCK_M
     batch_head = tl.program_id(1)
     batch_index = batch_head // heads
@@ -617,8 +616,8 @@ def grad_query_kernel(
     if IS_CAUSAL:
         k_stop = tl.minimum(k_len, q_start + BLOCK_M)
     band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
-    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
-    band_hi = tl.maximum(band_hi, band_lo)
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N)
+    band_hi = tl.maximum(band_hi * BLOCK_N, band_lo)
 
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
@@ -660,8 +659,10 @@ def grad_query_kernel(
         rows, q_len, k_len, shift, max_left, num_buckets, IS_CAUSAL, R_PAD
     )
     slots = rows[:, None] * num_buckets + buckets[None, :]
-    # This block's share of the table gradients, (R, D) each, summed over blocks by the caller.
-    partial_index = (batch_head.to(tl.int64) * tl.num_programs(0) + block) * num_buckets
+    # This group's share of the table gradients, (R, D) each, summed over groups by the
+    # caller. A later block of the group adds to what the earlier ones stored (the barrier
+    # above makes their stores visible to every thread of the program).
+    partial_index = (batch_head.to(tl.int64) * tl.num_programs(0) + group) * num_buckets
     if HAS_KEY_TABLE:
         grad_scores_rel = tl.load(grad_scores_base + slots, mask=valid, other=0.0)  # dS_b
         grad_scores_rel = grad_scores_rel.to(q.dtype)
@@ -672,19 +673,25 @@ def grad_query_kernel(
         # rows get Σ_r dS_b[r, ·] q_r.
         key_left = load_table_row(key_table_ptr, 0, HEAD_DIM, D_PAD)
         key_right = load_table_row(key_table_ptr, num_buckets - 1, HEAD_DIM, D_PAD)
-        grad_q += left_sum[:, None] * key_left[None, :] + right_sum[:, None] * key_right[None, :]
+        grad_q += (
+            left_sum[:, None] * key_left[None, :] + right_sum[:, None] * key_right[None, :]
+        )
         q32 = q.to(tl.float32)
         partial_key += tl.where(
             buckets[:, None] == 0, tl.sum(left_sum[:, None] * q32, 0)[None, :], 0.0
         )
         partial_key += tl.where(
-            buckets[:, None] == num_buckets - 1, tl.sum(right_sum[:, None] * q32, 0)[None, :], 0.0
+            buckets[:, None] == num_buckets - 1,
+            tl.sum(right_sum[:, None] * q32, 0)[None, :], 0.0,
         )
-        tl.store(
-            PARTIAL_KEY_TABLE + (partial_index + buckets[:, None]) * HEAD_DIM + dims[None, :],
-            partial_key * scale,
-            mask=(buckets[:, None] < num_buckets) & (dims[None, :] < HEAD_DIM),
+        partial_key = partial_key * scale
+        key_partials = (
+            PARTIAL_KEY_TABLE + (partial_index + buckets[:, None]) * HEAD_DIM + dims[None, :]
         )
+        key_partial_mask = (buckets[:, None] < num_buckets) & (dims[None, :] < HEAD_DIM)
+        if ACCUMULATE:
+            partial_key += tl.load(key_partials, mask=key_partial_mask, other=0.0)
+        tl.store(key_partials, partial_key, mask=key_partial_mask)
     if HAS_VALUE_TABLE:
         masses = tl.load(grad_rel_base + slots, mask=valid, other=0.0)  # M[r, b], interior
         partial_value = tl.dot(
@@ -700,16 +707,65 @@ def grad_query_kernel(
             buckets[:, None] == num_buckets - 1,
             tl.sum(right_tail[:, None] * grad_out32, 0)[None, :], 0.0,
         )
-        tl.store(
+        value_partials = (
             PARTIAL_VALUE_TABLE + (partial_index + buckets[:, None]) * VALUE_DIM
-            + value_dims[None, :], partial_value,
-            mask=(buckets[:, None] < num_buckets) & (value_dims[None, :] < VALUE_DIM),
+            + value_dims[None, :]
         )
+        value_partial_mask = (buckets[:, None] < num_buckets) & (value_dims[None, :] < VALUE_DIM)
+        if ACCUMULATE:
+            partial_value += tl.load(value_partials, mask=value_partial_mask, other=0.0)
+        tl.store(value_partials, partial_value, mask=value_partial_mask)
     tl.store(
         GRAD_Q + batch * stride_qb + head * stride_qh
         + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
         (grad_q * scale).to(GRAD_Q.dtype.element_ty), mask=q_mask,
     )
+
+
+@triton.jit
+def grad_query_kernel(
+    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL,
+    TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_gb, stride_gh, stride_gm, stride_gd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_akh,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_TMA: tl.constexpr, GROUP: tl.constexpr,
+):
+    """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``.
+
+    Each program does ``GROUP`` query blocks one after the other and sums their table-gradient
+    partials in place, so that small blocks do not multiply the partials' memory. ``USE_TMA``:
+    the tail tiles load keys and values through ``K_DESC`` / ``V_DESC``."""
+    group = tl.program_id(0)
+    first_block = group * GROUP
+    for step in tl.static_range(GROUP):  # unrolled: GROUP = 1 compiles to the block alone
+        block = first_block + step
+        if (GROUP == 1) or (block * BLOCK_M < q_len):  # a short last group skips the rest
+            grad_query_block(
+                Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL,
+                GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE,
+                PARTIAL_VALUE_TABLE,
+                stride_qb, stride_qh, stride_qm, stride_qd,
+                stride_kb, stride_kh, stride_kn, stride_kd,
+                stride_vb, stride_vh, stride_vn, stride_vd,
+                stride_gb, stride_gh, stride_gm, stride_gd,
+                stride_mb, stride_mh, stride_mm, stride_mn,
+                stride_akh,
+                heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+                HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, BLOCK_N, BAND_BLOCK_N,
+                HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+                SCALE_FIRST, DOT_PRECISION, USE_TMA,
+                block, group, step > 0,
+            )
 
 
 # -------------------------------------------------------------------- grad key/value

@@ -95,8 +95,14 @@ class KernelLaunch:
     # descriptors (Hopper and later) where the layout allows it (last stride 1, other strides
     # and the base 16-byte aligned); otherwise, and in the band, plain pointer loads.
     tma: bool = False
+    # Query-gradient kernel only: query blocks per program. Their table-gradient partials are
+    # summed in place, so the (blocks, R, D) partials buffer shrinks by this factor: small
+    # blocks at the memory of large ones.
+    group: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
+            raise ValueError(f"group must be an int >= 1, got {self.group!r}")
         for name in ("block_m", "block_n", "band_block"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
@@ -467,22 +473,22 @@ class _ShawTriton(torch.autograd.Function):
             **meta,
         )
         launch = problem.blocks.grad_query
-        q_blocks = _cdiv(q_len, launch.block_m)
+        q_groups = _cdiv(_cdiv(q_len, launch.block_m), launch.group)  # one partial each
         # dS per interior bucket (Lq × R), written by the band tiles and read at the end.
         grad_scores_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_key else delta
         # Each query block's (R, D) share of the table gradients; summed below.
         partial_key = (
-            torch.empty(batch * heads * q_blocks, rows, head_dim, **f32) if has_key else delta
+            torch.empty(batch * heads * q_groups, rows, head_dim, **f32) if has_key else delta
         )
         partial_value = (
-            torch.empty(batch * heads * q_blocks, rows, value_dim, **f32) if has_value else delta
+            torch.empty(batch * heads * q_groups, rows, value_dim, **f32) if has_value else delta
         )
         use_tma, (key_rows, value_rows) = _row_descriptors(
             launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
         )
         _launch(
             kernels.grad_query_kernel,
-            (q_blocks, batch * heads),
+            (q_groups, batch * heads),
             launch,
             query,
             key,
@@ -513,13 +519,14 @@ class _ShawTriton(torch.autograd.Function):
             BAND_BLOCK_N=launch.band_block,
             CHECK_COLS=k_len % launch.block_n != 0,
             USE_TMA=use_tma,
+            GROUP=launch.group,
             **meta,
         )
         grad_key_table = grad_value_table = None
         if has_key:
-            grad_key_table = _sum_partials(partial_key, key_table, batch, heads, q_blocks)
+            grad_key_table = _sum_partials(partial_key, key_table, batch, heads, q_groups)
         if has_value:
-            grad_value_table = _sum_partials(partial_value, value_table, batch, heads, q_blocks)
+            grad_value_table = _sum_partials(partial_value, value_table, batch, heads, q_groups)
         return grad_q, grad_k, grad_v, grad_key_table, grad_value_table, None, None
 
 
