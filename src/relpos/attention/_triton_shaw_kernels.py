@@ -665,7 +665,7 @@ def grad_query_block(
     partial_index = (batch_head.to(tl.int64) * tl.num_programs(0) + group) * num_buckets
     if HAS_KEY_TABLE:
         grad_scores_rel = tl.load(grad_scores_base + slots, mask=valid, other=0.0)  # dS_b
-        grad_scores_rel = grad_scores_rel.to(q.dtype)
+        grad_scores_rel = grad_scores_rel.to(q.dtype)  # (stored in q's dtype already)
         key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
         grad_q += tl.dot(grad_scores_rel, key_table, input_precision=DOT_PRECISION)
         partial_key = tl.dot(tl.trans(grad_scores_rel), q, input_precision=DOT_PRECISION)

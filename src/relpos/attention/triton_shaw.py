@@ -474,9 +474,14 @@ class _ShawTriton(torch.autograd.Function):
         )
         launch = problem.blocks.grad_query
         q_groups = _cdiv(_cdiv(q_len, launch.block_m), launch.group)  # one partial each
-        # dS per interior bucket (Lq × R), written by the band tiles and read at the end.
-        grad_scores_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_key else delta
-        # Each query block's (R, D) share of the table gradients; summed below.
+        # dS per interior bucket (Lq × R), written by the band tiles and read at the end. In the
+        # inputs' dtype: the kernel rounds it to that dtype for its last two dots anyway.
+        grad_scores_rel = (
+            torch.empty(batch * heads, q_len, rows, device=query.device, dtype=query.dtype)
+            if has_key
+            else delta
+        )
+        # Each group's (R, D) share of the table gradients; summed below.
         partial_key = (
             torch.empty(batch * heads * q_groups, rows, head_dim, **f32) if has_key else delta
         )
