@@ -38,7 +38,11 @@ The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_V�
   bucket (tails as row sums; interior buckets written to ``(r, b)`` slots by the band tiles, as
   are the masses ``M[r, b]``, over the ``dO A_Vᵀ`` entries they were computed from, which is why
   this kernel runs last), and the block's share of both table gradients, ``scale dS_bᵀ Q`` and
-  ``Mᵀ dO`` (``R × D`` each), summed afterwards — deterministic, no atomics.
+  ``Mᵀ dO`` (``R × D`` each; one per group of ``KernelLaunch.group`` blocks), summed
+  afterwards — deterministic, no atomics.
+
+Launch options per kernel are in :class:`KernelLaunch`: tile sizes, warps, pipeline stages, TMA
+loads of the tails' streamed tiles (Hopper), and query blocks per program for the dQ kernel.
 
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
