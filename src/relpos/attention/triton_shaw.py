@@ -663,6 +663,7 @@ def compile_kernels(
         kernels.grad_query_kernel: "grad_query",
         kernels.grad_key_value_kernel: "grad_key_value",
     }
+    # Saved and put back by hand: reset_active() would build the CUDA driver, which needs a GPU.
     saved_driver, saved_hook = driver._active, knobs.runtime.jit_cache_hook
     driver.set_active(_NoGpuDriver())
     knobs.runtime.jit_cache_hook = capture
