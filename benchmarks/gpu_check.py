@@ -533,9 +533,43 @@ SWEEP = {
 }
 
 
+#: A swept configuration must give the default's output and gradients to within this, relative
+#: to each tensor's largest entry: tile shapes only reorder float32 sums before the bf16 result
+#: is rounded (a few 1e-3), while a wrong kernel is off by order one.
+SWEEP_AGREEMENT = 3e-2
+
+
+def _triton_results(length: int, blocks: TritonBlocks) -> list[torch.Tensor]:
+    """Output and the five gradients of one Triton fwd+bwd on the timing inputs, in float32."""
+    index, tensors, upstream = timing_inputs(length)
+    q, k, v = tensors["query"], tensors["key"], tensors["value"]
+    out = triton_attention(
+        q,
+        k,
+        v,
+        index=index,
+        key_table=tensors["key_table"],
+        value_table=tensors["value_table"],
+        scale=q.shape[-1] ** -0.5,
+        blocks=blocks,
+    )
+    grads = torch.autograd.grad(out, list(tensors.values()), upstream)
+    return [t.detach().float() for t in (out, *grads)]
+
+
+def _disagreement(results: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """Largest difference to the reference, relative to each tensor's largest entry (NaN-safe)."""
+    worst = 0.0
+    for got, want in zip(results, reference, strict=True):
+        error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
+        worst = max(worst, error if math.isfinite(error) else math.inf)
+    return worst
+
+
 def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
     """Alternative tile sizes for the bf16 D=64 kernels, one kernel at a time; returns the
-    combination of the fastest forward and the fastest backward pair found."""
+    combination of the fastest forward and the fastest backward pair found among those that
+    agree with the default configuration (``SWEEP_AGREEMENT``)."""
     default = default_blocks(64, torch.bfloat16)
     section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
     print(f"\n== Triton tile sizes at L={length} (bf16, D=64), one kernel changed at a time ==")
@@ -555,11 +589,15 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
             )
             candidates.append((f"{kernel} {_launch_label(launch)}", kernel, blocks))
     default_row = None
+    reference = _triton_results(length, default)
     for label, kernel, blocks in candidates:
         if not run.has_time(f"sweep {label}"):
             break
         try:
             row = time_backend("triton", length, repeats, blocks=blocks)
+            row["disagreement"] = _disagreement(_triton_results(length, blocks), reference)
+            if not row["disagreement"] <= SWEEP_AGREEMENT:
+                row["error"] = f"results differ from the default's by {row['disagreement']:.2e}"
         except Exception as error:
             row = {"error": f"{type(error).__name__}: {error}"}
         row["blocks"] = label
@@ -574,7 +612,8 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         print(
             f"{label:<40} queued: fwd {forward_ms:8.3f} ms  fwd+bwd "
             f"{row['fwd_bwd_ms_queued']:8.3f} ms (bwd {backward_ms:7.3f}); per call: fwd "
-            f"{row['fwd_ms']:8.3f}  fwd+bwd {row['fwd_bwd_ms']:8.3f}",
+            f"{row['fwd_ms']:8.3f}  fwd+bwd {row['fwd_bwd_ms']:8.3f}; "
+            f"vs default {row['disagreement']:.1e}",
             flush=True,
         )
         if kernel is None:
