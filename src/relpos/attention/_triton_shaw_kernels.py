@@ -400,7 +400,7 @@ def grad_prepare_kernel(
     and each tail's ``lse`` and ``δ`` with its one-number-per-row key and value terms folded in.
 
     ``TAIL_ROWS`` is ``(4, B·H·Lq)``: ``lse - scale·QA[r, 0]``, ``lse - scale·QA[r, R-1]``,
-    ``δ - (dO A_Vᵀ)[r, 0]``, ``δ - (dO A_Vᵀ)[r, R-1]``. The key/value kernel's tail tiles load
+    ``δ - (dO A_Vᵀ)[r, 0]``, ``δ - (dO A_Vᵀ)[r, R-1]``. The gradient kernels' tail tiles load
     these as contiguous vectors, like a plain FlashAttention backward, instead of gathering two
     strided table entries per row and tile.
     """
@@ -452,7 +452,7 @@ def grad_prepare_kernel(
 
 @triton.jit
 def grad_query_tiles(
-    grad_q, left_sum, right_sum, q, grad_out, lse, delta, tail_bias, tail_grad_bias,
+    grad_q, left_sum, right_sum, q, grad_out, lse, delta,
     rel_base, grad_rel_base, grad_scores_base,
     k_base, v_base, k_desc, v_desc, batch, head, mask_base,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
@@ -499,21 +499,21 @@ def grad_query_tiles(
             probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
             grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
         else:
-            # A tail's key and value terms are one number per row (tail_bias comes scaled):
-            # folded into lse and δ, so the tile pays no extra operation for them.
+            # A tail's key and value terms are one number per row, already folded into the
+            # lse and δ it is given (TAIL_ROWS), so the tile pays no extra operation for them.
             if SCALE_FIRST:  # a float mask is added to scaled logits
                 scores = masked_logits(
                     scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm,
                     stride_mn, q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
                 )
-                probs = tl.exp2(scores - (lse - tail_bias)[:, None])
+                probs = tl.exp2(scores - lse[:, None])
             else:
                 scores = masked_logits(
                     scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
                     q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
                 )
-                probs = tl.exp2(scores * qk_scale - (lse - tail_bias)[:, None])
-            grad_scores = probs * (grad_probs - (delta - tail_grad_bias)[:, None])
+                probs = tl.exp2(scores * qk_scale - lse[:, None])
+            grad_scores = probs * (grad_probs - delta[:, None])
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if BAND:
             interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
@@ -537,8 +537,8 @@ def grad_query_tiles(
 
 @triton.jit
 def grad_query_block(
-    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL,
-    TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL,
+    GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -586,24 +586,12 @@ def grad_query_block(
     lse = tl.load(LSE + row_index, mask=row_ok, other=float("inf"))
     key_table_ptr = KEY_TABLE + head * stride_akh
 
-    if HAS_KEY_TABLE:  # the tails' key terms, times the (base-2) scale
-        left_bias = tl.load(QUERY_REL + row_index * num_buckets, mask=row_ok, other=0.0)
-        right_bias = tl.load(
-            QUERY_REL + row_index * num_buckets + num_buckets - 1, mask=row_ok, other=0.0
-        )
-        left_bias *= qk_scale
-        right_bias *= qk_scale
-    else:
-        left_bias = tl.zeros((BLOCK_M,), tl.float32)
-        right_bias = tl.zeros((BLOCK_M,), tl.float32)
-    if HAS_VALUE_TABLE:
-        left_grad_bias = tl.load(GRAD_REL + row_index * num_buckets, mask=row_ok, other=0.0)
-        right_grad_bias = tl.load(
-            GRAD_REL + row_index * num_buckets + num_buckets - 1, mask=row_ok, other=0.0
-        )
-    else:
-        left_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
-        right_grad_bias = tl.zeros((BLOCK_M,), tl.float32)
+    # Each tail's lse and δ with its key and value terms folded in (the prepare kernel's).
+    plane = tl.num_programs(1).to(tl.int64) * q_len
+    left_lse = tl.load(TAIL_ROWS + row_index, mask=row_ok, other=float("inf"))
+    right_lse = tl.load(TAIL_ROWS + plane + row_index, mask=row_ok, other=float("inf"))
+    left_delta = tl.load(TAIL_ROWS + 2 * plane + row_index, mask=row_ok, other=0.0)
+    right_delta = tl.load(TAIL_ROWS + 3 * plane + row_index, mask=row_ok, other=0.0)
 
     k_base = K + batch * stride_kb + head * stride_kh
     v_base = V + batch * stride_vb + head * stride_vh
@@ -620,7 +608,7 @@ def grad_query_block(
     band_hi = tl.maximum(band_hi * BLOCK_N, band_lo)
 
     grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
+        grad_q, left_sum, right_sum, q, grad_out, left_lse, left_delta,
         rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
@@ -631,7 +619,7 @@ def grad_query_block(
         SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, lse, delta, right_bias, right_grad_bias,
+        grad_q, left_sum, right_sum, q, grad_out, right_lse, right_delta,
         rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
@@ -642,7 +630,7 @@ def grad_query_block(
         SCALE_FIRST, DOT_PRECISION, USE_TMA,
     )
     grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, lse, delta, left_bias, left_grad_bias,
+        grad_q, left_sum, right_sum, q, grad_out, lse, delta,
         rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
@@ -724,8 +712,8 @@ def grad_query_block(
 
 @triton.jit
 def grad_query_kernel(
-    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL, GRAD_REL,
-    TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL,
+    GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -751,8 +739,8 @@ def grad_query_kernel(
         block = first_block + step
         if (GROUP == 1) or (block * BLOCK_M < q_len):  # a short last group skips the rest
             grad_query_block(
-                Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, QUERY_REL,
-                GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE,
+                Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS,
+                QUERY_REL, GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE,
                 PARTIAL_VALUE_TABLE,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_kb, stride_kh, stride_kn, stride_kd,

@@ -408,8 +408,8 @@ class _ShawTriton(torch.autograd.Function):
         grad_k = torch.empty_like(key)
         grad_v = torch.empty_like(value)
         delta = torch.empty(batch * heads, q_len, **f32)
-        # Each tail's lse and δ with its key and value terms folded in, (4, B·H·Lq): the key/value
-        # kernel's tail tiles read them as contiguous vectors.
+        # Each tail's lse and δ with its key and value terms folded in, (4, B·H·Lq): the tail
+        # tiles of both gradient kernels read them as contiguous vectors.
         tail_rows = torch.empty(4, batch * heads * q_len, **f32)
         # dO A_Vᵀ (Lq × R): read by both kernels; the query kernel, which runs last, overwrites
         # its interior slots with the masses M[r, b] it recomputes.
@@ -509,6 +509,7 @@ class _ShawTriton(torch.autograd.Function):
             query if mask is None else mask,
             lse,
             delta,
+            tail_rows,
             query_rel if has_key else delta,
             grad_rel,
             tail_mass if has_value else delta,
