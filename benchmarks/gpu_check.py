@@ -531,6 +531,8 @@ SWEEP = {
         KernelLaunch(64, 128, band_block=32, num_warps=8),
         KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
+        # 166 registers as launched: three programs per SM instead of two.
+        KernelLaunch(32, 64, band_block=16, num_warps=4, num_stages=3),
         KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
         KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True),
     ],
