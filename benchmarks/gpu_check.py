@@ -14,9 +14,10 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    heads, key and value terms, no mask; forward and forward+backward ms and peak memory for
    SDPA without positions, ``triton``, and ``triton-plain`` (the same kernels without tables:
    what the FlashAttention skeleton costs next to cuDNN), each called directly in bfloat16
-   (``shaw_attention`` would upcast to float32 first). Two times per call: synchronised single
-   calls (the host's work before the first kernel counts) and calls queued back to back (as in
-   training, where the host runs ahead); then CUDA time per kernel (profiler);
+   (as ``shaw_attention`` runs ``triton``; it upcasts for the other backends). Two times per
+   call: synchronised single calls (the host's work before the first kernel counts) and calls
+   queued back to back (as in training, where the host runs ahead); then CUDA time per kernel
+   (profiler);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
 5. Triton tile sizes (and TMA loads), one kernel's at a time, chosen by the
    queued times, and the fastest combination at every length;
@@ -786,7 +787,7 @@ def bench_smoke(run: Run) -> None:
     """What ``relpos bench --device cuda`` runs: every backend that applies, via shaw_attention."""
     from relpos.bench import BenchConfig, format_table, run_benchmark
 
-    print("\n== relpos.bench.run_benchmark on CUDA (via shaw_attention: float32 compute) ==")
+    print("\n== relpos.bench.run_benchmark on CUDA (via shaw_attention, bf16 inputs) ==")
     try:
         config = BenchConfig(
             lengths=(1024,), batch=2, heads=16, dtype="bfloat16", device=DEVICE, repeats=3, warmup=1

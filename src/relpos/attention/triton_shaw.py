@@ -737,8 +737,9 @@ def triton_attention(
     D)``, ``key (B, H, Lk, D)``, ``value (B, H, Lk, Dv)``, ``key_table (Ht, R, D)``,
     ``value_table (Ht, R, Dv)`` with ``Ht ∈ {1, H}``, masks as in SDPA (boolean or float, any
     shape broadcasting to ``(B, H, Lq, Lk)``); returns ``(B, H, Lq, Dv)``. Inputs may be float16,
-    bfloat16 or float32 and are computed in their own dtype with float32 accumulation (call it
-    directly with half-precision tensors for full speed; ``shaw_attention`` upcasts them first).
+    bfloat16 or float32 and are computed in their own dtype with float32 accumulation
+    (``shaw_attention`` passes half-precision inputs through as they are: this backend declares
+    them native).
 
     The kernels have no dropout and no key-query term, and keep at most 128-wide heads in
     registers; for those inputs, float64, and empty sequences this runs the eager backend, which
