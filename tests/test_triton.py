@@ -13,6 +13,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -253,6 +255,86 @@ def test_query_blocks_grouped_per_program(group):
         attn_mask=_mask("padding", index),
         is_causal=True,
         blocks=TritonBlocks(tiny, grouped, tiny),
+    )
+
+
+def _relayout(t, layout):
+    """The same values in another memory layout: ``(B, L, H, D)`` viewed as ``(B, H, L, D)``,
+    or rows cut from wider ones (gaps between rows)."""
+    t = t.detach()
+    if layout == "transposed":
+        t = t.transpose(1, 2).contiguous().transpose(1, 2)
+    elif layout == "sliced":
+        t = torch.cat([t, t[..., :3]], dim=-1)[..., : t.shape[-1]]
+    return t.requires_grad_()
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 40), st.integers(1, 40)),
+    dims=st.tuples(st.sampled_from([16, 24, 32]), st.sampled_from([16, 24, 32])),
+    clipping=st.tuples(st.integers(0, 45), st.integers(0, 45)),
+    offsets=st.tuples(st.integers(-20, 20), st.integers(-20, 20)),
+    tables=st.sampled_from(["both", "both per head", "key", "value"]),
+    mask=st.sampled_from([None, "dense", "padding", "float"]),
+    is_causal=st.booleans(),
+    scale=st.sampled_from([None, 0.3, -0.7]),
+    layouts=st.lists(st.sampled_from(["plain", "transposed", "sliced"]), min_size=3, max_size=3),
+    launches=st.lists(
+        st.tuples(
+            st.sampled_from([16, 32]), st.sampled_from([16, 32]), st.booleans(), st.integers(1, 3)
+        ),
+        min_size=3,
+        max_size=3,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_random_configurations_match_reference(
+    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, seed
+):
+    """Everything at once, drawn at random: lengths that are and are not tile multiples,
+    clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
+    either sign, memory layouts, tile sizes, TMA loads and grouped query blocks."""
+    batch, heads, q_len, k_len = shape
+    index, tensors = _case(
+        batch=batch,
+        heads=heads,
+        q_len=q_len,
+        k_len=k_len,
+        head_dim=dims[0],
+        value_dim=dims[1],
+        left=clipping[0],
+        right=clipping[1],
+        query_offset=offsets[0],
+        key_offset=offsets[1],
+        per_head=tables == "both per head",
+        keys=tables != "value",
+        values=tables != "key",
+        seed=seed,
+    )
+    for name, layout in zip(("query", "key", "value"), layouts, strict=True):
+        tensors[name] = _relayout(tensors[name], layout)
+    gen = torch.Generator().manual_seed(seed)
+    attn_mask = {
+        None: None,
+        "dense": torch.rand(batch, 1, q_len, k_len, generator=gen) > 0.3,
+        "padding": torch.rand(batch, 1, 1, k_len, generator=gen) > 0.2,
+        "float": torch.randn(heads, q_len, k_len, generator=gen),
+    }[mask]
+    blocks = TritonBlocks(
+        *(
+            KernelLaunch(rows, cols, band_block=16, tma=tma, group=group)
+            for rows, cols, tma, group in launches
+        )
+    )
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=None if attn_mask is None else attn_mask.to(DEVICE),
+        is_causal=is_causal,
+        blocks=blocks,
+        scale=scale,
+        tol=1e-4,
     )
 
 
