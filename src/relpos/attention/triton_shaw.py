@@ -148,9 +148,9 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
     tiles swept at a time; ``benchmarks/RESULTS.md``). Other head sizes and float32 (3xTF32
     matmuls): chosen to fit shared memory and limit register spills in an sm_90 compile made
     before ``compile_kernels`` specialised like a launch, not tuned by timings; as launched,
-    ``gpu_check.py --compile-only`` reports no spill for bf16 D=128 but up to ~5 KiB for float32
-    D=128, and the fewest-spill float32 tiles are tiny (16 rows), so they await timings. Pass
-    your own :class:`TritonBlocks` to :func:`triton_attention` to tune.
+    ``gpu_check.py --compile-only`` reports at most 28 B spilled for bf16 D=128 but up to
+    ~5 KiB for float32 D=128, and the fewest-spill float32 tiles are tiny (16 rows), so they
+    await timings. Pass your own :class:`TritonBlocks` to :func:`triton_attention` to tune.
     """
     if _interpreting():
         tiny = KernelLaunch(16, 16, band_block=16)  # small tests still cross several tiles
