@@ -801,6 +801,58 @@ def bench_smoke(run: Run) -> None:
     run.save()
 
 
+#: Issue 5's targets, as ratios to SDPA at L = 4096 and 8192.
+TARGETS = {"fwd_ms": 1.5, "fwd_bwd_ms": 2.0, "peak_fwd_bwd_mib": 1.5}
+
+
+def targets(run: Run) -> None:
+    """Issue 5's targets against this run: the default tiles and the sweep's choice, each time
+    measured both ways (synchronised single calls and queued calls)."""
+    sections = run.results["sections"]
+    sdpa = {
+        r["length"]: r
+        for r in sections.get("timing", {}).get("rows", [])
+        if r.get("backend") == "sdpa" and "error" not in r
+    }
+    candidates = [
+        ("default tiles", r)
+        for r in sections.get("timing", {}).get("rows", [])
+        if r.get("backend") == "triton"
+    ]
+    candidates += [("chosen tiles", r) for r in sections.get("timing_chosen", {}).get("rows", [])]
+    verdicts = []
+    for label, row in candidates:
+        base = sdpa.get(row.get("length"))
+        if row.get("length") not in (4096, 8192) or base is None or "error" in row:
+            continue
+        for key, limit in TARGETS.items():
+            # Times were measured both ways; memory once.
+            for name in (key, f"{key}_queued") if key.endswith("_ms") else (key,):
+                if name not in row or name not in base:
+                    continue
+                ratio = row[name] / base[name]
+                verdicts.append(
+                    dict(
+                        tiles=label,
+                        length=row["length"],
+                        measure=name,
+                        ratio=ratio,
+                        limit=limit,
+                        met=ratio <= limit,
+                    )
+                )
+    sections["targets"] = verdicts
+    if verdicts:
+        print("\n== issue 5's targets (ratio to SDPA; met when <= the limit) ==")
+        for v in verdicts:
+            print(
+                f"{v['tiles']:<14} L={v['length']:<5} {v['measure']:<19} {v['ratio']:5.2f} "
+                f"<= {v['limit']:.1f}: {'met' if v['met'] else 'NOT met'}",
+                flush=True,
+            )
+    run.save()
+
+
 # ---------------------------------------------------------------------------- compile only
 
 
@@ -895,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
             timing_fold(run, [n for n in lengths if n >= 4096] or lengths, args.repeats)
         if run.has_time("bench"):
             bench_smoke(run)
+    targets(run)
     checks = run.results["sections"].get("correctness", {}).get("checks", [])
     failed = [c for c in checks if not c["ok"]]
     print(
