@@ -22,7 +22,8 @@ Sections, in order of priority (each is skipped once the time budget is spent):
 5. Triton tile sizes (and TMA loads), one kernel's at a time, chosen by the
    queued times, and the fastest combination at every length;
    causal and D = 32 / 128 at one length; the tails' terms folded (default) or not;
-6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs).
+6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs);
+7. at the end, always: issue 5's targets against what this run measured.
 
 Results go to ``$OUT/gpu_check.json`` (rewritten after every section, so a run cut short still
 leaves what it measured) or ``--json PATH``.
