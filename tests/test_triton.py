@@ -339,6 +339,13 @@ def test_random_configurations_match_reference(
     )
 
 
+def test_tma_on_a_gpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(ValueError, match=r"tma=True\) needs a GPU with TMA .* this one has 8\.0"):
+        triton_shaw._check_tma_device(torch.device("cuda", 0))
+    triton_shaw._check_tma_device(torch.device("cpu"))  # the interpreter: no such limit
+
+
 def test_sliced_inputs_with_gaps_between_rows():
     # Keys and values cut from rows one element wider: not dense, so gradient buffers made like
     # them would have other strides; the backend copies such inputs first.

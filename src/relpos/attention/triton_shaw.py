@@ -566,11 +566,24 @@ def _row_descriptor(t: Tensor, block_rows: int, dim_pad: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, dim_pad])
 
 
+def _check_tma_device(device: torch.device) -> None:
+    """TMA needs Hopper or later; asking for it elsewhere is a configuration error."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 9:
+            raise ValueError(
+                "KernelLaunch(tma=True) needs a GPU with TMA (compute capability 9.0 or later, "
+                f"e.g. H100); this one has {major}.{minor}: use tma=False"
+            )
+
+
 def _row_descriptors(
     wanted: bool, block_rows: int, *tensors: tuple[Tensor, int]
 ) -> tuple[bool, list]:
     """``(True, descriptors)`` for the ``(tensor, dim_pad)`` pairs a kernel streams, if TMA is
     wanted and every one of them allows it; else ``(False, tensors)`` (the kernel ignores them)."""
+    if wanted:
+        _check_tma_device(tensors[0][0].device)
     if wanted and all(_tma_compatible(t) for t, _ in tensors):
         return True, [_row_descriptor(t, block_rows, pad) for t, pad in tensors]
     return False, [t for t, _ in tensors]
