@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relpos.attention import RelativeIndex, triton_shaw
+from relpos.attention import RelativeIndex, triton_shaw, triton_tune
 from relpos.attention.eager import eager_attention
 from relpos.attention.flex import flex_shaw_attention
 from relpos.attention.reference import reference_attention
@@ -489,62 +489,10 @@ def _timing_cells(row: dict, base: dict | None) -> str:
     return " ".join(cells)
 
 
-def _launch_label(launch: KernelLaunch) -> str:
-    return (
-        f"{launch.block_m}x{launch.block_n}/{launch.band_block} w{launch.num_warps} "
-        f"s{launch.num_stages}"
-        + (" tma" if launch.tma else "")
-        + (f" g{launch.group}" if launch.group > 1 else "")
-    )
-
-
-#: Alternatives for one kernel at a time (the others keep their defaults), bf16, D = 64. Kept
-#: from earlier runs: the close contenders; added after run 4: smaller loop tiles with deeper
-#: pipelines, as FlashAttention-style Triton kernels use on Hopper, and TMA loads in the
-#: forward, picked from the sm_90 compile for few spills (``--compile-only``).
-SWEEP = {
-    "forward": [
-        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
-        KernelLaunch(128, 128, band_block=64, num_warps=8),
-        KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
-        KernelLaunch(128, 64, band_block=64, num_warps=8, num_stages=4),
-        # Narrower band tiles: the 64-wide ones set the register peak (sm_90, as launched:
-        # band 64 spills 120 B, band 32 fits in 254 registers, band 16 in 184).
-        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3),
-        KernelLaunch(64, 64, band_block=16, num_warps=4, num_stages=3),
-        # Tail tiles loaded through TMA descriptors (not yet timed on a GPU; also one candidate
-        # per backward kernel below: its default tiles with TMA).
-        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3, tma=True),
-        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
-        KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3, tma=True),
-    ],
-    "grad_query": [
-        KernelLaunch(64, 64, band_block=32, num_warps=4),
-        KernelLaunch(128, 32, band_block=32, num_warps=8, num_stages=3),
-        KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4),
-        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
-        # 64-row blocks, two per program: run 4 timed 64-row blocks 2-4 % faster than the
-        # 128-row default but with 1.53x SDPA's peak memory; grouped, their table-gradient
-        # partials take the 128-row blocks' memory.
-        KernelLaunch(64, 64, band_block=32, num_warps=4, group=2),
-        KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4, group=2),
-    ],
-    "grad_key_value": [
-        KernelLaunch(64, 128, band_block=32, num_warps=8),
-        KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
-        KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
-        # 166 registers as launched: three programs per SM instead of two.
-        KernelLaunch(32, 64, band_block=16, num_warps=4, num_stages=3),
-        KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
-        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True),
-    ],
-}
-
-
-#: A swept configuration must give the default's output and gradients to within this, relative
-#: to each tensor's largest entry: tile shapes only reorder float32 sums before the bf16 result
-#: is rounded (a few 1e-3), while a wrong kernel is off by order one.
-SWEEP_AGREEMENT = 3e-2
+#: Alternatives for one kernel at a time (the others keep their defaults), and how closely each
+#: must reproduce the default's results: the library's own (``relpos.attention.triton_tune``).
+SWEEP = triton_tune.CANDIDATES
+SWEEP_AGREEMENT = triton_tune.AGREEMENT
 
 
 def _triton_results(length: int, blocks: TritonBlocks) -> list[torch.Tensor]:
@@ -563,15 +511,6 @@ def _triton_results(length: int, blocks: TritonBlocks) -> list[torch.Tensor]:
     )
     grads = torch.autograd.grad(out, list(tensors.values()), upstream)
     return [t.detach().float() for t in (out, *grads)]
-
-
-def _disagreement(results: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    """Largest difference to the reference, relative to each tensor's largest entry (NaN-safe)."""
-    worst = 0.0
-    for got, want in zip(results, reference, strict=True):
-        error = ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item()
-        worst = max(worst, error if math.isfinite(error) else math.inf)
-    return worst
 
 
 def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
@@ -595,7 +534,7 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
                     for name in ("forward", "grad_query", "grad_key_value")
                 }
             )
-            candidates.append((f"{kernel} {_launch_label(launch)}", kernel, blocks))
+            candidates.append((f"{kernel} {launch.label}", kernel, blocks))
     default_row = None
     reference = _triton_results(length, default)
     for label, kernel, blocks in candidates:
@@ -603,7 +542,9 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
             break
         try:
             row = time_backend("triton", length, repeats, blocks=blocks)
-            row["disagreement"] = _disagreement(_triton_results(length, blocks), reference)
+            row["disagreement"] = triton_tune.disagreement(
+                _triton_results(length, blocks), reference
+            )
             if not row["disagreement"] <= SWEEP_AGREEMENT:
                 row["error"] = f"results differ from the default's by {row['disagreement']:.2e}"
         except Exception as error:
@@ -637,8 +578,7 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         best["forward"][1], best_backward["grad_query"][1], best_backward["grad_key_value"][1]
     )
     section["chosen"] = {
-        name: _launch_label(getattr(chosen, name))
-        for name in ("forward", "grad_query", "grad_key_value")
+        name: getattr(chosen, name).label for name in ("forward", "grad_query", "grad_key_value")
     }
     section["default_row"] = default_row
     print("chosen:", section["chosen"], flush=True)

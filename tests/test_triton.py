@@ -23,7 +23,7 @@ triton = pytest.importorskip("triton")
 
 from backend_cases import make_case, make_mask  # noqa: E402
 
-from relpos.attention import shaw_attention, triton_shaw  # noqa: E402
+from relpos.attention import shaw_attention, triton_shaw, triton_tune  # noqa: E402
 from relpos.attention.eager import eager_attention  # noqa: E402
 from relpos.attention.reference import reference_attention  # noqa: E402
 from relpos.attention.triton_shaw import (  # noqa: E402
@@ -610,3 +610,83 @@ def test_half_precision_on_gpu_at_a_realistic_size(dtype):
         dtype=dtype,
     )
     _check_against_reference(index, tensors, is_causal=True, tol=3e-2)
+
+
+# ------------------------------------------------------------------------ tuning (triton_tune)
+
+TINY = KernelLaunch(16, 16, band_block=16)
+
+
+def _tune(**kwargs):
+    options = dict(
+        head_dim=16,
+        dtype=torch.float32,
+        length=40,
+        batch=1,
+        heads=1,
+        max_distance=3,
+        calls=1,
+        rounds=1,
+        device=DEVICE,
+    )
+    return triton_tune.tune_blocks(**{**options, **kwargs})
+
+
+def test_tuning_times_each_candidate_and_returns_the_fastest_that_agree(monkeypatch):
+    """A candidate whose results are wrong is dropped however fast it is; here the forward
+    with 32-row blocks is made to return twice the right output."""
+    wrong = KernelLaunch(32, 16, band_block=16)
+    real = triton_tune.triton_attention
+
+    def attention(*args, blocks, **kwargs):
+        out = real(*args, blocks=blocks, **kwargs)
+        return out * 2 if blocks.forward == wrong else out
+
+    monkeypatch.setattr(triton_tune, "triton_attention", attention)
+    grouped = KernelLaunch(16, 16, band_block=16, group=2)
+    candidates = {"forward": [wrong], "grad_query": [grouped], "grad_key_value": [TINY]}
+    result = _tune(candidates=candidates)
+    labels = [row["label"] for row in result.rows]
+    assert labels == [
+        "default",
+        "forward 32x16/16 w4 s2",
+        "grad_query 16x16/16 w4 s2 g2",
+        "grad_key_value 16x16/16 w4 s2",
+    ]
+    default = triton_shaw.default_blocks(16, torch.float32)
+    assert "results differ" in result.rows[1]["error"]
+    assert result.blocks.forward == default.forward  # the only alternative was wrong
+    assert result.blocks.grad_query in (default.grad_query, grouped)
+    for row in (result.rows[0], *result.rows[2:]):
+        assert row["disagreement"] <= 1e-5 and row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
+
+
+def test_tuning_skips_a_candidate_that_cannot_run():
+    too_wide_band = KernelLaunch(16, 16, band_block=32)  # band tile wider than its loop tile
+    result = _tune(candidates={"forward": [too_wide_band]})
+    assert "forward.band_block must be <=" in result.rows[1]["error"]
+    assert result.blocks.forward == triton_shaw.default_blocks(16, torch.float32).forward
+
+
+@pytest.mark.parametrize(
+    "candidates, error, match",
+    [
+        ({"backward": [TINY]}, ValueError, "unknown kernel 'backward'; valid names"),
+        ({"forward": [(64, 64)]}, TypeError, "must hold KernelLaunch objects, got tuple"),
+    ],
+)
+def test_tuning_refuses_bad_candidates(candidates, error, match):
+    with pytest.raises(error, match=match):
+        _tune(candidates=candidates)
+
+
+def test_disagreement_is_relative_and_infinite_for_non_finite_results():
+    reference = [torch.tensor([2.0, -4.0]), torch.tensor([1.0])]
+    assert triton_tune.disagreement(reference, reference) == 0.0
+    assert (
+        triton_tune.disagreement([torch.tensor([2.0, -3.0]), torch.tensor([1.0])], reference)
+        == 0.25
+    )
+    assert triton_tune.disagreement(
+        [torch.tensor([2.0, float("nan")]), reference[1]], reference
+    ) == float("inf")

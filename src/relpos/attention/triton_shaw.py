@@ -104,6 +104,17 @@ class KernelLaunch:
     # blocks at the memory of large ones.
     group: int = 1
 
+    @property
+    def label(self) -> str:
+        """Short form, e.g. ``64x64/32 w4 s3 tma g2`` (rows x columns / band tile, warps,
+        stages, then the options that are on)."""
+        return (
+            f"{self.block_m}x{self.block_n}/{self.band_block} w{self.num_warps} "
+            f"s{self.num_stages}"
+            + (" tma" if self.tma else "")
+            + (f" g{self.group}" if self.group > 1 else "")
+        )
+
     def __post_init__(self) -> None:
         if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
             raise ValueError(f"group must be an int >= 1, got {self.group!r}")
