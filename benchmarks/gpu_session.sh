@@ -8,16 +8,16 @@
 #   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes, TMA and grouped
 #      blocks included).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
-#   bash benchmarks/gpu_session.sh              # BUDGET_S=270 by default
+#   bash benchmarks/gpu_session.sh              # BUDGET_S=250 by default
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-timeout $(( ${BUDGET_S:-270} + 120 )) python3 benchmarks/gpu_check.py --backends triton \
-    --budget-s "${BUDGET_S:-270}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
+timeout $(( ${BUDGET_S:-250} + 120 )) python3 benchmarks/gpu_check.py --backends triton \
+    --budget-s "${BUDGET_S:-250}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 echo "gpu_check exit status $?"
-timeout 150 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_triton.py \
+timeout 180 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_triton.py \
     > "$out/pytest_triton.log" 2>&1
 echo "pytest exit status $?"
 tail -n 80 "$out/gpu_check.log"
