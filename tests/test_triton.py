@@ -680,6 +680,12 @@ def test_tuning_refuses_bad_candidates(candidates, error, match):
         _tune(candidates=candidates)
 
 
+def test_tuning_without_a_gpu_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="tune_blocks times the kernels on a CUDA GPU"):
+        triton_tune.tune_blocks(device="cuda")
+
+
 def test_disagreement_is_relative_and_infinite_for_non_finite_results():
     reference = [torch.tensor([2.0, -4.0]), torch.tensor([1.0])]
     assert triton_tune.disagreement(reference, reference) == 0.0

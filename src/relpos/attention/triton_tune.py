@@ -165,6 +165,11 @@ def tune_blocks(
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "tune_blocks times the kernels on a CUDA GPU and none is available (for tests: "
+            "device='cpu' with TRITON_INTERPRET=1)"
+        )
     gen = torch.Generator().manual_seed(0)
 
     def leaf(*shape: int) -> Tensor:
