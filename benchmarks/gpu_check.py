@@ -377,21 +377,9 @@ def median_ms(step, repeats, warmup) -> float:
 
 
 def queued_ms(step, calls, rounds=3) -> float:
-    """Milliseconds per call with ``calls`` calls queued back to back between two events, as in
-    a training loop: the host runs ahead, so its own per-call work (Python, launches) is hidden
-    whenever the GPU is the slower side. Median of ``rounds``."""
-    step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
+    """Milliseconds per call with ``calls`` calls queued back to back (the host's own work hidden
+    whenever the GPU is the slower side, as in training); the library's measure."""
+    return triton_tune.queued_ms(step, torch.device(DEVICE), calls, rounds)
 
 
 def peak_mib(step) -> float:

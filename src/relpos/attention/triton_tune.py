@@ -32,7 +32,7 @@ from torch import Tensor
 from .index import RelativeIndex
 from .triton_shaw import KernelLaunch, TritonBlocks, default_blocks, triton_attention
 
-__all__ = ["CANDIDATES", "AGREEMENT", "TuneResult", "disagreement", "tune_blocks"]
+__all__ = ["CANDIDATES", "AGREEMENT", "TuneResult", "disagreement", "queued_ms", "tune_blocks"]
 
 KERNELS = ("forward", "grad_query", "grad_key_value")
 
@@ -102,7 +102,7 @@ def disagreement(results: list[Tensor], reference: list[Tensor]) -> float:
     return worst
 
 
-def _queued_ms(step: Callable[[], object], device: torch.device, calls: int, rounds: int) -> float:
+def queued_ms(step: Callable[[], object], device: torch.device, calls: int, rounds: int) -> float:
     """Milliseconds per call, ``calls`` calls queued back to back; median of ``rounds``."""
     step()
     times = []
@@ -221,8 +221,8 @@ def tune_blocks(
             def forward_backward(blocks=blocks):
                 torch.autograd.grad(forward(blocks), leaves, upstream)
 
-            row["fwd_ms"] = _queued_ms(forward_only, device, calls, rounds)
-            row["fwd_bwd_ms"] = _queued_ms(forward_backward, device, calls, rounds)
+            row["fwd_ms"] = queued_ms(forward_only, device, calls, rounds)
+            row["fwd_bwd_ms"] = queued_ms(forward_backward, device, calls, rounds)
         except Exception as error:  # a candidate that does not fit this card is skipped
             row["error"] = f"{type(error).__name__}: {error}"
         rows.append(row)
