@@ -3,6 +3,12 @@
     python benchmarks/gpu_check.py                  # everything, within --budget-s (a few minutes)
     python benchmarks/gpu_check.py --quick          # versions and correctness only
     python benchmarks/gpu_check.py --compile-only   # no GPU needed: registers/spills per kernel
+    python benchmarks/gpu_check.py --dry-run        # no GPU: every section on the CPU, tiny sizes
+
+``--dry-run`` runs every section under Triton's interpreter on the CPU, at tiny shapes and with
+float16 in place of bfloat16 (the interpreter's bfloat16 ``tl.dot`` is wrong), so that the one
+prepared GPU call is not spent finding a bug in this script; its times mean nothing
+(``tests/test_gpu_check.py`` runs it).
 
 Sections, in order of priority (each is skipped once the time budget is spent):
 
@@ -63,6 +69,32 @@ from relpos.attention.triton_shaw import (
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICE = "cuda"
+#: Issue 5's timing setting (``--dry-run`` shrinks it): batch, heads, dtype; and the lengths at
+#: which its targets are stated.
+TIMING = {"batch": 2, "heads": 16, "dtype": torch.bfloat16}
+TARGET_LENGTHS = (4096, 8192)
+DRY_RUN = False
+
+
+def dry_run_setup(lengths: list[int]) -> None:
+    """Every section on the CPU under Triton's interpreter, at tiny sizes (see the docstring)."""
+    global DEVICE, DRY_RUN, TARGET_LENGTHS
+    os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are first imported
+    if not triton_shaw._interpreting() or "relpos.attention._triton_shaw_kernels" in sys.modules:
+        raise SystemExit("--dry-run: the kernels were already built without the interpreter")
+    DEVICE, DRY_RUN, TARGET_LENGTHS = "cpu", True, tuple(lengths)
+    TIMING.update(batch=1, heads=2, dtype=torch.float16)
+
+
+def setting() -> str:
+    """The timing setting, for headings: ``bfloat16, B=2, H=16`` (tiny with ``--dry-run``)."""
+    dtype = str(TIMING["dtype"]).removeprefix("torch.")
+    return f"{dtype}, B={TIMING['batch']}, H={TIMING['heads']}"
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 class Run:
@@ -212,7 +244,19 @@ def output_and_grads(fn, index, tensors, upstream, masks, **extra):
     return [out, *grads]
 
 
+def dry_run_case(dtype_name, options) -> tuple[str, dict]:
+    """A check's case for ``--dry-run``: lengths and offsets / 8, one batch of two heads, and
+    float16 in place of bfloat16 (the interpreter's bfloat16 dot is wrong)."""
+    options = dict(options, batch=1, heads=2)
+    for name in ("q_len", "k_len", "query_offset", "key_offset"):
+        if name in options:
+            options[name] = options[name] // 8 + (3 if name.endswith("len") else 0)
+    return ("float16" if dtype_name == "bfloat16" else dtype_name), options
+
+
 def check_backend(name, fn, dtype_name, options) -> dict:
+    if DRY_RUN:
+        dtype_name, options = dry_run_case(dtype_name, options)
     dtype = DTYPES[dtype_name]
     index, tensors, masks = make_case(dtype, **options)
     batch, heads, _, value_dim = tensors["value"].shape
@@ -290,7 +334,8 @@ def correctness(run: Run, backends: list[str]) -> None:
 # ---------------------------------------------------------------------------------- timing
 
 
-def timing_inputs(length, *, batch=2, heads=16, head_dim=64, k=16, dtype=torch.bfloat16):
+def timing_inputs(length, *, head_dim=64, k=16):
+    batch, heads, dtype = TIMING["batch"], TIMING["heads"], TIMING["dtype"]
     gen = torch.Generator(device=DEVICE).manual_seed(length)
 
     def leaf(*shape):
@@ -364,9 +409,14 @@ def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False):
 def median_ms(step, repeats, warmup) -> float:
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    synchronize()
     times = []
     for _ in range(repeats):
+        if DEVICE == "cpu":  # --dry-run
+            began = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - began) * 1e3)
+            continue
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step()
@@ -379,11 +429,15 @@ def median_ms(step, repeats, warmup) -> float:
 def queued_ms(step, calls, rounds=3) -> float:
     """Milliseconds per call with ``calls`` calls queued back to back (the host's own work hidden
     whenever the GPU is the slower side, as in training); the library's measure."""
-    return triton_tune.queued_ms(step, torch.device(DEVICE), calls, rounds)
+    return triton_tune.queued_ms(step, torch.device(DEVICE), calls, 1 if DRY_RUN else rounds)
 
 
-def peak_mib(step) -> float:
-    """Peak memory one call allocates above what existed before it (inputs excluded)."""
+def peak_mib(step) -> float | None:
+    """Peak memory one call allocates above what existed before it (inputs excluded); None on
+    the CPU (``--dry-run``)."""
+    if DEVICE == "cpu":
+        step()
+        return None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
@@ -396,7 +450,7 @@ def time_backend(backend, length, repeats, blocks=None) -> dict:
     index, tensors, upstream = timing_inputs(length)
     forward_only, forward_backward = make_steps(backend, index, tensors, upstream, blocks)
     slow = backend == "eager" and length >= 4096  # seconds per call: fewer repeats
-    reps, warm = (3, 1) if slow else (repeats, 3)
+    reps, warm = (3, 1) if slow else (repeats, 1 if DRY_RUN else 3)
     row = {"length": length, "backend": backend}
     row["fwd_ms"] = median_ms(forward_only, reps, warm)
     row["fwd_bwd_ms"] = median_ms(forward_backward, reps, warm)
@@ -411,7 +465,7 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
     section = run.results["sections"].setdefault(
         "timing",
         {
-            "setting": "bf16, B=2, H=16, D=64, k=16, shared tables, key+value terms, no mask; "
+            "setting": f"{setting()}, D=64, k=16, shared tables, key+value terms, no mask; "
             "*_ms: median ms of single calls, synchronised, between CUDA events (includes the "
             "host's work before the first kernel); *_ms_queued: ms per call with calls queued "
             "back to back (host work hidden when the GPU is slower); peak = "
@@ -419,7 +473,7 @@ def timing(run: Run, lengths: list[int], backends: list[str], repeats: int) -> N
             "rows": [],
         },
     )
-    print("\n== timing: bf16, B=2, H=16, D=64, k=16, shared tables, K+V terms ==")
+    print(f"\n== timing: {setting()}, D=64, k=16, shared tables, K+V terms ==")
     print("   (per call: synchronised single calls; queued: calls back to back)")
     print(
         f"{'L':>6} {'backend':<12} {'fwd ms':>8} {'xSDPA':>6} {'queued':>8} {'xSDPA':>6} "
@@ -505,9 +559,9 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
     """Alternative tile sizes for the bf16 D=64 kernels, one kernel at a time; returns the
     combination of the fastest forward and the fastest backward pair found among those that
     agree with the default configuration (``SWEEP_AGREEMENT``)."""
-    default = default_blocks(64, torch.bfloat16)
+    default = default_blocks(64, TIMING["dtype"])
     section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
-    print(f"\n== Triton tile sizes at L={length} (bf16, D=64), one kernel changed at a time ==")
+    print(f"\n== Triton tile sizes at L={length} ({setting()}, D=64), one kernel at a time ==")
     best = {"forward": (math.inf, default.forward)}
     best_backward = {
         "grad_query": (math.inf, default.grad_query),
@@ -569,7 +623,9 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         name: getattr(chosen, name).label for name in ("forward", "grad_query", "grad_key_value")
     }
     section["default_row"] = default_row
+    section["chosen_code"] = repr(chosen)  # to paste into default_blocks
     print("chosen:", section["chosen"], flush=True)
+    print("as code:", section["chosen_code"], flush=True)
     run.save()
     return chosen
 
@@ -640,7 +696,7 @@ def timing_fold(run: Run, lengths: list[int], repeats: int) -> None:
 def timing_variants(run: Run, length: int, repeats: int) -> None:
     """Causal and other head sizes at one length: Triton (default tiles) against SDPA."""
     section = run.results["sections"].setdefault("variants", {"length": length, "rows": []})
-    print(f"\n== variants at L={length}, bf16, B=2, H=16, k=16 (Triton / SDPA) ==")
+    print(f"\n== variants at L={length}, {setting()}, k=16 (Triton / SDPA) ==")
     for label, head_dim, causal in (
         ("causal D=64", 64, True),
         ("D=128", 128, False),
@@ -675,28 +731,34 @@ def timing_variants(run: Run, length: int, repeats: int) -> None:
 
 
 def profile(run: Run, length: int) -> None:
-    """CUDA time per kernel for one forward+backward of SDPA and of the Triton backend."""
+    """CUDA time per kernel for one forward+backward of SDPA and of the Triton backend (with
+    ``--dry-run``: CPU time per operator)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    on_cpu = DEVICE == "cpu"
+    activity = ProfilerActivity.CPU if on_cpu else ProfilerActivity.CUDA
     section = run.results["sections"].setdefault("profile", {"length": length})
-    print(f"\n== CUDA time per kernel, one forward+backward at L={length} ==")
+    print(f"\n== {DEVICE.upper()} time per kernel, one forward+backward at L={length} ==")
     for backend in ("sdpa", "triton"):
         try:
             index, tensors, upstream = timing_inputs(length)
             _, step = make_steps(backend, index, tensors, upstream)
             for _ in range(3):
                 step()
-            torch.cuda.synchronize()
-            with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            synchronize()
+            with torch_profile(activities=[activity]) as prof:
                 for _ in range(5):
                     step()
-                torch.cuda.synchronize()
+                synchronize()
             kernels = []
             for event in prof.key_averages():
-                cuda_us = getattr(event, "device_time_total", None)
-                if cuda_us is None:
-                    cuda_us = getattr(event, "cuda_time_total", 0.0)
+                if on_cpu:
+                    cuda_us = event.self_cpu_time_total
+                else:
+                    cuda_us = getattr(event, "device_time_total", None)
+                    if cuda_us is None:
+                        cuda_us = getattr(event, "cuda_time_total", 0.0)
                 if cuda_us > 0:
                     kernels.append((event.key, cuda_us / 5 / 1000, event.count // 5))
             kernels.sort(key=lambda item: -item[1])
@@ -716,10 +778,17 @@ def bench_smoke(run: Run) -> None:
     """What ``relpos bench --device cuda`` runs: every backend that applies, via shaw_attention."""
     from relpos.bench import BenchConfig, format_table, run_benchmark
 
-    print("\n== relpos.bench.run_benchmark on CUDA (via shaw_attention, bf16 inputs) ==")
+    dtype = str(TIMING["dtype"]).removeprefix("torch.")
+    print(f"\n== relpos.bench.run_benchmark on {DEVICE} (via shaw_attention, {dtype} inputs) ==")
     try:
         config = BenchConfig(
-            lengths=(1024,), batch=2, heads=16, dtype="bfloat16", device=DEVICE, repeats=3, warmup=1
+            lengths=(64,) if DRY_RUN else (1024,),
+            batch=TIMING["batch"],
+            heads=TIMING["heads"],
+            dtype=dtype,
+            device=DEVICE,
+            repeats=3,
+            warmup=1,
         )
         result = run_benchmark(config)
         print(format_table(result["rows"]), flush=True)
@@ -752,12 +821,12 @@ def targets(run: Run) -> None:
     verdicts = []
     for label, row in candidates:
         base = sdpa.get(row.get("length"))
-        if row.get("length") not in (4096, 8192) or base is None or "error" in row:
+        if row.get("length") not in TARGET_LENGTHS or base is None or "error" in row:
             continue
         for key, limit in TARGETS.items():
             # Times were measured both ways; memory once.
             for name in (key, f"{key}_queued") if key.endswith("_ms") else (key,):
-                if name not in row or name not in base:
+                if row.get(name) is None or base.get(name) is None:
                     continue
                 ratio = row[name] / base[name]
                 verdicts.append(
@@ -828,6 +897,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="versions and correctness only")
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="no GPU: every section on the CPU under Triton's interpreter at tiny sizes "
+        "(finds bugs in this script; its times mean nothing)",
+    )
+    parser.add_argument(
         "--compile-only",
         action="store_true",
         help="no GPU: compile for sm_90, print registers and spills",
@@ -845,19 +920,22 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or (
         Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
     )
+    backends = [b for b in args.backends.split(",") if b]
+    lengths = [int(x) for x in args.lengths.split(",") if x]
+    if args.dry_run:
+        dry_run_setup(lengths)
     run = Run(json_path, args.budget_s)
     run.results["versions"] = versions()
+    run.results["dry_run"] = DRY_RUN
     print("== versions ==")
     for key, value in run.results["versions"].items():
         print(f"{key:>26}: {value}")
     run.save()
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing to check (try --compile-only)")
+    if not torch.cuda.is_available() and not DRY_RUN:
+        print("no CUDA device: nothing to check (try --dry-run or --compile-only)")
         return 1
     # FlexAttention compiles once per shape and mask; allow more graphs than the default 8.
     torch._dynamo.config.cache_size_limit = 64
-    backends = [b for b in args.backends.split(",") if b]
-    lengths = [int(x) for x in args.lengths.split(",") if x]
     # Most important first, since the budget skips what comes last: the Triton kernel's
     # correctness and timings, then the other backends, then tile sizes.
     if "triton" in backends:

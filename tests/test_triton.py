@@ -41,26 +41,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _interpreter_numpy_compat():
-    """Triton 3.6's interpreter turns loop bounds into ints with ``int(array)``, which NumPy >=
-    2.4 refuses for 1-element arrays; read the element instead (test-only shim)."""
-    if not INTERPRETING:
-        yield
-        return
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    interpreter._patch_lang_tensor = patched
-    yield
-    interpreter._patch_lang_tensor = original
-
-
 def _case(**options):
     return make_case(**options, device=DEVICE, requires_grad=True)
 

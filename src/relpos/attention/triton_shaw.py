@@ -46,8 +46,8 @@ loads of the tails' streamed tiles (Hopper), and query blocks per program for th
 
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
-tensors (slowly: that is how the tests check them; Triton 3.6's interpreter needs NumPy < 2.4
-for loops with computed bounds, and ``tests/test_triton.py`` carries a shim for newer NumPy).
+tensors (slowly: that is how the tests check them; Triton 3.6's interpreter turns loop bounds
+into ints in a way NumPy >= 2.4 refuses, which :func:`_kernels` works around on first use).
 """
 
 from __future__ import annotations
@@ -246,7 +246,28 @@ def _kernels():
     """The Triton kernels, imported on first use so that ``import relpos`` never imports Triton."""
     from . import _triton_shaw_kernels
 
+    if _interpreting():
+        _interpreter_loop_bounds()
     return _triton_shaw_kernels
+
+
+@functools.cache
+def _interpreter_loop_bounds() -> None:
+    """Let Triton's interpreter run loops with computed bounds under NumPy >= 2.4.
+
+    The interpreter (Triton 3.6) turns a loop bound into a Python int with ``int(array)`` on a
+    1-element array, which NumPy 2.4 refuses; read the element instead. Applied once, only when
+    ``TRITON_INTERPRET`` is set; compiled kernels never go through this path.
+    """
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
 
 
 # ------------------------------------------------------------------------------ host side
