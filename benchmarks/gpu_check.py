@@ -26,7 +26,8 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    (profiler);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
 5. Triton tile sizes (and TMA loads), one kernel's at a time, chosen by the
-   queued times, and the fastest combination at every length;
+   queued times, and the fastest combination at every length; plain attention with and without
+   Triton's warp specialisation (``ws_probe.py``);
    causal and D = 32 / 128 at one length; the tails' terms folded (default) or not;
 6. ``relpos.bench.run_benchmark`` on CUDA (what ``relpos bench --device cuda`` runs);
 7. at the end, always: issue 5's targets against what this run measured.
@@ -79,9 +80,11 @@ DRY_RUN = False
 def dry_run_setup(lengths: list[int]) -> None:
     """Every section on the CPU under Triton's interpreter, at tiny sizes (see the docstring)."""
     global DEVICE, DRY_RUN, TARGET_LENGTHS
-    os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are first imported
-    if not triton_shaw._interpreting() or "relpos.attention._triton_shaw_kernels" in sys.modules:
-        raise SystemExit("--dry-run: the kernels were already built without the interpreter")
+    # Triton builds its own library functions (tl.sum, ...) for the interpreter or not when it
+    # is first imported: nothing may have imported it yet unless the interpreter was on.
+    if not triton_shaw._interpreting() and "triton" in sys.modules:
+        raise SystemExit("--dry-run: Triton was imported already; run with TRITON_INTERPRET=1")
+    os.environ["TRITON_INTERPRET"] = "1"
     DEVICE, DRY_RUN, TARGET_LENGTHS = "cpu", True, tuple(lengths)
     TIMING.update(batch=1, heads=2, dtype=torch.float16)
 
@@ -652,6 +655,28 @@ def timing_chosen(run: Run, blocks: TritonBlocks, lengths: list[int], repeats: i
         print(f"{length:>6} {'chosen':<12} {_timing_cells(row, base)}", flush=True)
 
 
+def warp_specialisation_probe(run: Run, lengths: list[int]) -> None:
+    """``benchmarks/ws_probe.py``: plain attention with and without Triton's warp specialisation,
+    against SDPA (whether a separate band kernel, which would let the Shaw tails use it, pays)."""
+    section = run.results["sections"].setdefault("ws_probe", {"rows": []})
+    print("\n== plain attention forward, Triton with / without warp specialisation (ws_probe) ==")
+    try:
+        import ws_probe  # here, not at the top: --dry-run sets the interpreter up first
+
+        section["rows"] = ws_probe.run_probe(
+            [128] if DRY_RUN else lengths,  # a multiple of its tiles
+            device=DEVICE,
+            dtype=TIMING["dtype"],
+            batch=TIMING["batch"],
+            heads=TIMING["heads"],
+            calls=1 if DRY_RUN else 10,
+        )
+    except Exception as error:
+        section["error"] = f"{type(error).__name__}: {error}"
+        print(f"failed: {section['error'][:200]}", flush=True)
+    run.save()
+
+
 @contextlib.contextmanager
 def scale_first_tails():
     """Make the kernels add each tail's key term entry by entry (the cost before commit 7d1ca0b
@@ -950,6 +975,8 @@ def main(argv: list[str] | None = None) -> int:
         if "triton" in backends and run.has_time("sweep"):
             chosen = sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
             timing_chosen(run, chosen, lengths, args.repeats)
+            if run.has_time("ws_probe"):
+                warp_specialisation_probe(run, [n for n in lengths if n >= 4096] or lengths)
             timing_variants(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
             timing_fold(run, [n for n in lengths if n >= 4096] or lengths, args.repeats)
         if run.has_time("bench"):

@@ -566,6 +566,9 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "blocks = TritonBlocks(tma, tma, tma)\n"
         "for name, kernel in compile_kernels(64, blocks=blocks, length=1000).items():\n"
         "    assert 'cp.async.bulk.tensor' in kernel.asm['ptx'] or name == 'grad_prepare', name\n"
+        "# a flag only the forward has (inference: nothing saved for the backward)\n"
+        "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"
+        "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"
         "print('compiled')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

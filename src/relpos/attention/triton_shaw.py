@@ -749,7 +749,8 @@ def compile_kernels(
     for kernel, launch in launches:
         constants = dict(launch["constants"])
         for name, value in (constexprs or {}).items():
-            constants[(kernel.arg_names.index(name),)] = value
+            if name in kernel.arg_names:  # a flag only some of the kernels have
+                constants[(kernel.arg_names.index(name),)] = value
         compiled[names[kernel]] = triton.compile(
             ASTSource(
                 fn=kernel,

@@ -1,0 +1,191 @@
+"""Does Triton's warp specialisation make plain attention faster on this GPU? (a probe for issue 5)
+
+The Shaw forward cannot use it as written: Triton 3.6 compiles a warp-specialised loop for
+Hopper (``tl.range(..., warp_specialize=True)``) only when the kernel has no second loop with
+dot products, and the Shaw forward walks its band in a loop of its own after the tails'
+(``benchmarks/RESULTS.md``). Moving the band to a kernel of its own would allow it; this probe
+says whether that would pay, before anyone builds it. It times a plain attention forward (no
+positions, no masks; the loop the Shaw tails run) with and without warp specialisation, next to
+SDPA, on bfloat16 (B, H, L, 64) inputs, and checks each output against SDPA's.
+
+    python benchmarks/ws_probe.py                     # on a GPU: a table, L = 4096 and 8192
+    TRITON_INTERPRET=1 python benchmarks/ws_probe.py --lengths 64 --device cpu   # the code path
+
+``benchmarks/gpu_check.py`` runs it as one of its sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from relpos.attention import triton_shaw
+from relpos.attention.triton_tune import queued_ms
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def plain_forward(
+    Q_DESC,
+    K_DESC,
+    V_DESC,
+    OUT,
+    length,
+    qk_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """Softmax(Q Kᵀ · scale) V for one block of query rows; Q, K, V are ``(B·H·L, D)`` row
+    blocks through TMA descriptors, ``length`` a multiple of both block sizes."""
+    block = tl.program_id(0)
+    first_row = tl.program_id(1) * length  # this (batch, head)'s first row
+    q = Q_DESC.load([first_row + block * BLOCK_M, 0])
+    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    for tile in tl.range(0, length // BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        key = K_DESC.load([first_row + tile * BLOCK_N, 0])
+        scores = tl.dot(q, tl.trans(key))
+        new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
+        probs = tl.exp2(scores * qk_scale - new_max[:, None])
+        rescale = tl.exp2(row_max - new_max)
+        row_sum = row_sum * rescale + tl.sum(probs, 1)
+        value = V_DESC.load([first_row + tile * BLOCK_N, 0])
+        acc = tl.dot(probs.to(value.dtype), value, acc * rescale[:, None])
+        row_max = new_max
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, HEAD_DIM)
+    out = acc / row_sum[:, None]
+    tl.store(
+        OUT + (first_row + rows[:, None]) * HEAD_DIM + dims[None, :], out.to(OUT.dtype.element_ty)
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    warp_specialize: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}" + (
+            " ws" if self.warp_specialize else ""
+        )
+
+
+#: Each tile configuration with and without warp specialisation (the ones that compile with it
+#: for sm_90 under Triton 3.6; with 8 warps Triton leaves the loop unspecialised), and the
+#: usual 8-warp Hopper tile.
+CONFIGS = [
+    Config(bm, bn, 4, stages, ws)
+    for bm, bn, stages in ((64, 64, 3), (128, 64, 3), (128, 128, 2))
+    for ws in (False, True)
+] + [Config(128, 128, 8, 2, False)]
+
+
+def plain_attention(q, k, v, config: Config):
+    batch, heads, length, head_dim = q.shape
+    if length % config.block_m or length % config.block_n:
+        raise ValueError(f"length {length} must be a multiple of the blocks ({config.label})")
+    flat = [t.reshape(batch * heads * length, head_dim) for t in (q, k, v)]
+    descriptors = [
+        TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, head_dim])
+        for t, rows in zip(flat, (config.block_m, config.block_n, config.block_n), strict=True)
+    ]
+    out = torch.empty_like(q)
+    plain_forward[(length // config.block_m, batch * heads)](
+        *descriptors,
+        out,
+        length,
+        head_dim**-0.5 * LOG2E,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        HEAD_DIM=head_dim,
+        WARP_SPECIALIZE=config.warp_specialize,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return out
+
+
+def run_probe(
+    lengths,
+    *,
+    device="cuda",
+    dtype=torch.bfloat16,
+    batch=2,
+    heads=16,
+    calls=10,
+    configs=CONFIGS,
+    report=print,
+) -> list[dict]:
+    """One row per (length, config): queued ms per forward, its ratio to SDPA's, and the largest
+    difference from SDPA's output; SDPA's own row first at each length."""
+    device = torch.device(device)
+    if triton_shaw._interpreting():
+        triton_shaw._interpreter_loop_bounds()  # the interpreter under NumPy >= 2.4
+    rows = []
+    for length in lengths:
+        gen = torch.Generator().manual_seed(length)
+        q, k, v = (
+            torch.randn(batch, heads, length, 64, generator=gen).to(device, dtype) for _ in range(3)
+        )
+        want = F.scaled_dot_product_attention(q, k, v)
+        sdpa = functools.partial(F.scaled_dot_product_attention, q, k, v)
+        sdpa_ms = queued_ms(sdpa, device, calls, 3)
+        rows.append({"length": length, "kernel": "sdpa", "fwd_ms_queued": sdpa_ms})
+        report(f"{length:>6} {'sdpa':<22} {sdpa_ms:8.3f} ms")
+        for config in configs:
+            row = {"length": length, "kernel": config.label}
+            try:
+                got = plain_attention(q, k, v, config)
+                row["max_error"] = (got.float() - want.float()).abs().max().item()
+                step = functools.partial(plain_attention, q, k, v, config)
+                row["fwd_ms_queued"] = queued_ms(step, device, calls, 3)
+                row["x_sdpa"] = row["fwd_ms_queued"] / sdpa_ms
+                report(
+                    f"{length:>6} {config.label:<22} {row['fwd_ms_queued']:8.3f} ms "
+                    f"{row['x_sdpa']:6.2f}x SDPA  max |error| {row['max_error']:.1e}"
+                )
+            except Exception as error:  # a configuration this card or compiler refuses
+                row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                report(f"{length:>6} {config.label:<22} {row['error'][:100]}")
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="4096,8192")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args(argv)
+    on_cpu = args.device == "cpu"
+    print(f"triton {triton.__version__}, torch {torch.__version__}, {args.device}")
+    run_probe(
+        [int(n) for n in args.lengths.split(",")],
+        device=args.device,
+        # the interpreter's bfloat16 dot is wrong; tiny shapes there
+        dtype=torch.float16 if on_cpu else torch.bfloat16,
+        batch=1 if on_cpu else 2,
+        heads=2 if on_cpu else 16,
+        calls=1 if on_cpu else 10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
