@@ -449,16 +449,21 @@ def peak_mib(step) -> float | None:
     return (torch.cuda.max_memory_allocated() - before) / 2**20
 
 
-def time_backend(backend, length, repeats, blocks=None) -> dict:
+def time_backend(backend, length, repeats, blocks=None, forward_only=False) -> dict:
+    """Forward and forward+backward times (synchronised and queued) and peak memory; with
+    ``forward_only`` the forward's times alone (what a forward tile choice changes)."""
     index, tensors, upstream = timing_inputs(length)
-    forward_only, forward_backward = make_steps(backend, index, tensors, upstream, blocks)
+    forward, forward_backward = make_steps(backend, index, tensors, upstream, blocks)
     slow = backend == "eager" and length >= 4096  # seconds per call: fewer repeats
     reps, warm = (3, 1) if slow else (repeats, 1 if DRY_RUN else 3)
     row = {"length": length, "backend": backend}
-    row["fwd_ms"] = median_ms(forward_only, reps, warm)
+    row["fwd_ms"] = median_ms(forward, reps, warm)
+    if not slow:
+        row["fwd_ms_queued"] = queued_ms(forward, repeats)
+    if forward_only:
+        return row
     row["fwd_bwd_ms"] = median_ms(forward_backward, reps, warm)
     if not slow:
-        row["fwd_ms_queued"] = queued_ms(forward_only, repeats)
         row["fwd_bwd_ms_queued"] = queued_ms(forward_backward, repeats)
     row["peak_fwd_bwd_mib"] = peak_mib(forward_backward)
     return row
@@ -586,7 +591,10 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         if not run.has_time(f"sweep {label}"):
             break
         try:
-            row = time_backend("triton", length, repeats, blocks=blocks)
+            # A forward candidate changes only the forward's time: time that alone.
+            row = time_backend(
+                "triton", length, repeats, blocks=blocks, forward_only=kernel == "forward"
+            )
             row["disagreement"] = triton_tune.disagreement(
                 _triton_results(length, blocks), reference
             )
@@ -602,14 +610,22 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
             continue
         # Tiles change GPU time, not the host's: choose by the queued times.
         forward_ms = row["fwd_ms_queued"]
-        backward_ms = row["fwd_bwd_ms_queued"] - forward_ms
-        print(
-            f"{label:<40} queued: fwd {forward_ms:8.3f} ms  fwd+bwd "
-            f"{row['fwd_bwd_ms_queued']:8.3f} ms (bwd {backward_ms:7.3f}); per call: fwd "
-            f"{row['fwd_ms']:8.3f}  fwd+bwd {row['fwd_bwd_ms']:8.3f}; "
-            f"vs default {row['disagreement']:.1e}",
-            flush=True,
-        )
+        if kernel == "forward":
+            backward_ms = None
+            print(
+                f"{label:<40} queued: fwd {forward_ms:8.3f} ms; per call: fwd "
+                f"{row['fwd_ms']:8.3f}; vs default {row['disagreement']:.1e}",
+                flush=True,
+            )
+        else:
+            backward_ms = row["fwd_bwd_ms_queued"] - forward_ms
+            print(
+                f"{label:<40} queued: fwd {forward_ms:8.3f} ms  fwd+bwd "
+                f"{row['fwd_bwd_ms_queued']:8.3f} ms (bwd {backward_ms:7.3f}); per call: fwd "
+                f"{row['fwd_ms']:8.3f}  fwd+bwd {row['fwd_bwd_ms']:8.3f}; "
+                f"vs default {row['disagreement']:.1e}",
+                flush=True,
+            )
         if kernel is None:
             default_row = row
             best["forward"] = (forward_ms, default.forward)

@@ -238,6 +238,48 @@ def test_query_blocks_grouped_per_program(group):
     )
 
 
+HALVED = KernelLaunch(32, 16, band_block=16, halves=2)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_rows_in_two_interleaved_halves(name):
+    """``KernelLaunch(halves=2)``: the forward splits each 32-row block into two 16-row halves
+    whose tail tiles run in one interleaved loop (band and epilogue one half after the other);
+    every case of the grid, forward and all gradients."""
+    options = dict(CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    index, tensors = _case(**options)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=_mask(mask_kind, index),
+        is_causal=is_causal,
+        blocks=TritonBlocks(HALVED, tiny, tiny),
+    )
+
+
+def test_halves_with_tma_loads_and_a_query_block_past_the_end():
+    # 37 rows: the second 32-row block's second half lies wholly past the last query.
+    index, tensors = _case(q_len=37, k_len=50, left=3, right=7)
+    launch = KernelLaunch(32, 16, band_block=16, tma=True, halves=2)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    _check_against_reference(
+        index, tensors, attn_mask=_mask("float", index), blocks=TritonBlocks(launch, tiny, tiny)
+    )
+
+
+def test_halves_are_checked():
+    with pytest.raises(ValueError, match="halves must be 1 or 2"):
+        KernelLaunch(64, 64, halves=3)
+    with pytest.raises(ValueError, match="halves=2 needs block_m >= 32"):
+        KernelLaunch(16, 16, halves=2)
+    with pytest.raises(ValueError, match="grad_query.halves must be 1"):
+        TritonBlocks(HALVED, HALVED, KernelLaunch(16, 16))
+    assert HALVED.label == "32x16/16 w4 s2 h2"
+
+
 def _relayout(t, layout):
     """The same values in another memory layout: ``(B, L, H, D)`` viewed as ``(B, H, L, D)``,
     or rows cut from wider ones (gaps between rows)."""
@@ -268,14 +310,16 @@ def _relayout(t, layout):
         min_size=3,
         max_size=3,
     ),
+    halves=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_random_configurations_match_reference(
-    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, seed
+    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, halves, seed
 ):
     """Everything at once, drawn at random: lengths that are and are not tile multiples,
     clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
-    either sign, memory layouts, tile sizes, TMA loads and grouped query blocks."""
+    either sign, memory layouts, tile sizes, TMA loads, grouped query blocks and the forward's
+    interleaved halves."""
     batch, heads, q_len, k_len = shape
     index, tensors = _case(
         batch=batch,
@@ -304,8 +348,15 @@ def test_random_configurations_match_reference(
     }[mask]
     blocks = TritonBlocks(
         *(
-            KernelLaunch(rows, cols, band_block=16, tma=tma, group=group)
-            for rows, cols, tma, group in launches
+            KernelLaunch(
+                rows,
+                cols,
+                band_block=16,
+                tma=tma,
+                group=group,
+                halves=2 if halves and kernel == 0 and rows == 32 else 1,
+            )
+            for kernel, (rows, cols, tma, group) in enumerate(launches)
         )
     )
     _check_against_reference(
@@ -642,6 +693,15 @@ def test_tuning_times_each_candidate_and_returns_the_fastest_that_agree(monkeypa
     assert result.blocks.grad_query in (default.grad_query, grouped)
     for row in (result.rows[0], *result.rows[2:]):
         assert row["disagreement"] <= 1e-5 and row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
+
+
+def test_tuning_times_forward_options_by_the_forward_alone():
+    result = _tune(candidates={"forward": [HALVED]})
+    default_row, halved_row = result.rows
+    assert halved_row["label"] == "forward 32x16/16 w4 s2 h2" and "error" not in halved_row
+    assert halved_row["fwd_ms"] > 0 and "fwd_bwd_ms" not in halved_row
+    assert default_row["fwd_bwd_ms"] > 0
+    assert result.blocks.forward in (HALVED, triton_shaw.default_blocks(16, torch.float32).forward)
 
 
 def test_tuning_skips_a_candidate_that_cannot_run():

@@ -135,6 +135,45 @@ def load_rows(
 
 
 @triton.jit
+def tail_update(
+    acc, row_sum, row_max, scores, value, tail_bias, rows, cols, mask_base,
+    stride_mm, stride_mn, q_len, k_len, qk_scale,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """One tail tile of the online softmax, from its unscaled ``scores`` ``q_r · k_c``.
+
+    A tail tile's key term is one number per row, ``tail_bias`` (already scaled): it moves the
+    row's maximum and is subtracted with it, so each entry costs one FMA.
+    """
+    if SCALE_FIRST:  # a float mask is added to scaled logits; a scale <= 0 flips max
+        scores = masked_logits(
+            scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        new_max = tl.maximum(row_max, tl.max(scores, 1) + tail_bias)
+    else:  # only -inf entries: max and scale commute
+        scores = masked_logits(
+            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale + tail_bias)
+    # A row that has seen no allowed key yet keeps max -inf; subtract 0 instead, so that
+    # exp2(-inf - (-inf)) = NaN is never formed.
+    safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+    rescale = tl.exp2(row_max - safe_max)
+    if SCALE_FIRST:
+        probs = tl.exp2(scores - (safe_max - tail_bias)[:, None])
+    else:
+        probs = tl.exp2(scores * qk_scale - (safe_max - tail_bias)[:, None])
+    row_sum = row_sum * rescale + tl.sum(probs, 1)
+    acc = acc * rescale[:, None] + tl.dot(
+        probs.to(value.dtype), value, input_precision=DOT_PRECISION
+    )
+    return acc, row_sum, new_max
+
+
+@triton.jit
 def forward_tiles(
     acc, row_sum, row_max, band_left, band_right, q, tail_bias, rel_base, mass_base,
     k_base, v_base, k_desc, v_desc, batch, head, mask_base,
@@ -175,37 +214,14 @@ def forward_tiles(
                 q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
             )
             new_max = tl.maximum(row_max, tl.max(scores, 1))
-        else:
-            # A tail tile's key term is one number per row, ``tail_bias`` (already scaled): it
-            # moves the row's maximum and is subtracted with it, so each entry costs one FMA.
-            if SCALE_FIRST:  # a float mask is added to scaled logits; a scale <= 0 flips max
-                scores = masked_logits(
-                    scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm,
-                    stride_mn, q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-                )
-                new_max = tl.maximum(row_max, tl.max(scores, 1) + tail_bias)
-            else:  # only -inf entries: max and scale commute
-                scores = masked_logits(
-                    scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-                    q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-                )
-                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale + tail_bias)
-        # A row that has seen no allowed key yet keeps max -inf; subtract 0 instead, so that
-        # exp2(-inf - (-inf)) = NaN is never formed.
-        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-        rescale = tl.exp2(row_max - safe_max)
-        if BAND:
+            safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)  # as in tail_update
+            rescale = tl.exp2(row_max - safe_max)
             probs = tl.exp2(scores - safe_max[:, None])  # (BM, BN), unnormalised
-        elif SCALE_FIRST:
-            probs = tl.exp2(scores - (safe_max - tail_bias)[:, None])
-        else:
-            probs = tl.exp2(scores * qk_scale - (safe_max - tail_bias)[:, None])
-        row_sum = row_sum * rescale + tl.sum(probs, 1)
-        acc = acc * rescale[:, None] + tl.dot(
-            probs.to(value.dtype), value, input_precision=DOT_PRECISION
-        )
-        if HAS_VALUE_TABLE:
-            if BAND:
+            row_sum = row_sum * rescale + tl.sum(probs, 1)
+            acc = acc * rescale[:, None] + tl.dot(
+                probs.to(value.dtype), value, input_precision=DOT_PRECISION
+            )
+            if HAS_VALUE_TABLE:
                 left, right = tail_sums(
                     probs, cols[None, :] - rows[:, None] - shift, max_left, max_right
                 )
@@ -213,57 +229,71 @@ def forward_tiles(
                 band_right = band_right * rescale + right
                 interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
                 tl.store(mass_base + slots, scores, mask=interior)
-        row_max = new_max
+            row_max = new_max
+        else:
+            acc, row_sum, row_max = tail_update(
+                acc, row_sum, row_max, scores, value, tail_bias, rows, cols, mask_base,
+                stride_mm, stride_mn, q_len, k_len, qk_scale,
+                IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+            )
     return acc, row_sum, row_max, band_left, band_right
 
 
 @triton.jit
-def forward_kernel(
-    Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
-    BAND_LOGITS,
-    stride_qb, stride_qh, stride_qm, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
-    stride_mb, stride_mh, stride_mm, stride_mn,
-    stride_akh, stride_avh,
-    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+def forward_tail_pairs(
+    acc_a, sum_a, max_a, acc_b, sum_b, max_b, q_a, q_b, bias_a, bias_b, rows_a, rows_b,
+    k_base, v_base, k_desc, v_desc, batch, head, mask_base,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+    k_lo, k_hi, q_len, k_len, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
-    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
-    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """``USE_TMA``: the tail tiles load keys and values through the descriptors ``K_DESC`` /
-    ``V_DESC`` (blocks of ``(1, 1, BLOCK_N, D_PAD)``); otherwise those arguments are unused."""
-    q_start = tl.program_id(0) * BLOCK_M
-    batch_head = tl.program_id(1)
-    batch_index = batch_head // heads
-    head_index = batch_head % heads
-    batch = batch_index.to(tl.int64)
-    head = head_index.to(tl.int64)
-    rows = q_start + tl.arange(0, BLOCK_M)
+    """Tail tiles ``[k_lo, k_hi)`` for two halves of the block's rows at once: both halves'
+    ``Q Kᵀ`` are issued before either softmax, so the tensor cores work on one half while the
+    other half's exponentials are computed (in a single-half loop each waits for the other)."""
+    for k_start in range(k_lo, k_hi, BLOCK_N):
+        cols = k_start + tl.arange(0, BLOCK_N)
+        key = load_rows(
+            k_base, k_desc, batch, head, k_start, stride_kn, stride_kd, k_len,
+            HEAD_DIM, D_PAD, BLOCK_N, USE_TMA,
+        )
+        value = load_rows(
+            v_base, v_desc, batch, head, k_start, stride_vn, stride_vd, k_len,
+            VALUE_DIM, DV_PAD, BLOCK_N, USE_TMA,
+        )
+        scores_a = tl.dot(q_a, tl.trans(key), input_precision=DOT_PRECISION)
+        scores_b = tl.dot(q_b, tl.trans(key), input_precision=DOT_PRECISION)
+        acc_a, sum_a, max_a = tail_update(
+            acc_a, sum_a, max_a, scores_a, value, bias_a, rows_a, cols, mask_base,
+            stride_mm, stride_mn, q_len, k_len, qk_scale,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        )
+        acc_b, sum_b, max_b = tail_update(
+            acc_b, sum_b, max_b, scores_b, value, bias_b, rows_b, cols, mask_base,
+            stride_mm, stride_mn, q_len, k_len, qk_scale,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        )
+    return acc_a, sum_a, max_a, acc_b, sum_b, max_b
+
+
+@triton.jit
+def forward_prologue(
+    q_base, key_table_ptr, QUERY_REL, rows, row_index, stride_qm, stride_qd, q_len,
+    num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, R_PAD: tl.constexpr,
+    HAS_KEY_TABLE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The block's queries ``(rows, D_PAD)``; with a key table also ``Q A_Kᵀ`` for these rows,
+    stored in ``QUERY_REL`` (the band tiles read it back by bucket, the backward reuses it), and
+    the tails' key terms ``q_r · w^K_0`` and ``q_r · w^K_{R-1}`` times the (base-2) scale."""
     dims = tl.arange(0, D_PAD)
-    value_dims = tl.arange(0, DV_PAD)
     row_ok = rows < q_len
-    # Per-row buffers (LSE, QA, tail masses, band logits) are contiguous (B·H, Lq[, ...]).
-    row_base = batch_head.to(tl.int64) * q_len
-    row_index = row_base + rows
-    rel_base = QUERY_REL + row_base * num_buckets
-    mass_base = BAND_LOGITS + row_base * num_buckets
-
     q = tl.load(
-        Q + batch * stride_qb + head * stride_qh
-        + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
+        q_base + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
         mask=row_ok[:, None] & (dims[None, :] < HEAD_DIM), other=0.0,
-    )  # (BM, D_PAD)
-    k_base = K + batch * stride_kb + head * stride_kh
-    v_base = V + batch * stride_vb + head * stride_vh
-    mask_base = MASK + batch * stride_mb + head * stride_mh
-    key_table_ptr = KEY_TABLE + head * stride_akh
-    value_table_ptr = VALUE_TABLE + head * stride_avh
-
+    )
     if HAS_KEY_TABLE:
         key_table = load_table(key_table_ptr, num_buckets, HEAD_DIM, R_PAD, D_PAD)
         query_rel = tl.dot(q, tl.trans(key_table), input_precision=DOT_PRECISION)  # (BM, R_PAD)
@@ -272,68 +302,30 @@ def forward_kernel(
             QUERY_REL + row_index[:, None] * num_buckets + buckets[None, :], query_rel,
             mask=row_ok[:, None] & (buckets[None, :] < num_buckets),
         )
-        # The tails' key terms q_r · w^K_0 and q_r · w^K_{R-1}, times the (base-2) scale.
         left_bias = tl.sum(tl.where(buckets[None, :] == 0, query_rel, 0.0), 1) * qk_scale
         right_bias = (
             tl.sum(tl.where(buckets[None, :] == num_buckets - 1, query_rel, 0.0), 1) * qk_scale
         )
-        tl.debug_barrier()  # the band tiles read these rows back by bucket (other threads wrote)
     else:
-        left_bias = tl.zeros((BLOCK_M,), tl.float32)
-        right_bias = tl.zeros((BLOCK_M,), tl.float32)
+        left_bias = tl.zeros(rows.shape, tl.float32)
+        right_bias = tl.zeros(rows.shape, tl.float32)
+    return q, left_bias, right_bias
 
-    acc = tl.zeros((BLOCK_M, DV_PAD), tl.float32)
-    row_sum = tl.zeros((BLOCK_M,), tl.float32)
-    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    band_left = tl.zeros((BLOCK_M,), tl.float32)
-    band_right = tl.zeros((BLOCK_M,), tl.float32)
 
-    k_stop = k_len
-    if IS_CAUSAL:
-        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
-    # Tiles before band_lo have every entry at distance <= -max_left (bucket 0); tiles from
-    # band_hi on have every entry at distance >= max_right (bucket R - 1).
-    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
-    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
-    band_hi = tl.maximum(band_hi, band_lo)
-
-    # The online softmax does not care about the order of the tiles: both tails first (noting
-    # their sums), then the band.
-    acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
-        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-        rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, USE_TMA,
-    )
-    left_sum = row_sum
-    left_max = row_max
-    acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, right_bias, rel_base, mass_base,
-        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-        rows, band_hi, k_stop, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, USE_TMA,
-    )
-    tails_sum = row_sum
-    tails_max = row_max
-    acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
-        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-        rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, False,
-    )
-
+@triton.jit
+def forward_epilogue(
+    acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left, band_right,
+    rows, row_index, mass_base, value_table_ptr, out_base, LSE, TAIL_MASS,
+    stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
+    VALUE_DIM: tl.constexpr, DV_PAD: tl.constexpr, R_PAD: tl.constexpr,
+    HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Normalise, add the value term ``M A_V`` (interior buckets from the logits the band tiles
+    wrote, the two tails from their masses), store the output and, for the backward, the
+    base-2 log-sum-exp and the tail masses."""
+    row_ok = rows < q_len
+    value_dims = tl.arange(0, DV_PAD)
     # A fully masked row has row_sum 0: its output, masses and gradients are zeros.
     has_mass = row_sum > 0.0
     inv_sum = tl.where(has_mass, 1.0 / tl.where(has_mass, row_sum, 1.0), 0.0)
@@ -370,9 +362,8 @@ def forward_kernel(
             tl.store(TAIL_MASS + row_index * 2, left_tail, mask=row_ok)
             tl.store(TAIL_MASS + row_index * 2 + 1, right_tail, mask=row_ok)
     tl.store(
-        OUT + batch * stride_ob + head * stride_oh
-        + rows[:, None] * stride_om + value_dims[None, :] * stride_od,
-        out.to(OUT.dtype.element_ty),
+        out_base + rows[:, None] * stride_om + value_dims[None, :] * stride_od,
+        out.to(out_base.dtype.element_ty),
         mask=row_ok[:, None] & (value_dims[None, :] < VALUE_DIM),
     )
     if SAVE_FOR_BACKWARD:
@@ -380,6 +371,181 @@ def forward_kernel(
         log_sum = tl.log2(tl.where(has_mass, row_sum, 1.0))
         lse = tl.where(has_mass, row_max + log_sum, float("inf"))
         tl.store(LSE + row_index, lse, mask=row_ok)
+
+
+@triton.jit
+def forward_kernel(
+    Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
+    BAND_LOGITS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_akh, stride_avh,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, HALVES: tl.constexpr,
+):
+    """``USE_TMA``: the tail tiles load keys and values through the descriptors ``K_DESC`` /
+    ``V_DESC`` (blocks of ``(1, 1, BLOCK_N, D_PAD)``); otherwise those arguments are unused.
+    ``HALVES = 2``: the block's rows are two halves whose tail tiles are interleaved
+    (``forward_tail_pairs``); the band and the epilogue take one half after the other."""
+    q_start = tl.program_id(0) * BLOCK_M
+    batch_head = tl.program_id(1)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
+    HALF: tl.constexpr = BLOCK_M // HALVES
+    rows = q_start + tl.arange(0, HALF)  # the first (or only) half
+    # Per-row buffers (LSE, QA, tail masses, band logits) are contiguous (B·H, Lq[, ...]).
+    row_base = batch_head.to(tl.int64) * q_len
+    rel_base = QUERY_REL + row_base * num_buckets
+    mass_base = BAND_LOGITS + row_base * num_buckets
+    q_base = Q + batch * stride_qb + head * stride_qh
+    k_base = K + batch * stride_kb + head * stride_kh
+    v_base = V + batch * stride_vb + head * stride_vh
+    out_base = OUT + batch * stride_ob + head * stride_oh
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    key_table_ptr = KEY_TABLE + head * stride_akh
+    value_table_ptr = VALUE_TABLE + head * stride_avh
+
+    k_stop = k_len
+    if IS_CAUSAL:
+        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
+    # Tiles before band_lo have every entry at distance <= -max_left (bucket 0); tiles from
+    # band_hi on have every entry at distance >= max_right (bucket R - 1).
+    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
+    band_hi = tl.maximum(band_hi, band_lo)
+    zeros = tl.zeros((HALF,), tl.float32)
+    minus_inf = tl.full((HALF,), float("-inf"), tl.float32)
+
+    q, left_bias, right_bias = forward_prologue(
+        q_base, key_table_ptr, QUERY_REL, rows, row_base + rows, stride_qm, stride_qd, q_len,
+        num_buckets, qk_scale, HEAD_DIM, D_PAD, R_PAD, HAS_KEY_TABLE, DOT_PRECISION,
+    )
+    if HALVES == 1:
+        if HAS_KEY_TABLE:
+            tl.debug_barrier()  # the band tiles read QA back by bucket (other threads wrote it)
+        acc = tl.zeros((HALF, DV_PAD), tl.float32)
+        # The online softmax does not care about the order of the tiles: both tails first
+        # (noting their sums), then the band.
+        acc, row_sum, row_max, band_left, band_right = forward_tiles(
+            acc, zeros, minus_inf, zeros, zeros, q, left_bias, rel_base, mass_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
+        left_sum = row_sum
+        left_max = row_max
+        acc, row_sum, row_max, band_left, band_right = forward_tiles(
+            acc, row_sum, row_max, band_left, band_right, q, right_bias, rel_base, mass_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, band_hi, k_stop, q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
+        tails_sum = row_sum
+        tails_max = row_max
+        acc, row_sum, row_max, band_left, band_right = forward_tiles(
+            acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, False,
+        )
+        forward_epilogue(
+            acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
+            band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
+            TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
+            VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
+            DOT_PRECISION,
+        )
+    else:
+        rows_b = rows + HALF
+        q_b, left_bias_b, right_bias_b = forward_prologue(
+            q_base, key_table_ptr, QUERY_REL, rows_b, row_base + rows_b, stride_qm, stride_qd,
+            q_len, num_buckets, qk_scale, HEAD_DIM, D_PAD, R_PAD, HAS_KEY_TABLE, DOT_PRECISION,
+        )
+        if HAS_KEY_TABLE:
+            tl.debug_barrier()  # the band tiles read QA back by bucket (other threads wrote it)
+        acc = tl.zeros((HALF, DV_PAD), tl.float32)
+        acc_b = tl.zeros((HALF, DV_PAD), tl.float32)
+        acc, row_sum, row_max, acc_b, row_sum_b, row_max_b = forward_tail_pairs(
+            acc, zeros, minus_inf, acc_b, zeros, minus_inf, q, q_b, left_bias, left_bias_b,
+            rows, rows_b, k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            0, tl.minimum(band_lo, k_stop), q_len, k_len, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            CHECK_COLS, SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
+        left_sum = row_sum
+        left_max = row_max
+        left_sum_b = row_sum_b
+        left_max_b = row_max_b
+        acc, row_sum, row_max, acc_b, row_sum_b, row_max_b = forward_tail_pairs(
+            acc, row_sum, row_max, acc_b, row_sum_b, row_max_b, q, q_b, right_bias,
+            right_bias_b, rows, rows_b, k_base, v_base, K_DESC, V_DESC, batch_index, head_index,
+            mask_base, stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            band_hi, k_stop, q_len, k_len, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+            CHECK_COLS, SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
+        tails_sum = row_sum
+        tails_max = row_max
+        tails_sum_b = row_sum_b
+        tails_max_b = row_max_b
+        # The band, one half after the other (the band's gathers need registers of their own).
+        acc, row_sum, row_max, band_left, band_right = forward_tiles(
+            acc, row_sum, row_max, zeros, zeros, q, left_bias, rel_base, mass_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, False,
+        )
+        forward_epilogue(
+            acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
+            band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
+            TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
+            VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
+            DOT_PRECISION,
+        )
+        acc_b, row_sum_b, row_max_b, band_left_b, band_right_b = forward_tiles(
+            acc_b, row_sum_b, row_max_b, zeros, zeros, q_b, left_bias_b, rel_base, mass_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows_b, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, False,
+        )
+        forward_epilogue(
+            acc_b, row_sum_b, row_max_b, left_sum_b, left_max_b, tails_sum_b, tails_max_b,
+            band_left_b, band_right_b, rows_b, row_base + rows_b, mass_base, value_table_ptr,
+            out_base, LSE, TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left,
+            num_buckets, VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL,
+            SAVE_FOR_BACKWARD, DOT_PRECISION,
+        )
 
 
 # ------------------------------------------------------------------------ grad query

@@ -103,6 +103,11 @@ class KernelLaunch:
     # summed in place, so the (blocks, R, D) partials buffer shrinks by this factor: small
     # blocks at the memory of large ones.
     group: int = 1
+    # Forward kernel only: 2 splits each block of query rows into two halves whose tail tiles
+    # are interleaved: both halves' Q Kᵀ are issued before either softmax, so the tensor cores
+    # work on one half while the other's exponentials are computed (in the sm_90 code the
+    # matrix instructions of one half sit between the exp2 of the other; a plain loop waits).
+    halves: int = 1
 
     @property
     def label(self) -> str:
@@ -113,11 +118,18 @@ class KernelLaunch:
             f"s{self.num_stages}"
             + (" tma" if self.tma else "")
             + (f" g{self.group}" if self.group > 1 else "")
+            + (" h2" if self.halves == 2 else "")
         )
 
     def __post_init__(self) -> None:
         if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
             raise ValueError(f"group must be an int >= 1, got {self.group!r}")
+        if self.halves not in (1, 2) or isinstance(self.halves, bool):
+            raise ValueError(f"halves must be 1 or 2, got {self.halves!r}")
+        if self.halves == 2 and self.block_m < 32:
+            raise ValueError(
+                f"halves=2 needs block_m >= 32 (two halves of >= 16 rows), got {self.block_m}"
+            )
         for name in ("block_m", "block_n", "band_block"):
             size = getattr(self, name)
             if size < 16 or size & (size - 1):
@@ -135,6 +147,9 @@ class TritonBlocks:
     grad_key_value: KernelLaunch
 
     def __post_init__(self) -> None:
+        for name in ("grad_query", "grad_key_value"):
+            if getattr(self, name).halves != 1:
+                raise ValueError(f"{name}.halves must be 1: only the forward kernel has halves")
         # The band is walked in smaller tiles along each kernel's loop dimension.
         for name, loop_block in (
             ("forward", self.forward.block_n),
@@ -414,6 +429,7 @@ class _ShawTriton(torch.autograd.Function):
             CHECK_COLS=problem.index.key_len % launch.block_n != 0,
             SAVE_FOR_BACKWARD=needs_grad,
             USE_TMA=use_tma,
+            HALVES=launch.halves,
             **meta,
         )
         del band_logits

@@ -36,12 +36,20 @@ __all__ = ["CANDIDATES", "AGREEMENT", "TuneResult", "disagreement", "queued_ms",
 
 KERNELS = ("forward", "grad_query", "grad_key_value")
 
-#: Alternatives for one kernel at a time, chosen for bf16 with D = 64 on Hopper: the close
-#: contenders of the H200 runs, smaller loop tiles with deeper pipelines (as FlashAttention-style
-#: Triton kernels use on Hopper), narrower band tiles, TMA loads and grouped query blocks, picked
-#: from the as-launched sm_90 compile for few register spills (``gpu_check.py --compile-only``).
+#: Alternatives for one kernel at a time, chosen for bf16 with D = 64 on Hopper: the forward's
+#: interleaved halves, the close contenders of the H200 runs, smaller loop tiles with deeper
+#: pipelines (as FlashAttention-style Triton kernels use on Hopper), narrower band tiles, TMA
+#: loads and grouped query blocks, picked from the as-launched sm_90 compile for few register
+#: spills (``gpu_check.py --compile-only``). Most promising first: a sweep cut short by its time
+#: budget keeps them.
 CANDIDATES: dict[str, list[KernelLaunch]] = {
     "forward": [
+        # Two interleaved 64-row halves per block (the sm_90 code overlaps one half's matrix
+        # instructions with the other's exponentials; no spills as launched).
+        KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, halves=2),
+        KernelLaunch(128, 64, band_block=32, num_warps=4, num_stages=2, halves=2),
+        KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, tma=True, halves=2),
+        KernelLaunch(128, 32, band_block=16, num_warps=4, num_stages=3, halves=2),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(128, 128, band_block=64, num_warps=8),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
@@ -85,8 +93,9 @@ AGREEMENT = 3e-2
 @dataclass
 class TuneResult:
     """``blocks``: the fastest agreeing option of each kernel; ``rows``: one dict per timed
-    configuration (``label``, ``kernel``, ``fwd_ms``, ``fwd_bwd_ms``, ``disagreement``, or
-    ``error`` when it failed or disagreed)."""
+    configuration (``label``, ``kernel``, ``fwd_ms``, ``fwd_bwd_ms`` (not for forward options,
+    which change only the forward), ``disagreement``, or ``error`` when it failed or
+    disagreed)."""
 
     blocks: TritonBlocks
     rows: list[dict]
@@ -222,7 +231,8 @@ def tune_blocks(
                 torch.autograd.grad(forward(blocks), leaves, upstream)
 
             row["fwd_ms"] = queued_ms(forward_only, device, calls, rounds)
-            row["fwd_bwd_ms"] = queued_ms(forward_backward, device, calls, rounds)
+            if kernel != "forward":  # a forward option changes only the forward's time
+                row["fwd_bwd_ms"] = queued_ms(forward_backward, device, calls, rounds)
         except Exception as error:  # a candidate that does not fit this card is skipped
             row["error"] = f"{type(error).__name__}: {error}"
         rows.append(row)
@@ -230,9 +240,8 @@ def tune_blocks(
             progress(row)
         if "error" in row:
             continue
-        backward_ms = row["fwd_bwd_ms"] - row["fwd_ms"]
         for name in KERNELS if kernel is None else (kernel,):
-            cost = row["fwd_ms"] if name == "forward" else backward_ms
+            cost = row["fwd_ms"] if name == "forward" else row["fwd_bwd_ms"] - row["fwd_ms"]
             if name not in best or cost < best[name][0]:
                 best[name] = (cost, getattr(blocks, name))
     chosen = replace(default, **{name: launch for name, (_, launch) in best.items()})
