@@ -1,12 +1,13 @@
-"""Does Triton's warp specialisation make plain attention faster on this GPU? (a probe for issue 5)
+"""Does warp specialisation, or interleaving two halves, make Triton's plain attention faster?
 
 The Shaw forward cannot use it as written: Triton 3.6 compiles a warp-specialised loop for
 Hopper (``tl.range(..., warp_specialize=True)``) only when the kernel has no second loop with
 dot products, and the Shaw forward walks its band in a loop of its own after the tails'
 (``benchmarks/RESULTS.md``). Moving the band to a kernel of its own would allow it; this probe
 says whether that would pay, before anyone builds it. It times a plain attention forward (no
-positions, no masks; the loop the Shaw tails run) with and without warp specialisation, next to
-SDPA, on bfloat16 (B, H, L, 64) inputs, and checks each output against SDPA's.
+positions, no masks; the loop the Shaw tails run) with and without warp specialisation, and
+with two interleaved halves of rows (what ``KernelLaunch(halves=2)`` does in the Shaw forward),
+next to SDPA, on bfloat16 (B, H, L, 64) inputs, and checks each output against SDPA's.
 
     python benchmarks/ws_probe.py                     # on a GPU: a table, L = 4096 and 8192
     TRITON_INTERPRET=1 python benchmarks/ws_probe.py --lengths 64 --device cpu   # the code path
@@ -34,6 +35,25 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def online_softmax_step(scores, value, acc, row_sum, row_max, qk_scale):
+    new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
+    probs = tl.exp2(scores * qk_scale - new_max[:, None])
+    rescale = tl.exp2(row_max - new_max)
+    row_sum = row_sum * rescale + tl.sum(probs, 1)
+    acc = tl.dot(probs.to(value.dtype), value, acc * rescale[:, None])
+    return acc, row_sum, new_max
+
+
+@triton.jit
+def store_rows(OUT, first_row, rows, acc, row_sum, HEAD_DIM: tl.constexpr):
+    dims = tl.arange(0, HEAD_DIM)
+    out = acc / row_sum[:, None]
+    tl.store(
+        OUT + (first_row + rows[:, None]) * HEAD_DIM + dims[None, :], out.to(OUT.dtype.element_ty)
+    )
+
+
+@triton.jit
 def plain_forward(
     Q_DESC,
     K_DESC,
@@ -45,31 +65,45 @@ def plain_forward(
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
+    HALVES: tl.constexpr,
 ):
     """Softmax(Q Kᵀ · scale) V for one block of query rows; Q, K, V are ``(B·H·L, D)`` row
-    blocks through TMA descriptors, ``length`` a multiple of both block sizes."""
+    blocks through TMA descriptors (Q's of ``BLOCK_M // HALVES`` rows), ``length`` a multiple
+    of both block sizes. ``HALVES = 2``: two halves of the rows, both ``Q Kᵀ`` issued before
+    either softmax (as ``KernelLaunch(halves=2)`` does in the Shaw forward)."""
+    HALF: tl.constexpr = BLOCK_M // HALVES
     block = tl.program_id(0)
     first_row = tl.program_id(1) * length  # this (batch, head)'s first row
+    rows = block * BLOCK_M + tl.arange(0, HALF)
     q = Q_DESC.load([first_row + block * BLOCK_M, 0])
-    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    row_sum = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
-    for tile in tl.range(0, length // BLOCK_N, warp_specialize=WARP_SPECIALIZE):
-        key = K_DESC.load([first_row + tile * BLOCK_N, 0])
-        scores = tl.dot(q, tl.trans(key))
-        new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
-        probs = tl.exp2(scores * qk_scale - new_max[:, None])
-        rescale = tl.exp2(row_max - new_max)
-        row_sum = row_sum * rescale + tl.sum(probs, 1)
-        value = V_DESC.load([first_row + tile * BLOCK_N, 0])
-        acc = tl.dot(probs.to(value.dtype), value, acc * rescale[:, None])
-        row_max = new_max
-    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, HEAD_DIM)
-    out = acc / row_sum[:, None]
-    tl.store(
-        OUT + (first_row + rows[:, None]) * HEAD_DIM + dims[None, :], out.to(OUT.dtype.element_ty)
-    )
+    row_max = tl.full((HALF,), float("-inf"), tl.float32)
+    row_sum = tl.zeros((HALF,), tl.float32)
+    acc = tl.zeros((HALF, HEAD_DIM), tl.float32)
+    if HALVES == 1:
+        for tile in tl.range(0, length // BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+            key = K_DESC.load([first_row + tile * BLOCK_N, 0])
+            value = V_DESC.load([first_row + tile * BLOCK_N, 0])
+            acc, row_sum, row_max = online_softmax_step(
+                tl.dot(q, tl.trans(key)), value, acc, row_sum, row_max, qk_scale
+            )
+    else:
+        q_b = Q_DESC.load([first_row + block * BLOCK_M + HALF, 0])
+        row_max_b = tl.full((HALF,), float("-inf"), tl.float32)
+        row_sum_b = tl.zeros((HALF,), tl.float32)
+        acc_b = tl.zeros((HALF, HEAD_DIM), tl.float32)
+        for tile in tl.range(0, length // BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+            key = K_DESC.load([first_row + tile * BLOCK_N, 0])
+            value = V_DESC.load([first_row + tile * BLOCK_N, 0])
+            scores = tl.dot(q, tl.trans(key))
+            scores_b = tl.dot(q_b, tl.trans(key))
+            acc, row_sum, row_max = online_softmax_step(
+                scores, value, acc, row_sum, row_max, qk_scale
+            )
+            acc_b, row_sum_b, row_max_b = online_softmax_step(
+                scores_b, value, acc_b, row_sum_b, row_max_b, qk_scale
+            )
+        store_rows(OUT, first_row, rows + HALF, acc_b, row_sum_b, HEAD_DIM)
+    store_rows(OUT, first_row, rows, acc, row_sum, HEAD_DIM)
 
 
 @dataclass(frozen=True)
@@ -79,22 +113,29 @@ class Config:
     num_warps: int
     num_stages: int
     warp_specialize: bool
+    halves: int = 1
 
     @property
     def label(self) -> str:
-        return f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}" + (
-            " ws" if self.warp_specialize else ""
+        return (
+            f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.num_stages}"
+            + (" ws" if self.warp_specialize else "")
+            + (" h2" if self.halves == 2 else "")
         )
 
 
 #: Each tile configuration with and without warp specialisation (the ones that compile with it
-#: for sm_90 under Triton 3.6; with 8 warps Triton leaves the loop unspecialised), and the
-#: usual 8-warp Hopper tile.
+#: for sm_90 under Triton 3.6; with 8 warps Triton leaves the loop unspecialised), the usual
+#: 8-warp Hopper tile, and two interleaved halves of 64 rows.
 CONFIGS = [
     Config(bm, bn, 4, stages, ws)
     for bm, bn, stages in ((64, 64, 3), (128, 64, 3), (128, 128, 2))
     for ws in (False, True)
-] + [Config(128, 128, 8, 2, False)]
+] + [
+    Config(128, 128, 8, 2, False),
+    Config(128, 64, 4, 3, False, halves=2),
+    Config(128, 64, 4, 2, False, halves=2),
+]
 
 
 def plain_attention(q, k, v, config: Config):
@@ -102,9 +143,10 @@ def plain_attention(q, k, v, config: Config):
     if length % config.block_m or length % config.block_n:
         raise ValueError(f"length {length} must be a multiple of the blocks ({config.label})")
     flat = [t.reshape(batch * heads * length, head_dim) for t in (q, k, v)]
+    query_rows = config.block_m // config.halves
     descriptors = [
         TensorDescriptor(t, list(t.shape), list(t.stride()), [rows, head_dim])
-        for t, rows in zip(flat, (config.block_m, config.block_n, config.block_n), strict=True)
+        for t, rows in zip(flat, (query_rows, config.block_n, config.block_n), strict=True)
     ]
     out = torch.empty_like(q)
     plain_forward[(length // config.block_m, batch * heads)](
@@ -116,6 +158,7 @@ def plain_attention(q, k, v, config: Config):
         BLOCK_N=config.block_n,
         HEAD_DIM=head_dim,
         WARP_SPECIALIZE=config.warp_specialize,
+        HALVES=config.halves,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

@@ -115,10 +115,10 @@ for c in ws_probe.CONFIGS:
         "Q_DESC": descriptor(c.block_m), "K_DESC": descriptor(c.block_n),
         "V_DESC": descriptor(c.block_n), "OUT": "*bf16", "length": "i32", "qk_scale": "fp32",
         "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "HEAD_DIM": "constexpr",
-        "WARP_SPECIALIZE": "constexpr",
+        "WARP_SPECIALIZE": "constexpr", "HALVES": "constexpr",
     }
     constants = {"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "HEAD_DIM": 64,
-                 "WARP_SPECIALIZE": True}
+                 "WARP_SPECIALIZE": True, "HALVES": c.halves}
     source = ASTSource(ws_probe.plain_forward, signature, constexprs=constants,
                        attrs={(3,): [["tt.divisibility", 16]], (4,): [["tt.divisibility", 16]]})
     kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
