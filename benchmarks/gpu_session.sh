@@ -3,19 +3,20 @@
 # limit of one call even when both timeouts are reached):
 #   1. benchmarks/gpu_check.py --backends triton: versions, correctness against the float64
 #      reference, timings against SDPA (synchronised and queued), the kernels without tables,
-#      a per-kernel profile, the tile/TMA/group sweep (each candidate checked against the
-#      default's results), the chosen tiles at every length, variants;
+#      a per-kernel profile, the sweep of tiles, TMA, grouped dQ blocks and the forward's
+#      interleaved halves (each candidate checked against the default's results), the chosen
+#      tiles at every length, the warp-specialisation probe, variants;
 #   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes, TMA and grouped
 #      blocks included).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
-#   bash benchmarks/gpu_session.sh              # BUDGET_S=250 by default
+#   bash benchmarks/gpu_session.sh              # BUDGET_S=300 by default
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-timeout $(( ${BUDGET_S:-250} + 120 )) python3 benchmarks/gpu_check.py --backends triton \
-    --budget-s "${BUDGET_S:-250}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
+timeout $(( ${BUDGET_S:-300} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
+    --budget-s "${BUDGET_S:-300}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 echo "gpu_check exit status $?"
 timeout 180 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_triton.py \
     > "$out/pytest_triton.log" 2>&1
