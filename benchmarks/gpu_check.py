@@ -631,7 +631,8 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
             print(
                 f"{label:<40} queued: fwd {forward_ms:8.3f} ms  fwd+bwd "
                 f"{row['fwd_bwd_ms_queued']:8.3f} ms (bwd {backward_ms:7.3f}); "
-                f"vs default {row['disagreement']:.1e}, peak {row['peak_fwd_bwd_mib']:.1f} MiB",
+                f"vs default {row['disagreement']:.1e}, "
+                f"peak {row['peak_fwd_bwd_mib'] or 0:.1f} MiB",  # None on the CPU (--dry-run)
                 flush=True,
             )
         if kernel is None:
