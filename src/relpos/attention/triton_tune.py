@@ -50,6 +50,8 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         KernelLaunch(128, 64, band_block=32, num_warps=4, num_stages=2, halves=2),
         KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, tma=True, halves=2),
         KernelLaunch(128, 32, band_block=16, num_warps=4, num_stages=3, halves=2),
+        KernelLaunch(256, 64, band_block=16, num_warps=8, num_stages=2, halves=2),
+        KernelLaunch(128, 64, band_block=16, num_warps=8, num_stages=3, halves=2),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(128, 128, band_block=64, num_warps=8),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
