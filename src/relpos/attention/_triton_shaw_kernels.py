@@ -374,6 +374,41 @@ def forward_epilogue(
 
 
 @triton.jit
+def forward_band_and_epilogue(
+    acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, q, left_bias, rows,
+    row_base, rel_base, mass_base, k_base, v_base, batch, head, mask_base, value_table_ptr,
+    out_base, LSE, TAIL_MASS,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om, stride_od,
+    band_lo, band_end, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BAND_BLOCK_N: tl.constexpr,
+    HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """After the tails (whose sums were noted at ``left_*`` / ``tails_*``): the band tiles
+    ``[band_lo, band_end)`` of these rows, then their epilogue."""
+    zeros = tl.zeros(rows.shape, tl.float32)
+    acc, row_sum, row_max, band_left, band_right = forward_tiles(
+        acc, row_sum, row_max, zeros, zeros, q, left_bias, rel_base, mass_base,
+        k_base, v_base, k_base, v_base, batch, head, mask_base,
+        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+        rows, band_lo, band_end, q_len, k_len,
+        shift, max_left, max_right, num_buckets, qk_scale,
+        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
+        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+        SCALE_FIRST, DOT_PRECISION, False,
+    )
+    forward_epilogue(
+        acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
+        band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
+        TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
+        VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
+        DOT_PRECISION,
+    )
+
+
+@triton.jit
 def forward_kernel(
     Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
     BAND_LOGITS,
@@ -436,7 +471,8 @@ def forward_kernel(
         acc = tl.zeros((HALF, DV_PAD), tl.float32)
         # The online softmax does not care about the order of the tiles: both tails first
         # (noting their sums), then the band.
-        acc, row_sum, row_max, band_left, band_right = forward_tiles(
+        # (Tail tiles leave the band's two masses alone: zeros in, zeros out.)
+        acc, row_sum, row_max, _, _ = forward_tiles(
             acc, zeros, minus_inf, zeros, zeros, q, left_bias, rel_base, mass_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
@@ -448,8 +484,8 @@ def forward_kernel(
         )
         left_sum = row_sum
         left_max = row_max
-        acc, row_sum, row_max, band_left, band_right = forward_tiles(
-            acc, row_sum, row_max, band_left, band_right, q, right_bias, rel_base, mass_base,
+        acc, row_sum, row_max, _, _ = forward_tiles(
+            acc, row_sum, row_max, zeros, zeros, q, right_bias, rel_base, mass_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
             rows, band_hi, k_stop, q_len, k_len,
@@ -458,24 +494,16 @@ def forward_kernel(
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
             SCALE_FIRST, DOT_PRECISION, USE_TMA,
         )
-        tails_sum = row_sum
-        tails_max = row_max
-        acc, row_sum, row_max, band_left, band_right = forward_tiles(
-            acc, row_sum, row_max, band_left, band_right, q, left_bias, rel_base, mass_base,
-            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-            rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
-            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
-            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, False,
-        )
-        forward_epilogue(
-            acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
-            band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
-            TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
-            VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
-            DOT_PRECISION,
+        forward_band_and_epilogue(
+            acc, row_sum, row_max, left_sum, left_max, row_sum, row_max, q, left_bias, rows,
+            row_base, rel_base, mass_base, k_base, v_base, batch_index, head_index, mask_base,
+            value_table_ptr, out_base, LSE, TAIL_MASS,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
+            stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
+            max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
+            HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
+            SAVE_FOR_BACKWARD, DOT_PRECISION,
         )
     else:
         rows_b = rows + HALF
@@ -507,43 +535,27 @@ def forward_kernel(
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
             CHECK_COLS, SCALE_FIRST, DOT_PRECISION, USE_TMA,
         )
-        tails_sum = row_sum
-        tails_max = row_max
-        tails_sum_b = row_sum_b
-        tails_max_b = row_max_b
         # The band, one half after the other (the band's gathers need registers of their own).
-        acc, row_sum, row_max, band_left, band_right = forward_tiles(
-            acc, row_sum, row_max, zeros, zeros, q, left_bias, rel_base, mass_base,
-            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-            rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
-            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
-            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, False,
+        forward_band_and_epilogue(
+            acc, row_sum, row_max, left_sum, left_max, row_sum, row_max, q, left_bias, rows,
+            row_base, rel_base, mass_base, k_base, v_base, batch_index, head_index, mask_base,
+            value_table_ptr, out_base, LSE, TAIL_MASS,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
+            stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
+            max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
+            HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
+            SAVE_FOR_BACKWARD, DOT_PRECISION,
         )
-        forward_epilogue(
-            acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
-            band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
-            TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
-            VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
-            DOT_PRECISION,
-        )
-        acc_b, row_sum_b, row_max_b, band_left_b, band_right_b = forward_tiles(
-            acc_b, row_sum_b, row_max_b, zeros, zeros, q_b, left_bias_b, rel_base, mass_base,
-            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-            rows_b, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
-            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
-            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, False,
-        )
-        forward_epilogue(
-            acc_b, row_sum_b, row_max_b, left_sum_b, left_max_b, tails_sum_b, tails_max_b,
-            band_left_b, band_right_b, rows_b, row_base + rows_b, mass_base, value_table_ptr,
-            out_base, LSE, TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left,
-            num_buckets, VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL,
+        forward_band_and_epilogue(
+            acc_b, row_sum_b, row_max_b, left_sum_b, left_max_b, row_sum_b, row_max_b, q_b,
+            left_bias_b, rows_b, row_base, rel_base, mass_base, k_base, v_base, batch_index,
+            head_index, mask_base, value_table_ptr, out_base, LSE, TAIL_MASS,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
+            stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
+            max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
+            HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
             SAVE_FOR_BACKWARD, DOT_PRECISION,
         )
 
