@@ -278,6 +278,43 @@ def test_halves_with_tma_loads_and_a_query_block_past_the_end():
     )
 
 
+SPLIT = KernelLaunch(16, 16, band_block=16, tma=True, warp_specialize=True)
+
+
+@pytest.mark.parametrize("name", HALVES_CASES)
+def test_forward_tails_in_a_kernel_of_their_own(name, described):
+    """``KernelLaunch(warp_specialize=True)``: the tails run in ``forward_tails_kernel`` (whose
+    loop Triton warp-specialises on a GPU; the interpreter runs it plainly) and the forward
+    kernel continues from its partial softmax through the band and the epilogue."""
+    options = dict(CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    index, tensors = _case(**options)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=_mask(mask_kind, index),
+        is_causal=is_causal,
+        blocks=TritonBlocks(SPLIT, tiny, tiny),
+    )
+    # The query block too came by TMA (the tails kernel's), besides keys and values.
+    assert described[0] is tensors["key"] and described[2] is tensors["query"]
+
+
+def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
+    """Where no TMA descriptor can address the inputs, the fused forward runs instead."""
+
+    def tails_kernel(*args, **kwargs):
+        raise AssertionError("the tails kernel ran without TMA")
+
+    monkeypatch.setattr(triton_shaw, "_tma_compatible", lambda t: False)
+    monkeypatch.setattr(triton_shaw, "_forward_tails", tails_kernel)
+    index, tensors = _case(q_len=30, k_len=30)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    _check_against_reference(index, tensors, blocks=TritonBlocks(SPLIT, tiny, tiny))
+
+
 def test_halves_are_checked():
     with pytest.raises(ValueError, match="halves must be 1 or 2"):
         KernelLaunch(64, 64, halves=3)
@@ -285,6 +322,11 @@ def test_halves_are_checked():
         KernelLaunch(16, 16, halves=2)
     with pytest.raises(ValueError, match="grad_query.halves must be 1"):
         TritonBlocks(HALVED, HALVED, KernelLaunch(16, 16))
+    with pytest.raises(ValueError, match="warp_specialize=True needs tma=True"):
+        KernelLaunch(64, 64, warp_specialize=True)
+    with pytest.raises(ValueError, match="grad_key_value.warp_specialize"):
+        TritonBlocks(SPLIT, KernelLaunch(16, 16), SPLIT)
+    assert SPLIT.label == "16x16/16 w4 s2 tma ws"
     assert HALVED.label == "32x16/16 w4 s2 h2"
 
 
@@ -318,16 +360,16 @@ def _relayout(t, layout):
         min_size=3,
         max_size=3,
     ),
-    halves=st.booleans(),
+    split=st.sampled_from([None, "halves", "tails kernel"]),
     seed=st.integers(0, 2**16),
 )
 def test_random_configurations_match_reference(
-    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, halves, seed
+    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, split, seed
 ):
     """Everything at once, drawn at random: lengths that are and are not tile multiples,
     clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
-    either sign, memory layouts, tile sizes, TMA loads, grouped query blocks and the forward's
-    interleaved halves."""
+    either sign, memory layouts, tile sizes, TMA loads, grouped query blocks, and the forward's
+    interleaved halves or separate tails kernel."""
     batch, heads, q_len, k_len = shape
     index, tensors = _case(
         batch=batch,
@@ -362,7 +404,8 @@ def test_random_configurations_match_reference(
                 band_block=16,
                 tma=tma,
                 group=group,
-                halves=2 if halves and kernel == 0 and rows == 32 else 1,
+                halves=2 if split == "halves" and kernel == 0 and rows == 32 else 1,
+                warp_specialize=split == "tails kernel" and kernel == 0 and tma,
             )
             for kernel, (rows, cols, tma, group) in enumerate(launches)
         )
@@ -625,6 +668,11 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "blocks = TritonBlocks(tma, tma, tma)\n"
         "for name, kernel in compile_kernels(64, blocks=blocks, length=1000).items():\n"
         "    assert 'cp.async.bulk.tensor' in kernel.asm['ptx'] or name == 'grad_prepare', name\n"
+        "# the forward's tails in a kernel of their own, its loop warp-specialised\n"
+        "split = KernelLaunch(64, 64, band_block=32, tma=True, warp_specialize=True)\n"
+        "plain = KernelLaunch(64, 64, band_block=32)\n"
+        "tails = compile_kernels(64, blocks=TritonBlocks(split, plain, plain))['forward_tails']\n"
+        "assert 'ttg.warp_specialize' in tails.asm['ttgir']\n"
         "# a flag only the forward has (inference: nothing saved for the backward)\n"
         "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"
         "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"

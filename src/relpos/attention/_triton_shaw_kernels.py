@@ -166,11 +166,12 @@ def tail_update(
         probs = tl.exp2(scores - (safe_max - tail_bias)[:, None])
     else:
         probs = tl.exp2(scores * qk_scale - (safe_max - tail_bias)[:, None])
-    row_sum = row_sum * rescale + tl.sum(probs, 1)
+    tile_sum = tl.sum(probs, 1)
+    row_sum = row_sum * rescale + tile_sum
     acc = acc * rescale[:, None] + tl.dot(
         probs.to(value.dtype), value, input_precision=DOT_PRECISION
     )
-    return acc, row_sum, new_max
+    return acc, row_sum, new_max, rescale, tile_sum
 
 
 @triton.jit
@@ -231,7 +232,7 @@ def forward_tiles(
                 tl.store(mass_base + slots, scores, mask=interior)
             row_max = new_max
         else:
-            acc, row_sum, row_max = tail_update(
+            acc, row_sum, row_max, _, _ = tail_update(
                 acc, row_sum, row_max, scores, value, tail_bias, rows, cols, mask_base,
                 stride_mm, stride_mn, q_len, k_len, qk_scale,
                 IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
@@ -265,17 +266,86 @@ def forward_tail_pairs(
         )
         scores_a = tl.dot(q_a, tl.trans(key), input_precision=DOT_PRECISION)
         scores_b = tl.dot(q_b, tl.trans(key), input_precision=DOT_PRECISION)
-        acc_a, sum_a, max_a = tail_update(
+        acc_a, sum_a, max_a, _, _ = tail_update(
             acc_a, sum_a, max_a, scores_a, value, bias_a, rows_a, cols, mask_base,
             stride_mm, stride_mn, q_len, k_len, qk_scale,
             IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
         )
-        acc_b, sum_b, max_b = tail_update(
+        acc_b, sum_b, max_b, _, _ = tail_update(
             acc_b, sum_b, max_b, scores_b, value, bias_b, rows_b, cols, mask_base,
             stride_mm, stride_mn, q_len, k_len, qk_scale,
             IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
         )
     return acc_a, sum_a, max_a, acc_b, sum_b, max_b
+
+
+@triton.jit
+def forward_tails_kernel(
+    Q_DESC, K_DESC, V_DESC, TAIL_BIAS, MASK, PARTIAL_ACC, PARTIAL_STATS,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    heads, q_len, k_len, shift, max_left, max_right, qk_scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """The tails of a block of query rows on their own, for a warp-specialised loop (Triton
+    specialises a loop only in a kernel with no other matrix product, and only when the query
+    block comes by TMA and nothing but the loop uses it).
+
+    Left then right tail tiles in one loop, each with its row's key term from ``TAIL_BIAS``
+    (``(B·H·Lq, 2)``: ``q·w^K_0`` and ``q·w^K_{R-1}``, already scaled). Writes the partial online
+    softmax (``PARTIAL_ACC``, unnormalised; ``PARTIAL_STATS``: row maximum, row sum and the left
+    tiles' share of it, at that maximum), which ``forward_kernel`` with ``FROM_TAILS`` continues
+    through the band and finishes.
+    """
+    q_start = tl.program_id(0) * BLOCK_M
+    batch_head = tl.program_id(1)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    rows = q_start + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len
+    row_index = batch_head.to(tl.int64) * q_len + rows
+    mask_base = MASK + batch_index.to(tl.int64) * stride_mb + head_index.to(tl.int64) * stride_mh
+    q = Q_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, D_PAD)
+    left_bias = tl.load(TAIL_BIAS + row_index * 2, mask=row_ok, other=0.0)
+    right_bias = tl.load(TAIL_BIAS + row_index * 2 + 1, mask=row_ok, other=0.0)
+    k_stop = k_len
+    if IS_CAUSAL:
+        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
+    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N) * BLOCK_N
+    band_hi = tl.maximum(band_hi, band_lo)
+    left_tiles = tl.cdiv(tl.minimum(band_lo, k_stop), BLOCK_N)
+    right_tiles = tl.cdiv(tl.maximum(k_stop - band_hi, 0), BLOCK_N)
+    gap = band_hi - left_tiles * BLOCK_N  # columns skipped after the left tiles: the band's
+
+    acc = tl.zeros((BLOCK_M, DV_PAD), tl.float32)
+    row_sum = tl.zeros((BLOCK_M,), tl.float32)
+    row_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    left_mass = tl.zeros((BLOCK_M,), tl.float32)
+    for tile in tl.range(0, left_tiles + right_tiles, warp_specialize=WARP_SPECIALIZE):
+        is_left = tile < left_tiles
+        k_start = tile * BLOCK_N + tl.where(is_left, 0, gap)
+        cols = k_start + tl.arange(0, BLOCK_N)
+        key = K_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, D_PAD)
+        value = V_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, DV_PAD)
+        scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)
+        acc, row_sum, row_max, rescale, tile_sum = tail_update(
+            acc, row_sum, row_max, scores, value, tl.where(is_left, left_bias, right_bias),
+            rows, cols, mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        )
+        left_mass = left_mass * rescale + tl.where(is_left, tile_sum, 0.0)
+    value_dims = tl.arange(0, DV_PAD)
+    tl.store(
+        PARTIAL_ACC + row_index[:, None] * DV_PAD + value_dims[None, :], acc,
+        mask=row_ok[:, None],
+    )
+    tl.store(PARTIAL_STATS + row_index * 3, row_max, mask=row_ok)
+    tl.store(PARTIAL_STATS + row_index * 3 + 1, row_sum, mask=row_ok)
+    tl.store(PARTIAL_STATS + row_index * 3 + 2, left_mass, mask=row_ok)
 
 
 @triton.jit
@@ -411,7 +481,7 @@ def forward_band_and_epilogue(
 @triton.jit
 def forward_kernel(
     Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
-    BAND_LOGITS,
+    BAND_LOGITS, PARTIAL_ACC, PARTIAL_STATS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -425,11 +495,14 @@ def forward_kernel(
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
     DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, HALVES: tl.constexpr,
+    FROM_TAILS: tl.constexpr,
 ):
     """``USE_TMA``: the tail tiles load keys and values through the descriptors ``K_DESC`` /
     ``V_DESC`` (blocks of ``(1, 1, BLOCK_N, D_PAD)``); otherwise those arguments are unused.
     ``HALVES = 2``: the block's rows are two halves whose tail tiles are interleaved
-    (``forward_tail_pairs``); the band and the epilogue take one half after the other."""
+    (``forward_tail_pairs``); the band and the epilogue take one half after the other.
+    ``FROM_TAILS``: ``forward_tails_kernel`` has done the tails; start from its partial online
+    softmax (``PARTIAL_ACC``, ``PARTIAL_STATS``) and do the band and the epilogue."""
     q_start = tl.program_id(0) * BLOCK_M
     batch_head = tl.program_id(1)
     batch_index = batch_head // heads
@@ -465,7 +538,31 @@ def forward_kernel(
         q_base, key_table_ptr, QUERY_REL, rows, row_base + rows, stride_qm, stride_qd, q_len,
         num_buckets, qk_scale, HEAD_DIM, D_PAD, R_PAD, HAS_KEY_TABLE, DOT_PRECISION,
     )
-    if HALVES == 1:
+    if FROM_TAILS:
+        if HAS_KEY_TABLE:
+            tl.debug_barrier()  # the band tiles read QA back by bucket (other threads wrote it)
+        row_ok = rows < q_len
+        row_index = row_base + rows
+        value_dims = tl.arange(0, DV_PAD)
+        acc = tl.load(
+            PARTIAL_ACC + row_index[:, None] * DV_PAD + value_dims[None, :],
+            mask=row_ok[:, None], other=0.0,
+        )
+        tails_max = tl.load(PARTIAL_STATS + row_index * 3, mask=row_ok, other=float("-inf"))
+        tails_sum = tl.load(PARTIAL_STATS + row_index * 3 + 1, mask=row_ok, other=0.0)
+        left_sum = tl.load(PARTIAL_STATS + row_index * 3 + 2, mask=row_ok, other=0.0)
+        forward_band_and_epilogue(
+            acc, tails_sum, tails_max, left_sum, tails_max, tails_sum, tails_max, q, left_bias,
+            rows, row_base, rel_base, mass_base, k_base, v_base, batch_index, head_index,
+            mask_base, value_table_ptr, out_base, LSE, TAIL_MASS,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
+            stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
+            max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
+            HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
+            SAVE_FOR_BACKWARD, DOT_PRECISION,
+        )
+    elif HALVES == 1:
         if HAS_KEY_TABLE:
             tl.debug_barrier()  # the band tiles read QA back by bucket (other threads wrote it)
         acc = tl.zeros((HALF, DV_PAD), tl.float32)

@@ -110,6 +110,11 @@ class KernelLaunch:
     # work on one half while the other's exponentials are computed (in the sm_90 code the
     # matrix instructions of one half sit between the exp2 of the other; a plain loop waits).
     halves: int = 1
+    # Forward kernel only, with tma: the tails run in a kernel of their own whose loop Triton
+    # warp-specialises (a producer warp issues the TMA loads, the others compute, so that loads,
+    # matrix products and softmax can overlap); the usual kernel then does the band and the
+    # epilogue from its partial result. Where TMA falls back, the fused kernel runs.
+    warp_specialize: bool = False
 
     @property
     def label(self) -> str:
@@ -121,6 +126,7 @@ class KernelLaunch:
             + (" tma" if self.tma else "")
             + (f" g{self.group}" if self.group > 1 else "")
             + (" h2" if self.halves == 2 else "")
+            + (" ws" if self.warp_specialize else "")
         )
 
     def __post_init__(self) -> None:
@@ -128,6 +134,10 @@ class KernelLaunch:
             raise ValueError(f"group must be an int >= 1, got {self.group!r}")
         if self.halves not in (1, 2) or isinstance(self.halves, bool):
             raise ValueError(f"halves must be 1 or 2, got {self.halves!r}")
+        if self.warp_specialize and (not self.tma or self.halves != 1):
+            raise ValueError(
+                "warp_specialize=True needs tma=True (its producer warp loads by TMA) and halves=1"
+            )
         if self.halves == 2 and self.block_m < 32:
             raise ValueError(
                 f"halves=2 needs block_m >= 32 (two halves of >= 16 rows), got {self.block_m}"
@@ -152,6 +162,8 @@ class TritonBlocks:
         for name in ("grad_query", "grad_key_value"):
             if getattr(self, name).halves != 1:
                 raise ValueError(f"{name}.halves must be 1: only the forward kernel has halves")
+            if getattr(self, name).warp_specialize:
+                raise ValueError(f"{name}.warp_specialize: only the forward kernel has it")
         # The band is walked in smaller tiles along each kernel's loop dimension.
         for name, loop_block in (
             ("forward", self.forward.block_n),
@@ -367,6 +379,55 @@ def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
     )
 
 
+def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid):
+    """``KernelLaunch(warp_specialize=True)``: the tails in a kernel of their own, whose loop
+    Triton can warp-specialise (a producer warp issues the TMA loads, the others compute); its
+    partial online softmax goes to ``forward_kernel`` (``FROM_TAILS``) for the band and the
+    epilogue. Returns that partial state: ``(B·H·Lq, DV_PAD)`` sums and ``(B·H·Lq, 3)`` row
+    maximum, row sum and the left tiles' share of it."""
+    batch, _, q_len, _ = query.shape
+    f32 = dict(device=query.device, dtype=torch.float32)
+    rows = batch * heads * q_len
+    # Each row's tail key terms q·w^K_0 and q·w^K_{R-1}, in base 2 and scaled: that kernel
+    # may use its query block only in the loop's matrix products.
+    if key_table is None:
+        tail_bias = torch.zeros(rows, 2, **f32)
+    else:
+        ends = key_table[:, [0, -1]].float().transpose(-1, -2)  # (Ht, D, 2)
+        tail_bias = (query.float() @ ends).mul_(problem.scale * LOG2E).reshape(rows, 2)
+    partial_acc = torch.empty(rows, meta["DV_PAD"], **f32)
+    partial_stats = torch.empty(rows, 3, **f32)
+    launch = problem.blocks.forward
+    _launch(
+        _kernels().forward_tails_kernel,
+        grid,
+        launch,
+        _row_descriptor(query, launch.block_m, meta["D_PAD"]),
+        key_rows,
+        value_rows,
+        tail_bias,
+        query if mask is None else mask,
+        partial_acc,
+        partial_stats,
+        *_strides(mask),
+        *_shape_args(problem, heads)[:-1],  # all but the number of buckets
+        problem.scale * LOG2E,
+        HEAD_DIM=meta["HEAD_DIM"],
+        VALUE_DIM=meta["VALUE_DIM"],
+        D_PAD=meta["D_PAD"],
+        DV_PAD=meta["DV_PAD"],
+        IS_CAUSAL=meta["IS_CAUSAL"],
+        MASK_KIND=meta["MASK_KIND"],
+        MASK_ROWWISE=meta["MASK_ROWWISE"],
+        CHECK_COLS=problem.index.key_len % launch.block_n != 0,
+        SCALE_FIRST=meta["SCALE_FIRST"],
+        DOT_PRECISION=meta["DOT_PRECISION"],
+        # Triton 3.6 cannot specialise the loop when it loads a dense mask tile.
+        WARP_SPECIALIZE=meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"],
+    )
+    return partial_acc, partial_stats
+
+
 class _ShawTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, key_table, value_table, mask, problem: _Problem):
@@ -401,6 +462,12 @@ class _ShawTriton(torch.autograd.Function):
         use_tma, (key_rows, value_rows) = _row_descriptors(
             launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
         )
+        partial_acc = partial_stats = empty
+        split = launch.warp_specialize and use_tma and _tma_compatible(query)
+        if split:
+            partial_acc, partial_stats = _forward_tails(
+                query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid
+            )
         _launch(
             _kernels().forward_kernel,
             grid,
@@ -418,6 +485,8 @@ class _ShawTriton(torch.autograd.Function):
             query_rel,
             tail_mass,
             band_logits,
+            partial_acc,
+            partial_stats,
             *_strides(query),
             *_strides(key),
             *_strides(value),
@@ -432,9 +501,10 @@ class _ShawTriton(torch.autograd.Function):
             SAVE_FOR_BACKWARD=needs_grad,
             USE_TMA=use_tma,
             HALVES=launch.halves,
+            FROM_TAILS=split,
             **meta,
         )
-        del band_logits
+        del band_logits, partial_acc, partial_stats
         ctx.problem = problem
         ctx.has_tables = (key_table is not None, value_table is not None)
         ctx.save_for_backward(
@@ -725,6 +795,7 @@ def compile_kernels(
 
     names = {
         kernels.forward_kernel: "forward",
+        kernels.forward_tails_kernel: "forward_tails",
         kernels.grad_prepare_kernel: "grad_prepare",
         kernels.grad_query_kernel: "grad_query",
         kernels.grad_key_value_kernel: "grad_key_value",

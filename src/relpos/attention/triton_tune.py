@@ -37,11 +37,11 @@ __all__ = ["CANDIDATES", "AGREEMENT", "TuneResult", "disagreement", "queued_ms",
 KERNELS = ("forward", "grad_query", "grad_key_value")
 
 #: Alternatives for one kernel at a time, chosen for bf16 with D = 64 on Hopper: the forward's
-#: interleaved halves, the close contenders of the H200 runs, smaller loop tiles with deeper
-#: pipelines (as FlashAttention-style Triton kernels use on Hopper), narrower band tiles, TMA
-#: loads and grouped query blocks, picked from the as-launched sm_90 compile for few register
-#: spills (``gpu_check.py --compile-only``). Most promising first: a sweep cut short by its time
-#: budget keeps them.
+#: interleaved halves and warp-specialised tails kernel, the close contenders of the H200 runs,
+#: smaller loop tiles with deeper pipelines (as FlashAttention-style Triton kernels use on
+#: Hopper), narrower band tiles, TMA loads and grouped query blocks, picked from the as-launched
+#: sm_90 compile for few register spills (``gpu_check.py --compile-only``). Most promising
+#: first: a sweep cut short by its time budget keeps them.
 CANDIDATES: dict[str, list[KernelLaunch]] = {
     "forward": [
         # Two interleaved 64-row halves per block (the sm_90 code overlaps one half's matrix
@@ -52,6 +52,13 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         KernelLaunch(128, 32, band_block=16, num_warps=4, num_stages=3, halves=2),
         KernelLaunch(256, 64, band_block=16, num_warps=8, num_stages=2, halves=2),
         KernelLaunch(128, 64, band_block=16, num_warps=8, num_stages=3, halves=2),
+        # The tails in a kernel of their own, its loop warp-specialised (compiles so for these).
+        KernelLaunch(
+            64, 64, band_block=32, num_warps=4, num_stages=3, tma=True, warp_specialize=True
+        ),
+        KernelLaunch(
+            64, 128, band_block=32, num_warps=4, num_stages=2, tma=True, warp_specialize=True
+        ),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(128, 128, band_block=64, num_warps=8),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3),
