@@ -1,13 +1,13 @@
 """Does warp specialisation, or interleaving two halves, make Triton's plain attention faster?
 
-The Shaw forward cannot use it as written: Triton 3.6 compiles a warp-specialised loop for
-Hopper (``tl.range(..., warp_specialize=True)``) only when the kernel has no second loop with
-dot products, and the Shaw forward walks its band in a loop of its own after the tails'
-(``benchmarks/RESULTS.md``). Moving the band to a kernel of its own would allow it; this probe
-says whether that would pay, before anyone builds it. It times a plain attention forward (no
-positions, no masks; the loop the Shaw tails run) with and without warp specialisation, and
-with two interleaved halves of rows (what ``KernelLaunch(halves=2)`` does in the Shaw forward),
-next to SDPA, on bfloat16 (B, H, L, 64) inputs, and checks each output against SDPA's.
+Triton 3.6 warp-specialises a loop for Hopper (``tl.range(..., warp_specialize=True)``) only in
+a kernel with no other matrix product, so the Shaw forward gets it only with its tails in a
+kernel of their own (``KernelLaunch(warp_specialize=True)``; ``benchmarks/RESULTS.md``). This
+probe measures the specialisation apart from the relative terms: it times a plain attention
+forward (no positions, no masks; the loop the Shaw tails run) with and without warp
+specialisation, and with two interleaved halves of rows (what ``KernelLaunch(halves=2)`` does
+in the Shaw forward), next to SDPA, on bfloat16 (B, H, L, 64) inputs, and checks each output
+against SDPA's.
 
     python benchmarks/ws_probe.py                     # on a GPU: a table, L = 4096 and 8192
     TRITON_INTERPRET=1 python benchmarks/ws_probe.py --lengths 64 --device cpu   # the code path
