@@ -315,6 +315,30 @@ def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
     _check_against_reference(index, tensors, blocks=TritonBlocks(SPLIT, tiny, tiny))
 
 
+def test_tails_kernel_runs_unspecialised_where_triton_refuses(monkeypatch):
+    """If Triton cannot compile the warp-specialised loop (a configuration it does not split),
+    the tails kernel runs unspecialised, and that configuration is not tried again."""
+    launches = []
+    real = triton_shaw._launch
+
+    def launch(kernel, grid, launch_options, *args, **meta):
+        if "WARP_SPECIALIZE" in meta:
+            launches.append(meta["WARP_SPECIALIZE"])
+            if meta["WARP_SPECIALIZE"]:
+                raise RuntimeError("PassManager::run failed")  # what Triton raises
+        return real(kernel, grid, launch_options, *args, **meta)
+
+    monkeypatch.setattr(triton_shaw, "_launch", launch)
+    monkeypatch.setattr(triton_shaw, "_UNSPECIALISABLE", set())
+    split = KernelLaunch(64, 16, band_block=16, tma=True, warp_specialize=True)
+    tiny = KernelLaunch(16, 16, band_block=16)
+    for _ in range(2):
+        index, tensors = _case(q_len=70, k_len=70, dtype=torch.float16)
+        _check_against_reference(index, tensors, blocks=TritonBlocks(split, tiny, tiny), tol=2e-2)
+    assert launches == [True, False, False]  # refused once, then straight to the plain loop
+    assert len(triton_shaw._UNSPECIALISABLE) == 1
+
+
 def test_halves_are_checked():
     with pytest.raises(ValueError, match="halves must be 1 or 2"):
         KernelLaunch(64, 64, halves=3)

@@ -379,6 +379,10 @@ def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
     )
 
 
+#: Tails-kernel configurations Triton failed to warp-specialise in this process.
+_UNSPECIALISABLE: set = set()
+
+
 def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid):
     """``KernelLaunch(warp_specialize=True)``: the tails in a kernel of their own, whose loop
     Triton can warp-specialise (a producer warp issues the TMA loads, the others compute); its
@@ -398,10 +402,15 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
     partial_acc = torch.empty(rows, meta["DV_PAD"], **f32)
     partial_stats = torch.empty(rows, 3, **f32)
     launch = problem.blocks.forward
-    _launch(
-        _kernels().forward_tails_kernel,
-        grid,
-        launch,
+    # What Triton 3.6 specialises (sm_90 compiles): 64-row blocks of 4 warps, 16-bit inputs,
+    # no dense mask tile in the loop. Anything else it may refuse, so it runs unspecialised.
+    specialise = (
+        launch.block_m == 64
+        and launch.num_warps == 4
+        and query.dtype != torch.float32
+        and (meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"])
+    )
+    arguments = (
         _row_descriptor(query, launch.block_m, meta["D_PAD"]),
         key_rows,
         value_rows,
@@ -412,6 +421,8 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
         *_strides(mask),
         *_shape_args(problem, heads)[:-1],  # all but the number of buckets
         problem.scale * LOG2E,
+    )
+    options = dict(
         HEAD_DIM=meta["HEAD_DIM"],
         VALUE_DIM=meta["VALUE_DIM"],
         D_PAD=meta["D_PAD"],
@@ -422,9 +433,16 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
         CHECK_COLS=problem.index.key_len % launch.block_n != 0,
         SCALE_FIRST=meta["SCALE_FIRST"],
         DOT_PRECISION=meta["DOT_PRECISION"],
-        # Triton 3.6 cannot specialise the loop when it loads a dense mask tile.
-        WARP_SPECIALIZE=meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"],
     )
+    kernel = _kernels().forward_tails_kernel
+    key = (launch, tuple(sorted(options.items())), query.dtype)
+    if specialise and key not in _UNSPECIALISABLE:
+        try:
+            _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=True, **options)
+            return partial_acc, partial_stats
+        except Exception:  # Triton's compiler refused the split: once, then never again
+            _UNSPECIALISABLE.add(key)
+    _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=False, **options)
     return partial_acc, partial_stats
 
 
