@@ -10,7 +10,7 @@ in the Shaw forward), next to SDPA, on bfloat16 (B, H, L, 64) inputs, and checks
 against SDPA's.
 
     python benchmarks/ws_probe.py                     # on a GPU: a table, L = 4096 and 8192
-    TRITON_INTERPRET=1 python benchmarks/ws_probe.py --lengths 64 --device cpu   # the code path
+    TRITON_INTERPRET=1 python benchmarks/ws_probe.py --lengths 128 --device cpu  # the code path
 
 ``benchmarks/gpu_check.py`` runs it as one of its sections.
 """
