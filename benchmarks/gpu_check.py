@@ -681,21 +681,25 @@ def timing_chosen(run: Run, blocks: TritonBlocks, lengths: list[int], repeats: i
 
 
 def warp_specialisation_probe(run: Run, lengths: list[int]) -> None:
-    """``benchmarks/ws_probe.py``: plain attention with and without Triton's warp specialisation,
-    against SDPA (whether a separate band kernel, which would let the Shaw tails use it, pays)."""
+    """``benchmarks/ws_probe.py``: plain attention, forward and backward, with and without
+    Triton's warp specialisation (and the forward in two interleaved halves), against SDPA."""
     section = run.results["sections"].setdefault("ws_probe", {"rows": []})
     print("\n== plain attention forward, Triton with / without warp specialisation (ws_probe) ==")
     try:
         import ws_probe  # here, not at the top: --dry-run sets the interpreter up first
 
-        section["rows"] = ws_probe.run_probe(
-            [128] if DRY_RUN else lengths,  # a multiple of its tiles
+        options = dict(
             device=DEVICE,
             dtype=TIMING["dtype"],
             batch=TIMING["batch"],
             heads=TIMING["heads"],
             calls=1 if DRY_RUN else 10,
         )
+        probe_lengths = [128] if DRY_RUN else lengths  # a multiple of its tiles
+        section["rows"] = ws_probe.run_probe(probe_lengths, **options)
+        run.save()
+        print("(backward: the dQ kernel, then the dK/dV kernel)", flush=True)
+        section["backward_rows"] = ws_probe.run_backward_probe(probe_lengths, **options)
     except Exception as error:
         section["error"] = f"{type(error).__name__}: {error}"
         print(f"failed: {section['error'][:200]}", flush=True)

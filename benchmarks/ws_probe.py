@@ -106,6 +106,91 @@ def plain_forward(
     store_rows(OUT, first_row, rows, acc, row_sum, HEAD_DIM)
 
 
+@triton.jit
+def plain_grad_query(
+    Q_DESC,
+    K_DESC,
+    V_DESC,
+    G_DESC,
+    LSE,
+    DELTA,
+    GRAD_Q,
+    length,
+    qk_scale,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """dQ = scale · dS K for one block of query rows (``LSE`` in base 2, ``DELTA`` the rows'
+    dO·O)."""
+    block = tl.program_id(0)
+    first_row = tl.program_id(1) * length
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    q = Q_DESC.load([first_row + block * BLOCK_M, 0])
+    grad_out = G_DESC.load([first_row + block * BLOCK_M, 0])
+    lse = tl.load(LSE + first_row + rows)
+    delta = tl.load(DELTA + first_row + rows)
+    grad_q = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    for tile in tl.range(0, length // BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+        key = K_DESC.load([first_row + tile * BLOCK_N, 0])
+        value = V_DESC.load([first_row + tile * BLOCK_N, 0])
+        probs = tl.exp2(tl.dot(q, tl.trans(key)) * qk_scale - lse[:, None])
+        grad_probs = tl.dot(grad_out, tl.trans(value))
+        grad_scores = probs * (grad_probs - delta[:, None])
+        grad_q = tl.dot(grad_scores.to(key.dtype), key, grad_q)
+    dims = tl.arange(0, HEAD_DIM)
+    tl.store(
+        GRAD_Q + (first_row + rows[:, None]) * HEAD_DIM + dims[None, :],
+        (grad_q * scale).to(GRAD_Q.dtype.element_ty),
+    )
+
+
+@triton.jit
+def plain_grad_key_value(
+    Q_DESC,
+    K_DESC,
+    V_DESC,
+    G_DESC,
+    LSE,
+    DELTA,
+    GRAD_K,
+    GRAD_V,
+    length,
+    qk_scale,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr,
+):
+    """dK = scale · dSᵀ Q and dV = Pᵀ dO for one block of ``BLOCK_N`` keys, looping over query
+    tiles of ``BLOCK_M`` rows."""
+    block = tl.program_id(0)
+    first_row = tl.program_id(1) * length
+    cols = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    key = K_DESC.load([first_row + block * BLOCK_N, 0])
+    value = V_DESC.load([first_row + block * BLOCK_N, 0])
+    grad_k = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    grad_v = tl.zeros((BLOCK_N, HEAD_DIM), tl.float32)
+    for tile in tl.range(0, length // BLOCK_M, warp_specialize=WARP_SPECIALIZE):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        q = Q_DESC.load([first_row + tile * BLOCK_M, 0])
+        grad_out = G_DESC.load([first_row + tile * BLOCK_M, 0])
+        lse = tl.load(LSE + first_row + rows)
+        delta = tl.load(DELTA + first_row + rows)
+        probs_t = tl.exp2(tl.dot(key, tl.trans(q)) * qk_scale - lse[None, :])
+        grad_v = tl.dot(probs_t.to(grad_out.dtype), grad_out, grad_v)
+        grad_probs_t = tl.dot(value, tl.trans(grad_out))
+        grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
+        grad_k = tl.dot(grad_scores_t.to(q.dtype), q, grad_k)
+    dims = tl.arange(0, HEAD_DIM)
+    offsets = (first_row + cols[:, None]) * HEAD_DIM + dims[None, :]
+    tl.store(GRAD_K + offsets, (grad_k * scale).to(GRAD_K.dtype.element_ty))
+    tl.store(GRAD_V + offsets, grad_v.to(GRAD_V.dtype.element_ty))
+
+
 @dataclass(frozen=True)
 class Config:
     block_m: int
@@ -165,6 +250,143 @@ def plain_attention(q, k, v, config: Config):
     return out
 
 
+#: The backward pair (dQ kernel, then dK/dV kernel), each with and without warp specialisation.
+BACKWARD_CONFIGS = [
+    Config(bm, bn, 4, 2, ws) for bm, bn in ((64, 64), (64, 128)) for ws in (False, True)
+]
+
+
+def _descriptor(t: torch.Tensor, rows: int):
+    flat = t.reshape(-1, t.shape[-1])
+    return TensorDescriptor(flat, list(flat.shape), list(flat.stride()), [rows, t.shape[-1]])
+
+
+def plain_backward(q, k, v, grad_out, lse, delta, config: Config):
+    """dQ, dK, dV of plain attention by the two probe kernels (``lse`` in base 2)."""
+    batch, heads, length, head_dim = q.shape
+    if length % config.block_m or length % config.block_n:
+        raise ValueError(f"length {length} must be a multiple of the blocks ({config.label})")
+    scale = head_dim**-0.5
+    grads = [torch.empty_like(t) for t in (q, k, v)]
+    common = dict(
+        HEAD_DIM=head_dim,
+        WARP_SPECIALIZE=config.warp_specialize,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    plain_grad_query[(length // config.block_m, batch * heads)](
+        _descriptor(q, config.block_m),
+        _descriptor(k, config.block_n),
+        _descriptor(v, config.block_n),
+        _descriptor(grad_out, config.block_m),
+        lse,
+        delta,
+        grads[0],
+        length,
+        scale * LOG2E,
+        scale,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        **common,
+    )
+    plain_grad_key_value[(length // config.block_n, batch * heads)](
+        _descriptor(q, config.block_m),
+        _descriptor(k, config.block_n),
+        _descriptor(v, config.block_n),
+        _descriptor(grad_out, config.block_m),
+        lse,
+        delta,
+        grads[1],
+        grads[2],
+        length,
+        scale * LOG2E,
+        scale,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        **common,
+    )
+    return grads
+
+
+def _row_statistics(q, k, out, grad_out, chunk=256):
+    """Base-2 log-sum-exp of each row's scaled logits, and rowsum(dO · O); float32, flat."""
+    scale = q.shape[-1] ** -0.5
+    keys_t = k.float().transpose(-1, -2)
+    lse = torch.cat(
+        [
+            torch.logsumexp((q[..., i : i + chunk, :].float() @ keys_t) * scale, -1)
+            for i in range(0, q.shape[-2], chunk)
+        ],
+        dim=-1,
+    )
+    delta = (grad_out.float() * out.float()).sum(-1)
+    return (lse * LOG2E).reshape(-1).contiguous(), delta.reshape(-1).contiguous()
+
+
+def _sdpa_forward(q, k, v):
+    with torch.no_grad():
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def _sdpa_forward_backward(leaves, grad_out):
+    return torch.autograd.grad(F.scaled_dot_product_attention(*leaves), leaves, grad_out)
+
+
+def run_backward_probe(
+    lengths,
+    *,
+    device="cuda",
+    dtype=torch.bfloat16,
+    batch=2,
+    heads=16,
+    calls=10,
+    configs=BACKWARD_CONFIGS,
+    report=print,
+) -> list[dict]:
+    """One row per (length, config): queued ms of the two backward kernels, its ratio to SDPA's
+    backward (its forward+backward minus its forward), and the largest difference of dQ, dK, dV
+    from SDPA's, relative to each one's largest entry."""
+    device = torch.device(device)
+    if triton_shaw._interpreting():
+        triton_shaw._interpreter_loop_bounds()
+    rows = []
+    for length in lengths:
+        gen = torch.Generator().manual_seed(length)
+        q, k, v, grad_out = (
+            torch.randn(batch, heads, length, 64, generator=gen).to(device, dtype) for _ in range(4)
+        )
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        out = F.scaled_dot_product_attention(*leaves)
+        want = torch.autograd.grad(out, leaves, grad_out)
+        lse, delta = _row_statistics(q, k, out.detach(), grad_out)
+
+        sdpa_ms = queued_ms(
+            functools.partial(_sdpa_forward_backward, leaves, grad_out), device, calls, 3
+        ) - queued_ms(functools.partial(_sdpa_forward, q, k, v), device, calls, 3)
+        rows.append({"length": length, "kernel": "sdpa backward", "bwd_ms_queued": sdpa_ms})
+        report(f"{length:>6} {'sdpa backward':<22} {sdpa_ms:8.3f} ms (fwd+bwd minus fwd)")
+        for config in configs:
+            row = {"length": length, "kernel": f"backward {config.label}"}
+            try:
+                got = plain_backward(q, k, v, grad_out, lse, delta, config)
+                row["max_error"] = max(
+                    ((g.float() - w.float()).abs().max() / w.float().abs().max()).item()
+                    for g, w in zip(got, want, strict=True)
+                )
+                step = functools.partial(plain_backward, q, k, v, grad_out, lse, delta, config)
+                row["bwd_ms_queued"] = queued_ms(step, device, calls, 3)
+                row["x_sdpa"] = row["bwd_ms_queued"] / sdpa_ms
+                report(
+                    f"{length:>6} {row['kernel']:<22} {row['bwd_ms_queued']:8.3f} ms "
+                    f"{row['x_sdpa']:6.2f}x SDPA  max |error| {row['max_error']:.1e} (relative)"
+                )
+            except Exception as error:
+                row["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                report(f"{length:>6} {row['kernel']:<22} {row['error'][:100]}")
+            rows.append(row)
+    return rows
+
+
 def run_probe(
     lengths,
     *,
@@ -218,8 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     on_cpu = args.device == "cpu"
     print(f"triton {triton.__version__}, torch {torch.__version__}, {args.device}")
-    run_probe(
-        [int(n) for n in args.lengths.split(",")],
+    options = dict(
         device=args.device,
         # the interpreter's bfloat16 dot is wrong; tiny shapes there
         dtype=torch.float16 if on_cpu else torch.bfloat16,
@@ -227,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         heads=2 if on_cpu else 16,
         calls=1 if on_cpu else 10,
     )
+    lengths = [int(n) for n in args.lengths.split(",")]
+    run_probe(lengths, **options)
+    run_backward_probe(lengths, **options)
     return 0
 
 

@@ -81,6 +81,9 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert [row["kernel"] for row in probe][:2] == ["sdpa", "64x64 w4 s3"], probe
     assert all("error" not in row for row in probe), probe
     assert all(row["max_error"] < 1e-2 for row in probe[1:]), probe
+    backward = sections["ws_probe"]["backward_rows"]
+    assert backward[0]["kernel"] == "sdpa backward" and len(backward) == 5, backward
+    assert all("error" not in row and row["max_error"] < 1e-2 for row in backward[1:]), backward
 
     for name in ("timing_chosen", "variants", "fold"):
         rows = sections[name]["rows"]
@@ -98,9 +101,9 @@ def _candidates():
 
 
 def test_ws_probe_specialises_its_loop_for_hopper():
-    """The probe's warp-specialised configurations do compile for sm_90 with the loop split into
-    producer and consumer warps (no GPU needed: Triton's compiler and ptxas), so the GPU run
-    times what it claims to."""
+    """The probe's warp-specialised configurations (forward and both backward kernels) do compile
+    for sm_90 with the loop split into producer and consumer warps (no GPU needed: Triton's
+    compiler and ptxas), so the GPU run times what it claims to."""
     script = """
 import triton
 from triton.backends.compiler import GPUTarget
@@ -125,6 +128,26 @@ for c in ws_probe.CONFIGS:
                             options={"num_warps": c.num_warps, "num_stages": c.num_stages})
     assert "ttg.warp_specialize" in kernel.asm["ttgir"], c.label
     assert kernel.asm["cubin"], c.label
+for c in ws_probe.BACKWARD_CONFIGS:
+    if not c.warp_specialize:
+        continue
+    for fn, outputs in ((ws_probe.plain_grad_query, ["GRAD_Q"]),
+                        (ws_probe.plain_grad_key_value, ["GRAD_K", "GRAD_V"])):
+        signature = {
+            "Q_DESC": descriptor(c.block_m), "K_DESC": descriptor(c.block_n),
+            "V_DESC": descriptor(c.block_n), "G_DESC": descriptor(c.block_m),
+            "LSE": "*fp32", "DELTA": "*fp32", **{name: "*bf16" for name in outputs},
+            "length": "i32", "qk_scale": "fp32", "scale": "fp32", "BLOCK_M": "constexpr",
+            "BLOCK_N": "constexpr", "HEAD_DIM": "constexpr", "WARP_SPECIALIZE": "constexpr",
+        }
+        constants = {"BLOCK_M": c.block_m, "BLOCK_N": c.block_n, "HEAD_DIM": 64,
+                     "WARP_SPECIALIZE": True}
+        pointers = range(4, 6 + len(outputs))
+        source = ASTSource(fn, signature, constexprs=constants,
+                           attrs={(i,): [["tt.divisibility", 16]] for i in pointers})
+        kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                options={"num_warps": c.num_warps, "num_stages": c.num_stages})
+        assert "ttg.warp_specialize" in kernel.asm["ttgir"], (fn.__name__, c.label)
 print("specialised")
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
