@@ -281,25 +281,32 @@ def test_halves_with_tma_loads_and_a_query_block_past_the_end():
 SPLIT = KernelLaunch(16, 16, band_block=16, tma=True, warp_specialize=True)
 
 
+@pytest.mark.parametrize("kernel", ["forward", "grad_key_value"])
 @pytest.mark.parametrize("name", HALVES_CASES)
-def test_forward_tails_in_a_kernel_of_their_own(name, described):
-    """``KernelLaunch(warp_specialize=True)``: the tails run in ``forward_tails_kernel`` (whose
-    loop Triton warp-specialises on a GPU; the interpreter runs it plainly) and the forward
-    kernel continues from its partial softmax through the band and the epilogue."""
+def test_tails_in_a_kernel_of_their_own(name, kernel, described):
+    """``KernelLaunch(warp_specialize=True)``: the tails run in a kernel of their own
+    (``forward_tails_kernel``, ``grad_key_value_tails_kernel``; Triton warp-specialises its
+    loop on a GPU, the interpreter runs it plainly) and the usual kernel adds the band (and in
+    the forward the epilogue) to its partial result."""
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
     tiny = KernelLaunch(16, 16, band_block=16)
+    blocks = TritonBlocks(
+        SPLIT if kernel == "forward" else tiny, tiny, SPLIT if kernel != "forward" else tiny
+    )
     _check_against_reference(
         index,
         tensors,
         attn_mask=_mask(mask_kind, index),
         is_causal=is_causal,
-        blocks=TritonBlocks(SPLIT, tiny, tiny),
+        blocks=blocks,
     )
-    # The query block too came by TMA (the tails kernel's), besides keys and values.
-    assert described[0] is tensors["key"] and described[2] is tensors["query"]
+    if kernel == "forward":  # the query block too came by TMA (the tails kernel's)
+        assert described[0] is tensors["key"] and described[2] is tensors["query"]
+    else:  # queries and output gradients, then the tails kernel's keys and values
+        assert described[:4] == [tensors["query"], described[1], tensors["key"], tensors["value"]]
 
 
 def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
@@ -348,8 +355,8 @@ def test_halves_are_checked():
         TritonBlocks(HALVED, HALVED, KernelLaunch(16, 16))
     with pytest.raises(ValueError, match="warp_specialize=True needs tma=True"):
         KernelLaunch(64, 64, warp_specialize=True)
-    with pytest.raises(ValueError, match="grad_key_value.warp_specialize"):
-        TritonBlocks(SPLIT, KernelLaunch(16, 16), SPLIT)
+    with pytest.raises(ValueError, match="grad_query.warp_specialize"):
+        TritonBlocks(SPLIT, SPLIT, SPLIT)
     assert SPLIT.label == "16x16/16 w4 s2 tma ws"
     assert HALVED.label == "32x16/16 w4 s2 h2"
 
@@ -393,7 +400,7 @@ def test_random_configurations_match_reference(
     """Everything at once, drawn at random: lengths that are and are not tile multiples,
     clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
     either sign, memory layouts, tile sizes, TMA loads, grouped query blocks, and the forward's
-    interleaved halves or separate tails kernel."""
+    interleaved halves or separate tails kernels (forward and key/value gradients)."""
     batch, heads, q_len, k_len = shape
     index, tensors = _case(
         batch=batch,
@@ -429,7 +436,7 @@ def test_random_configurations_match_reference(
                 tma=tma,
                 group=group,
                 halves=2 if split == "halves" and kernel == 0 and rows == 32 else 1,
-                warp_specialize=split == "tails kernel" and kernel == 0 and tma,
+                warp_specialize=split == "tails kernel" and kernel != 1 and tma,
             )
             for kernel, (rows, cols, tma, group) in enumerate(launches)
         )
@@ -695,8 +702,9 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "# the forward's tails in a kernel of their own, its loop warp-specialised\n"
         "split = KernelLaunch(64, 64, band_block=32, tma=True, warp_specialize=True)\n"
         "plain = KernelLaunch(64, 64, band_block=32)\n"
-        "tails = compile_kernels(64, blocks=TritonBlocks(split, plain, plain))['forward_tails']\n"
-        "assert 'ttg.warp_specialize' in tails.asm['ttgir']\n"
+        "kernels = compile_kernels(64, blocks=TritonBlocks(split, plain, split))\n"
+        "for name in ('forward_tails', 'grad_key_value_tails'):\n"
+        "    assert 'ttg.warp_specialize' in kernels[name].asm['ttgir'], name\n"
         "# a flag only the forward has (inference: nothing saved for the backward)\n"
         "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"
         "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"

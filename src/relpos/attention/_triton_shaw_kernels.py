@@ -1115,9 +1115,11 @@ def grad_key_value_kernel(
     BAND_BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    FROM_TAILS: tl.constexpr,
 ):
     """``USE_TMA``: the tail tiles load queries and output gradients through ``Q_DESC`` /
-    ``G_DESC``."""
+    ``G_DESC``. ``FROM_TAILS``: ``grad_key_value_tails_kernel`` has written the tails' share to
+    ``GRAD_K`` / ``GRAD_V``; add the band's."""
     k_start = tl.program_id(0) * BLOCK_N
     batch_head = tl.program_id(1)
     batch_index = batch_head // heads
@@ -1145,8 +1147,20 @@ def grad_key_value_kernel(
     query_rel_base = QUERY_REL + row_base * num_buckets
     grad_rel_base = GRAD_REL + row_base * num_buckets
     plane = tl.num_programs(1).to(tl.int64) * q_len  # one TAIL_ROWS plane: B·H·Lq rows
-    grad_k = tl.zeros((BLOCK_N, D_PAD), tl.float32)
-    grad_v = tl.zeros((BLOCK_N, DV_PAD), tl.float32)
+    grad_k_ptrs = (
+        GRAD_K + batch * stride_kb + head * stride_kh
+        + cols[:, None] * stride_kn + dims[None, :] * stride_kd
+    )
+    grad_v_ptrs = (
+        GRAD_V + batch * stride_vb + head * stride_vh
+        + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd
+    )
+    if FROM_TAILS:  # dK was stored times the scale, which the store below applies again
+        grad_k = tl.load(grad_k_ptrs, mask=k_mask, other=0.0).to(tl.float32) / scale
+        grad_v = tl.load(grad_v_ptrs, mask=v_mask, other=0.0).to(tl.float32)
+    else:
+        grad_k = tl.zeros((BLOCK_N, D_PAD), tl.float32)
+        grad_v = tl.zeros((BLOCK_N, DV_PAD), tl.float32)
 
     q_first = 0
     if IS_CAUSAL:
@@ -1157,28 +1171,29 @@ def grad_key_value_kernel(
     band_hi = tl.cdiv(tl.maximum(k_start + BLOCK_N - 1 - shift + max_left, 0), BLOCK_M) * BLOCK_M
     band_hi = tl.maximum(band_hi, band_lo)
 
-    grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
-        query_rel_base, grad_rel_base,
-        TAIL_ROWS + plane + row_base, TAIL_ROWS + 3 * plane + row_base, mask_base,
-        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-        cols, q_first, tl.minimum(band_lo, q_len), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION, USE_TMA,
-    )
-    grad_k, grad_v = grad_key_value_tiles(
-        grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
-        query_rel_base, grad_rel_base,
-        TAIL_ROWS + row_base, TAIL_ROWS + 2 * plane + row_base, mask_base,
-        stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
-        cols, tl.maximum(band_hi, q_first), q_len, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION, USE_TMA,
-    )
+    if not FROM_TAILS:
+        grad_k, grad_v = grad_key_value_tiles(
+            grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index,
+            head_index, query_rel_base, grad_rel_base,
+            TAIL_ROWS + plane + row_base, TAIL_ROWS + 3 * plane + row_base, mask_base,
+            stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+            cols, q_first, tl.minimum(band_lo, q_len), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+            DOT_PRECISION, USE_TMA,
+        )
+        grad_k, grad_v = grad_key_value_tiles(
+            grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index,
+            head_index, query_rel_base, grad_rel_base,
+            TAIL_ROWS + row_base, TAIL_ROWS + 2 * plane + row_base, mask_base,
+            stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
+            cols, tl.maximum(band_hi, q_first), q_len, q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+            DOT_PRECISION, USE_TMA,
+        )
     grad_k, grad_v = grad_key_value_tiles(
         grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
         query_rel_base, grad_rel_base,
@@ -1190,13 +1205,97 @@ def grad_key_value_kernel(
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
         DOT_PRECISION, False,
     )
+    tl.store(grad_k_ptrs, (grad_k * scale).to(GRAD_K.dtype.element_ty), mask=k_mask)
+    tl.store(grad_v_ptrs, grad_v.to(GRAD_V.dtype.element_ty), mask=v_mask)
+
+
+@triton.jit
+def grad_key_value_tails_kernel(
+    Q_DESC, K_DESC, V_DESC, G_DESC, MASK, TAIL_ROWS, GRAD_K, GRAD_V,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    heads, q_len, k_len, shift, max_left, max_right, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
+    SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """The tails' share of ``dK`` and ``dV`` for one block of keys, in a kernel of its own so
+    that Triton can warp-specialise its loop (see ``forward_tails_kernel``): the query tiles
+    that see these keys in their right tail, then those that see them in their left tail, in
+    one loop, each with its tail's folded ``lse`` / ``δ`` plane of ``TAIL_ROWS``. Stores
+    ``scale dSᵀ Q`` and ``Pᵀ dO`` to ``GRAD_K`` / ``GRAD_V``, which ``grad_key_value_kernel``
+    with ``FROM_TAILS`` completes with the band."""
+    k_start = tl.program_id(0) * BLOCK_N
+    batch_head = tl.program_id(1)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
+    cols = k_start + tl.arange(0, BLOCK_N)
+    key = K_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, D_PAD)
+    value = V_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, DV_PAD)
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    row_base = batch_head.to(tl.int64) * q_len
+    plane = tl.num_programs(1).to(tl.int64) * q_len
+    q_first = 0
+    if IS_CAUSAL:
+        q_first = (k_start // BLOCK_M) * BLOCK_M
+    band_lo = (tl.maximum(k_start + 1 - shift - max_right, 0) // BLOCK_M) * BLOCK_M
+    band_hi = tl.cdiv(tl.maximum(k_start + BLOCK_N - 1 - shift + max_left, 0), BLOCK_M) * BLOCK_M
+    band_hi = tl.maximum(band_hi, band_lo)
+    right_end = tl.minimum(band_lo, q_len)  # these rows see the keys in their right tail
+    left_start = tl.maximum(band_hi, q_first)  # and from here on in their left tail
+    right_tiles = tl.cdiv(tl.maximum(right_end - q_first, 0), BLOCK_M)
+    left_tiles = tl.cdiv(tl.maximum(q_len - left_start, 0), BLOCK_M)
+
+    grad_k = tl.zeros((BLOCK_N, D_PAD), tl.float32)
+    grad_v = tl.zeros((BLOCK_N, DV_PAD), tl.float32)
+    for tile in tl.range(0, right_tiles + left_tiles, warp_specialize=WARP_SPECIALIZE):
+        in_right = tile < right_tiles
+        q_start = tl.where(
+            in_right, q_first + tile * BLOCK_M, left_start + (tile - right_tiles) * BLOCK_M
+        )
+        rows = q_start + tl.arange(0, BLOCK_M)
+        row_ok = rows < q_len
+        q = Q_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, D_PAD)
+        grad_out = G_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, DV_PAD)
+        lse = tl.load(
+            TAIL_ROWS + tl.where(in_right, plane, 0) + row_base + rows, mask=row_ok,
+            other=float("inf"),
+        )
+        delta = tl.load(
+            TAIL_ROWS + tl.where(in_right, 3 * plane, 2 * plane) + row_base + rows,
+            mask=row_ok, other=0.0,
+        )
+        scores_t = tl.dot(key, tl.trans(q), input_precision=DOT_PRECISION)  # (BN, BM)
+        grad_probs_t = tl.dot(value, tl.trans(grad_out), input_precision=DOT_PRECISION)
+        if SCALE_FIRST:
+            scores_t = scores_t * qk_scale
+        scores_t = masked_logits(
+            scores_t, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
+            q_len, k_len, False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        if SCALE_FIRST:
+            probs_t = tl.exp2(scores_t - lse[None, :])
+        else:
+            probs_t = tl.exp2(scores_t * qk_scale - lse[None, :])
+        grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+        grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
+        grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)
+    dims = tl.arange(0, D_PAD)
+    value_dims = tl.arange(0, DV_PAD)
+    col_ok = cols < k_len
     tl.store(
         GRAD_K + batch * stride_kb + head * stride_kh
         + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
-        (grad_k * scale).to(GRAD_K.dtype.element_ty), mask=k_mask,
+        (grad_k * scale).to(GRAD_K.dtype.element_ty),
+        mask=col_ok[:, None] & (dims[None, :] < HEAD_DIM),
     )
     tl.store(
         GRAD_V + batch * stride_vb + head * stride_vh
         + cols[:, None] * stride_vn + value_dims[None, :] * stride_vd,
-        grad_v.to(GRAD_V.dtype.element_ty), mask=v_mask,
+        grad_v.to(GRAD_V.dtype.element_ty),
+        mask=col_ok[:, None] & (value_dims[None, :] < VALUE_DIM),
     )

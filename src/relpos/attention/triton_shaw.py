@@ -110,10 +110,11 @@ class KernelLaunch:
     # work on one half while the other's exponentials are computed (in the sm_90 code the
     # matrix instructions of one half sit between the exp2 of the other; a plain loop waits).
     halves: int = 1
-    # Forward kernel only, with tma: the tails run in a kernel of their own whose loop Triton
-    # warp-specialises (a producer warp issues the TMA loads, the others compute, so that loads,
-    # matrix products and softmax can overlap); the usual kernel then does the band and the
-    # epilogue from its partial result. Where TMA falls back, the fused kernel runs.
+    # Forward and key/value-gradient kernels, with tma: the tails run in a kernel of their own
+    # whose loop Triton warp-specialises (a producer warp issues the TMA loads, the others
+    # compute, so that loads, matrix products and softmax can overlap); the usual kernel then
+    # adds the band (and in the forward the epilogue) to its partial result. Where TMA falls
+    # back, the fused kernel runs.
     warp_specialize: bool = False
 
     @property
@@ -162,8 +163,10 @@ class TritonBlocks:
         for name in ("grad_query", "grad_key_value"):
             if getattr(self, name).halves != 1:
                 raise ValueError(f"{name}.halves must be 1: only the forward kernel has halves")
-            if getattr(self, name).warp_specialize:
-                raise ValueError(f"{name}.warp_specialize: only the forward kernel has it")
+        if self.grad_query.warp_specialize:
+            raise ValueError(
+                "grad_query.warp_specialize: only the forward and key/value kernels have it"
+            )
         # The band is walked in smaller tiles along each kernel's loop dimension.
         for name, loop_block in (
             ("forward", self.forward.block_n),
@@ -383,6 +386,31 @@ def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
 _UNSPECIALISABLE: set = set()
 
 
+def _specialisable(loop_rows: int, launch: KernelLaunch, dtype: torch.dtype, meta: dict) -> bool:
+    """What Triton 3.6 warp-specialises in the tails kernels (sm_90 compiles): 64-row tiles in
+    the loop, 4 warps, 16-bit inputs, no dense mask tile in the loop. Anything else it may
+    refuse, so those run unspecialised."""
+    return (
+        loop_rows == 64
+        and launch.num_warps == 4
+        and dtype != torch.float32
+        and (meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"])
+    )
+
+
+def _launch_tails(kernel, grid, launch, arguments, options, specialise, dtype) -> None:
+    """Launch a tails kernel warp-specialised if ``specialise``; should Triton's compiler refuse
+    the split, run it unspecialised, now and for that configuration from then on."""
+    key = (kernel, launch, tuple(sorted(options.items())), dtype)
+    if specialise and key not in _UNSPECIALISABLE:
+        try:
+            _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=True, **options)
+            return
+        except Exception:  # the compiler refused: once, then never again
+            _UNSPECIALISABLE.add(key)
+    _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=False, **options)
+
+
 def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid):
     """``KernelLaunch(warp_specialize=True)``: the tails in a kernel of their own, whose loop
     Triton can warp-specialise (a producer warp issues the TMA loads, the others compute); its
@@ -402,14 +430,7 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
     partial_acc = torch.empty(rows, meta["DV_PAD"], **f32)
     partial_stats = torch.empty(rows, 3, **f32)
     launch = problem.blocks.forward
-    # What Triton 3.6 specialises (sm_90 compiles): 64-row blocks of 4 warps, 16-bit inputs,
-    # no dense mask tile in the loop. Anything else it may refuse, so it runs unspecialised.
-    specialise = (
-        launch.block_m == 64
-        and launch.num_warps == 4
-        and query.dtype != torch.float32
-        and (meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"])
-    )
+    specialise = _specialisable(launch.block_m, launch, query.dtype, meta)
     arguments = (
         _row_descriptor(query, launch.block_m, meta["D_PAD"]),
         key_rows,
@@ -434,15 +455,9 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
         SCALE_FIRST=meta["SCALE_FIRST"],
         DOT_PRECISION=meta["DOT_PRECISION"],
     )
-    kernel = _kernels().forward_tails_kernel
-    key = (launch, tuple(sorted(options.items())), query.dtype)
-    if specialise and key not in _UNSPECIALISABLE:
-        try:
-            _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=True, **options)
-            return partial_acc, partial_stats
-        except Exception:  # Triton's compiler refused the split: once, then never again
-            _UNSPECIALISABLE.add(key)
-    _launch(kernel, grid, launch, *arguments, WARP_SPECIALIZE=False, **options)
+    _launch_tails(
+        _kernels().forward_tails_kernel, grid, launch, arguments, options, specialise, query.dtype
+    )
     return partial_acc, partial_stats
 
 
@@ -586,6 +601,47 @@ class _ShawTriton(torch.autograd.Function):
         use_tma, (query_rows, grad_out_rows) = _row_descriptors(
             launch.tma, launch.block_m, (query, meta["D_PAD"]), (grad_out, meta["DV_PAD"])
         )
+        split = (
+            launch.warp_specialize and use_tma and _tma_compatible(key) and _tma_compatible(value)
+        )
+        if split:  # the tails' share first, in a kernel Triton can warp-specialise
+            _launch_tails(
+                kernels.grad_key_value_tails_kernel,
+                (_cdiv(k_len, launch.block_n), batch * heads),
+                launch,
+                (
+                    query_rows,
+                    _row_descriptor(key, launch.block_n, meta["D_PAD"]),
+                    _row_descriptor(value, launch.block_n, meta["DV_PAD"]),
+                    grad_out_rows,
+                    query if mask is None else mask,
+                    tail_rows,
+                    grad_k,
+                    grad_v,
+                    *_strides(key),
+                    *_strides(value),
+                    *_strides(mask),
+                    *_shape_args(problem, heads)[:-1],
+                    problem.scale * LOG2E,
+                    problem.scale,
+                ),
+                {
+                    name: meta[name]
+                    for name in (
+                        "HEAD_DIM",
+                        "VALUE_DIM",
+                        "D_PAD",
+                        "DV_PAD",
+                        "IS_CAUSAL",
+                        "MASK_KIND",
+                        "MASK_ROWWISE",
+                        "SCALE_FIRST",
+                        "DOT_PRECISION",
+                    )
+                },
+                _specialisable(launch.block_m, launch, query.dtype, meta),
+                query.dtype,
+            )
         _launch(
             kernels.grad_key_value_kernel,
             (_cdiv(k_len, launch.block_n), batch * heads),
@@ -614,6 +670,7 @@ class _ShawTriton(torch.autograd.Function):
             problem.scale,
             BAND_BLOCK_M=launch.band_block,
             USE_TMA=use_tma,
+            FROM_TAILS=split,
             **meta,
         )
         launch = problem.blocks.grad_query
@@ -814,6 +871,7 @@ def compile_kernels(
     names = {
         kernels.forward_kernel: "forward",
         kernels.forward_tails_kernel: "forward_tails",
+        kernels.grad_key_value_tails_kernel: "grad_key_value_tails",
         kernels.grad_prepare_kernel: "grad_prepare",
         kernels.grad_query_kernel: "grad_query",
         kernels.grad_key_value_kernel: "grad_key_value",

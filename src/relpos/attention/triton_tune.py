@@ -90,6 +90,12 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         KernelLaunch(32, 64, band_block=16, num_warps=4, num_stages=3),
         KernelLaunch(32, 128, band_block=16, num_warps=8, num_stages=3),
         KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True),
+        # The tails in a kernel of their own, its loop warp-specialised (compiles so for these).
+        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, warp_specialize=True),
+        KernelLaunch(
+            64, 64, band_block=32, num_warps=4, num_stages=3, tma=True, warp_specialize=True
+        ),
+        KernelLaunch(64, 128, band_block=32, num_warps=4, tma=True, warp_specialize=True),
     ],
 }
 
