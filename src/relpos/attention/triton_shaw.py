@@ -44,7 +44,8 @@ The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_V�
 Launch options per kernel are in :class:`KernelLaunch`: tile sizes, warps, pipeline stages, TMA
 loads of the tails' streamed tiles (Hopper), query blocks per program for the dQ kernel, and for
 the forward two interleaved halves of each query block (one half's matrix products overlap the
-other's softmax) or its tails in a kernel of their own whose loop Triton warp-specialises.
+other's softmax) or, for the forward and the key/value gradient, the tails in a kernel of their
+own whose loop Triton warp-specialises.
 
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
