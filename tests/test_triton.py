@@ -281,20 +281,23 @@ def test_halves_with_tma_loads_and_a_query_block_past_the_end():
 SPLIT = KernelLaunch(16, 16, band_block=16, tma=True, warp_specialize=True)
 
 
-@pytest.mark.parametrize("kernel", ["forward", "grad_key_value"])
+@pytest.mark.parametrize("kernel", ["forward", "grad_query", "grad_key_value"])
 @pytest.mark.parametrize("name", HALVES_CASES)
 def test_tails_in_a_kernel_of_their_own(name, kernel, described):
     """``KernelLaunch(warp_specialize=True)``: the tails run in a kernel of their own
-    (``forward_tails_kernel``, ``grad_key_value_tails_kernel``; Triton warp-specialises its
-    loop on a GPU, the interpreter runs it plainly) and the usual kernel adds the band (and in
-    the forward the epilogue) to its partial result."""
+    (``forward_tails_kernel``, ``grad_query_tails_kernel``, ``grad_key_value_tails_kernel``;
+    Triton warp-specialises its loop on a GPU, the interpreter runs it plainly) and the usual
+    kernel adds the band and its epilogue to that partial result."""
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
     tiny = KernelLaunch(16, 16, band_block=16)
     blocks = TritonBlocks(
-        SPLIT if kernel == "forward" else tiny, tiny, SPLIT if kernel != "forward" else tiny
+        **{
+            name: SPLIT if name == kernel else tiny
+            for name in ("forward", "grad_query", "grad_key_value")
+        }
     )
     _check_against_reference(
         index,
@@ -305,8 +308,10 @@ def test_tails_in_a_kernel_of_their_own(name, kernel, described):
     )
     if kernel == "forward":  # the query block too came by TMA (the tails kernel's)
         assert described[0] is tensors["key"] and described[2] is tensors["query"]
-    else:  # queries and output gradients, then the tails kernel's keys and values
-        assert described[:4] == [tensors["query"], described[1], tensors["key"], tensors["value"]]
+    elif kernel == "grad_key_value":  # queries and output gradients, then keys and values
+        assert described[0] is tensors["query"] and described[2] is tensors["key"]
+    else:  # keys and values, then the tails kernel's queries and output gradients
+        assert described[0] is tensors["key"] and described[2] is tensors["query"]
 
 
 def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
@@ -355,8 +360,6 @@ def test_halves_are_checked():
         TritonBlocks(HALVED, HALVED, KernelLaunch(16, 16))
     with pytest.raises(ValueError, match="warp_specialize=True needs tma=True"):
         KernelLaunch(64, 64, warp_specialize=True)
-    with pytest.raises(ValueError, match="grad_query.warp_specialize"):
-        TritonBlocks(SPLIT, SPLIT, SPLIT)
     assert SPLIT.label == "16x16/16 w4 s2 tma ws"
     assert HALVED.label == "32x16/16 w4 s2 h2"
 
@@ -400,7 +403,7 @@ def test_random_configurations_match_reference(
     """Everything at once, drawn at random: lengths that are and are not tile multiples,
     clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
     either sign, memory layouts, tile sizes, TMA loads, grouped query blocks, and the forward's
-    interleaved halves or separate tails kernels (forward and key/value gradients)."""
+    interleaved halves or separate tails kernels."""
     batch, heads, q_len, k_len = shape
     index, tensors = _case(
         batch=batch,
@@ -436,7 +439,7 @@ def test_random_configurations_match_reference(
                 tma=tma,
                 group=group,
                 halves=2 if split == "halves" and kernel == 0 and rows == 32 else 1,
-                warp_specialize=split == "tails kernel" and kernel != 1 and tma,
+                warp_specialize=split == "tails kernel" and tma,
             )
             for kernel, (rows, cols, tma, group) in enumerate(launches)
         )
@@ -702,8 +705,8 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "# the forward's tails in a kernel of their own, its loop warp-specialised\n"
         "split = KernelLaunch(64, 64, band_block=32, tma=True, warp_specialize=True)\n"
         "plain = KernelLaunch(64, 64, band_block=32)\n"
-        "kernels = compile_kernels(64, blocks=TritonBlocks(split, plain, split))\n"
-        "for name in ('forward_tails', 'grad_key_value_tails'):\n"
+        "kernels = compile_kernels(64, blocks=TritonBlocks(split, split, split))\n"
+        "for name in ('forward_tails', 'grad_query_tails', 'grad_key_value_tails'):\n"
         "    assert 'ttg.warp_specialize' in kernels[name].asm['ttgir'], name\n"
         "# a flag only the forward has (inference: nothing saved for the backward)\n"
         "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"

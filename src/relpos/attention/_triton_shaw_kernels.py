@@ -814,6 +814,7 @@ def grad_query_tiles(
 def grad_query_block(
     Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL,
     GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    TAIL_SUMS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -826,7 +827,7 @@ def grad_query_block(
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, FROM_TAILS: tl.constexpr,
     block, group, ACCUMULATE: tl.constexpr,
 ):
     """One query block of :func:`grad_query_kernel`; ``ACCUMULATE``: add the table-gradient
@@ -875,9 +876,18 @@ def grad_query_block(
     k_base = K + batch * stride_kb + head * stride_kh
     v_base = V + batch * stride_vb + head * stride_vh
     mask_base = MASK + batch * stride_mb + head * stride_mh
-    grad_q = tl.zeros((BLOCK_M, D_PAD), tl.float32)
-    left_sum = tl.zeros((BLOCK_M,), tl.float32)  # dS summed over the left tail: dS_b[r, 0]
-    right_sum = tl.zeros((BLOCK_M,), tl.float32)  # ... and over the right tail: dS_b[r, R - 1]
+    grad_q_ptrs = (
+        GRAD_Q + batch * stride_qb + head * stride_qh
+        + rows[:, None] * stride_qm + dims[None, :] * stride_qd
+    )
+    if FROM_TAILS:  # grad_query_tails_kernel's share: dQ (times the scale) and the dS sums
+        grad_q = tl.load(grad_q_ptrs, mask=q_mask, other=0.0).to(tl.float32) / scale
+        left_sum = tl.load(TAIL_SUMS + row_index * 2, mask=row_ok, other=0.0)
+        right_sum = tl.load(TAIL_SUMS + row_index * 2 + 1, mask=row_ok, other=0.0)
+    else:
+        grad_q = tl.zeros((BLOCK_M, D_PAD), tl.float32)
+        left_sum = tl.zeros((BLOCK_M,), tl.float32)  # dS summed over the left tail: dS_b[r, 0]
+        right_sum = tl.zeros((BLOCK_M,), tl.float32)  # ... over the right tail: dS_b[r, R - 1]
 
     k_stop = k_len
     if IS_CAUSAL:
@@ -886,28 +896,29 @@ def grad_query_block(
     band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N)
     band_hi = tl.maximum(band_hi * BLOCK_N, band_lo)
 
-    grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, left_lse, left_delta,
-        rel_base, grad_rel_base, grad_scores_base,
-        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-        rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, USE_TMA,
-    )
-    grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, right_lse, right_delta,
-        rel_base, grad_rel_base, grad_scores_base,
-        k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
-        stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
-        rows, band_hi, k_stop, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
-        HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
-        HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, USE_TMA,
-    )
+    if not FROM_TAILS:
+        grad_q, left_sum, right_sum = grad_query_tiles(
+            grad_q, left_sum, right_sum, q, grad_out, left_lse, left_delta,
+            rel_base, grad_rel_base, grad_scores_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
+        grad_q, left_sum, right_sum = grad_query_tiles(
+            grad_q, left_sum, right_sum, q, grad_out, right_lse, right_delta,
+            rel_base, grad_rel_base, grad_scores_base,
+            k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
+            rows, band_hi, k_stop, q_len, k_len,
+            shift, max_left, max_right, num_buckets, qk_scale,
+            HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
+            HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+        )
     grad_q, left_sum, right_sum = grad_query_tiles(
         grad_q, left_sum, right_sum, q, grad_out, lse, delta,
         rel_base, grad_rel_base, grad_scores_base,
@@ -982,17 +993,98 @@ def grad_query_block(
         if ACCUMULATE:
             partial_value += tl.load(value_partials, mask=value_partial_mask, other=0.0)
         tl.store(value_partials, partial_value, mask=value_partial_mask)
+    tl.store(grad_q_ptrs, (grad_q * scale).to(GRAD_Q.dtype.element_ty), mask=q_mask)
+
+
+@triton.jit
+def grad_query_tails_kernel(
+    Q_DESC, K_DESC, V_DESC, G_DESC, MASK, TAIL_ROWS, GRAD_Q, TAIL_SUMS,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    heads, q_len, k_len, shift, max_left, max_right, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
+    DV_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_KEY_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+):
+    """The tails' share of ``dQ`` for one block of query rows, in a kernel of its own so that
+    Triton can warp-specialise its loop (see ``forward_tails_kernel``): left then right tail
+    tiles in one loop, each with its tail's folded ``lse`` / ``δ`` (``TAIL_ROWS``). Stores
+    ``scale dS K`` to ``GRAD_Q`` and each row's ``dS`` summed over either tail to ``TAIL_SUMS``
+    ``(B·H·Lq, 2)``; ``grad_query_kernel`` with ``FROM_TAILS`` completes them with the band."""
+    q_start = tl.program_id(0) * BLOCK_M
+    batch_head = tl.program_id(1)
+    batch_index = batch_head // heads
+    head_index = batch_head % heads
+    batch = batch_index.to(tl.int64)
+    head = head_index.to(tl.int64)
+    rows = q_start + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len
+    row_index = batch_head.to(tl.int64) * q_len + rows
+    plane = tl.num_programs(1).to(tl.int64) * q_len
+    q = Q_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, D_PAD)
+    grad_out = G_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, DV_PAD)
+    left_lse = tl.load(TAIL_ROWS + row_index, mask=row_ok, other=float("inf"))
+    right_lse = tl.load(TAIL_ROWS + plane + row_index, mask=row_ok, other=float("inf"))
+    left_delta = tl.load(TAIL_ROWS + 2 * plane + row_index, mask=row_ok, other=0.0)
+    right_delta = tl.load(TAIL_ROWS + 3 * plane + row_index, mask=row_ok, other=0.0)
+    mask_base = MASK + batch * stride_mb + head * stride_mh
+    k_stop = k_len
+    if IS_CAUSAL:
+        k_stop = tl.minimum(k_len, q_start + BLOCK_M)
+    band_lo = (tl.maximum(q_start + shift - max_left + 1, 0) // BLOCK_N) * BLOCK_N
+    band_hi = tl.cdiv(tl.maximum(q_start + BLOCK_M - 1 + shift + max_right, 0), BLOCK_N)
+    band_hi = tl.maximum(band_hi * BLOCK_N, band_lo)
+    left_tiles = tl.cdiv(tl.minimum(band_lo, k_stop), BLOCK_N)
+    right_tiles = tl.cdiv(tl.maximum(k_stop - band_hi, 0), BLOCK_N)
+    gap = band_hi - left_tiles * BLOCK_N
+
+    grad_q = tl.zeros((BLOCK_M, D_PAD), tl.float32)
+    left_sum = tl.zeros((BLOCK_M,), tl.float32)
+    right_sum = tl.zeros((BLOCK_M,), tl.float32)
+    for tile in tl.range(0, left_tiles + right_tiles, warp_specialize=WARP_SPECIALIZE):
+        is_left = tile < left_tiles
+        k_start = tile * BLOCK_N + tl.where(is_left, 0, gap)
+        cols = k_start + tl.arange(0, BLOCK_N)
+        key = K_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, D_PAD)
+        value = V_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, DV_PAD)
+        lse = tl.where(is_left, left_lse, right_lse)
+        delta = tl.where(is_left, left_delta, right_delta)
+        scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)
+        grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)
+        if SCALE_FIRST:
+            scores = scores * qk_scale
+        scores = masked_logits(
+            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
+            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        if SCALE_FIRST:
+            probs = tl.exp2(scores - lse[:, None])
+        else:
+            probs = tl.exp2(scores * qk_scale - lse[:, None])
+        grad_scores = probs * (grad_probs - delta[:, None])
+        grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
+        if HAS_KEY_TABLE:
+            row_sums = tl.sum(grad_scores, 1)
+            left_sum += tl.where(is_left, row_sums, 0.0)
+            right_sum += tl.where(is_left, 0.0, row_sums)
+    dims = tl.arange(0, D_PAD)
     tl.store(
         GRAD_Q + batch * stride_qb + head * stride_qh
         + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
-        (grad_q * scale).to(GRAD_Q.dtype.element_ty), mask=q_mask,
+        (grad_q * scale).to(GRAD_Q.dtype.element_ty),
+        mask=row_ok[:, None] & (dims[None, :] < HEAD_DIM),
     )
+    tl.store(TAIL_SUMS + row_index * 2, left_sum, mask=row_ok)
+    tl.store(TAIL_SUMS + row_index * 2 + 1, right_sum, mask=row_ok)
 
 
 @triton.jit
 def grad_query_kernel(
     Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL,
     GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
+    TAIL_SUMS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -1005,7 +1097,7 @@ def grad_query_kernel(
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_TMA: tl.constexpr, GROUP: tl.constexpr,
+    USE_TMA: tl.constexpr, GROUP: tl.constexpr, FROM_TAILS: tl.constexpr,
 ):
     """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``.
 
@@ -1020,7 +1112,7 @@ def grad_query_kernel(
             grad_query_block(
                 Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS,
                 QUERY_REL, GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE,
-                PARTIAL_VALUE_TABLE,
+                PARTIAL_VALUE_TABLE, TAIL_SUMS,
                 stride_qb, stride_qh, stride_qm, stride_qd,
                 stride_kb, stride_kh, stride_kn, stride_kd,
                 stride_vb, stride_vh, stride_vn, stride_vd,
@@ -1030,7 +1122,7 @@ def grad_query_kernel(
                 heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
                 HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, BLOCK_N, BAND_BLOCK_N,
                 HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-                SCALE_FIRST, DOT_PRECISION, USE_TMA,
+                SCALE_FIRST, DOT_PRECISION, USE_TMA, FROM_TAILS,
                 block, group, step > 0,
             )
 

@@ -111,11 +111,10 @@ class KernelLaunch:
     # work on one half while the other's exponentials are computed (in the sm_90 code the
     # matrix instructions of one half sit between the exp2 of the other; a plain loop waits).
     halves: int = 1
-    # Forward and key/value-gradient kernels, with tma: the tails run in a kernel of their own
-    # whose loop Triton warp-specialises (a producer warp issues the TMA loads, the others
-    # compute, so that loads, matrix products and softmax can overlap); the usual kernel then
-    # adds the band (and in the forward the epilogue) to its partial result. Where TMA falls
-    # back, the fused kernel runs.
+    # With tma: the kernel's tails run in a kernel of their own whose loop Triton
+    # warp-specialises (a producer warp issues the TMA loads, the others compute, so that loads,
+    # matrix products and softmax can overlap); the usual kernel then adds the band (and the
+    # epilogue) to its partial result. Where TMA falls back, the fused kernel runs.
     warp_specialize: bool = False
 
     @property
@@ -164,10 +163,6 @@ class TritonBlocks:
         for name in ("grad_query", "grad_key_value"):
             if getattr(self, name).halves != 1:
                 raise ValueError(f"{name}.halves must be 1: only the forward kernel has halves")
-        if self.grad_query.warp_specialize:
-            raise ValueError(
-                "grad_query.warp_specialize: only the forward and key/value kernels have it"
-            )
         # The band is walked in smaller tiles along each kernel's loop dimension.
         for name, loop_block in (
             ("forward", self.forward.block_n),
@@ -387,12 +382,12 @@ def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
 _UNSPECIALISABLE: set = set()
 
 
-def _specialisable(loop_rows: int, launch: KernelLaunch, dtype: torch.dtype, meta: dict) -> bool:
-    """What Triton 3.6 warp-specialises in the tails kernels (sm_90 compiles): 64-row tiles in
-    the loop, 4 warps, 16-bit inputs, no dense mask tile in the loop. Anything else it may
-    refuse, so those run unspecialised."""
+def _specialisable(launch: KernelLaunch, dtype: torch.dtype, meta: dict) -> bool:
+    """What Triton 3.6 warp-specialises in the tails kernels (sm_90 compiles): ``block_m = 64``
+    (query rows; 128 fails), 4 warps, 16-bit inputs, no dense mask tile in the loop. Anything
+    else it may refuse, so those run unspecialised."""
     return (
-        loop_rows == 64
+        launch.block_m == 64
         and launch.num_warps == 4
         and dtype != torch.float32
         and (meta["MASK_KIND"] == 0 or meta["MASK_ROWWISE"])
@@ -431,7 +426,7 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
     partial_acc = torch.empty(rows, meta["DV_PAD"], **f32)
     partial_stats = torch.empty(rows, 3, **f32)
     launch = problem.blocks.forward
-    specialise = _specialisable(launch.block_m, launch, query.dtype, meta)
+    specialise = _specialisable(launch, query.dtype, meta)
     arguments = (
         _row_descriptor(query, launch.block_m, meta["D_PAD"]),
         key_rows,
@@ -640,7 +635,7 @@ class _ShawTriton(torch.autograd.Function):
                         "DOT_PRECISION",
                     )
                 },
-                _specialisable(launch.block_m, launch, query.dtype, meta),
+                _specialisable(launch, query.dtype, meta),
                 query.dtype,
             )
         _launch(
@@ -693,6 +688,55 @@ class _ShawTriton(torch.autograd.Function):
         use_tma, (key_rows, value_rows) = _row_descriptors(
             launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
         )
+        split = (
+            launch.warp_specialize
+            and use_tma
+            and _tma_compatible(query)
+            and _tma_compatible(grad_out)
+        )
+        tail_sums = delta  # unused unless split
+        if split:  # the tails' share first, in a kernel Triton can warp-specialise
+            tail_sums = torch.empty(batch * heads * q_len, 2, **f32)
+            _launch_tails(
+                kernels.grad_query_tails_kernel,
+                (_cdiv(q_len, launch.block_m), batch * heads),
+                launch,
+                (
+                    _row_descriptor(query, launch.block_m, meta["D_PAD"]),
+                    key_rows,
+                    value_rows,
+                    _row_descriptor(grad_out, launch.block_m, meta["DV_PAD"]),
+                    query if mask is None else mask,
+                    tail_rows,
+                    grad_q,
+                    tail_sums,
+                    *_strides(query),
+                    *_strides(mask),
+                    *_shape_args(problem, heads)[:-1],
+                    problem.scale * LOG2E,
+                    problem.scale,
+                ),
+                {
+                    "CHECK_COLS": k_len % launch.block_n != 0,
+                    **{
+                        name: meta[name]
+                        for name in (
+                            "HEAD_DIM",
+                            "VALUE_DIM",
+                            "D_PAD",
+                            "DV_PAD",
+                            "HAS_KEY_TABLE",
+                            "IS_CAUSAL",
+                            "MASK_KIND",
+                            "MASK_ROWWISE",
+                            "SCALE_FIRST",
+                            "DOT_PRECISION",
+                        )
+                    },
+                },
+                _specialisable(launch, query.dtype, meta),
+                query.dtype,
+            )
         _launch(
             kernels.grad_query_kernel,
             (q_groups, batch * heads),
@@ -715,6 +759,7 @@ class _ShawTriton(torch.autograd.Function):
             grad_q,
             partial_key,
             partial_value,
+            tail_sums,
             *_strides(query),
             *_strides(key),
             *_strides(value),
@@ -728,6 +773,7 @@ class _ShawTriton(torch.autograd.Function):
             CHECK_COLS=k_len % launch.block_n != 0,
             USE_TMA=use_tma,
             GROUP=launch.group,
+            FROM_TAILS=split,
             **meta,
         )
         grad_key_table = grad_value_table = None
@@ -873,6 +919,7 @@ def compile_kernels(
         kernels.forward_kernel: "forward",
         kernels.forward_tails_kernel: "forward_tails",
         kernels.grad_key_value_tails_kernel: "grad_key_value_tails",
+        kernels.grad_query_tails_kernel: "grad_query_tails",
         kernels.grad_prepare_kernel: "grad_prepare",
         kernels.grad_query_kernel: "grad_query",
         kernels.grad_key_value_kernel: "grad_key_value",

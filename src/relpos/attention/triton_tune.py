@@ -81,6 +81,10 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         # they need the 128-row blocks' memory.
         KernelLaunch(64, 64, band_block=32, num_warps=4, group=2),
         KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4, group=2),
+        # The tails in a kernel of their own, its loop warp-specialised (64-row blocks, grouped
+        # two to a program for the table-gradient partials' memory).
+        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, warp_specialize=True, group=2),
+        KernelLaunch(64, 128, band_block=32, num_warps=4, tma=True, warp_specialize=True, group=2),
     ],
     "grad_key_value": [
         KernelLaunch(64, 128, band_block=32, num_warps=8),
