@@ -245,7 +245,11 @@ def train(
     context = setup(config.device)
     threads_before = torch.get_num_threads()
     try:
-        return _train(config, run_dir, context, resume, overwrite, progress, task)
+        result = _train(config, run_dir, context, resume, overwrite, progress, task)
+        # Every rank past its last collective before any tears the group down: a gloo rank
+        # whose peer closed the connections under it could abort at exit.
+        context.barrier()
+        return result
     finally:
         torch.set_num_threads(threads_before)  # the caller's setting, not ours, after the run
         teardown(context)
