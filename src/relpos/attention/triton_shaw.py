@@ -394,6 +394,24 @@ def _specialisable(launch: KernelLaunch, dtype: torch.dtype, meta: dict) -> bool
     )
 
 
+#: The compile-time flags every tails kernel takes from ``_meta``.
+_TAILS_META = (
+    "HEAD_DIM",
+    "VALUE_DIM",
+    "D_PAD",
+    "DV_PAD",
+    "IS_CAUSAL",
+    "MASK_KIND",
+    "MASK_ROWWISE",
+    "SCALE_FIRST",
+    "DOT_PRECISION",
+)
+
+
+def _tails_options(meta: dict, **extra) -> dict:
+    return {name: meta[name] for name in _TAILS_META} | extra
+
+
 def _launch_tails(kernel, grid, launch, arguments, options, specialise, dtype) -> None:
     """Launch a tails kernel warp-specialised if ``specialise``; should Triton's compiler refuse
     the split, run it unspecialised, now and for that configuration from then on."""
@@ -439,18 +457,7 @@ def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, 
         *_shape_args(problem, heads)[:-1],  # all but the number of buckets
         problem.scale * LOG2E,
     )
-    options = dict(
-        HEAD_DIM=meta["HEAD_DIM"],
-        VALUE_DIM=meta["VALUE_DIM"],
-        D_PAD=meta["D_PAD"],
-        DV_PAD=meta["DV_PAD"],
-        IS_CAUSAL=meta["IS_CAUSAL"],
-        MASK_KIND=meta["MASK_KIND"],
-        MASK_ROWWISE=meta["MASK_ROWWISE"],
-        CHECK_COLS=problem.index.key_len % launch.block_n != 0,
-        SCALE_FIRST=meta["SCALE_FIRST"],
-        DOT_PRECISION=meta["DOT_PRECISION"],
-    )
+    options = _tails_options(meta, CHECK_COLS=problem.index.key_len % launch.block_n != 0)
     _launch_tails(
         _kernels().forward_tails_kernel, grid, launch, arguments, options, specialise, query.dtype
     )
@@ -621,20 +628,7 @@ class _ShawTriton(torch.autograd.Function):
                     problem.scale * LOG2E,
                     problem.scale,
                 ),
-                {
-                    name: meta[name]
-                    for name in (
-                        "HEAD_DIM",
-                        "VALUE_DIM",
-                        "D_PAD",
-                        "DV_PAD",
-                        "IS_CAUSAL",
-                        "MASK_KIND",
-                        "MASK_ROWWISE",
-                        "SCALE_FIRST",
-                        "DOT_PRECISION",
-                    )
-                },
+                _tails_options(meta),
                 _specialisable(launch, query.dtype, meta),
                 query.dtype,
             )
@@ -716,24 +710,11 @@ class _ShawTriton(torch.autograd.Function):
                     problem.scale * LOG2E,
                     problem.scale,
                 ),
-                {
-                    "CHECK_COLS": k_len % launch.block_n != 0,
-                    **{
-                        name: meta[name]
-                        for name in (
-                            "HEAD_DIM",
-                            "VALUE_DIM",
-                            "D_PAD",
-                            "DV_PAD",
-                            "HAS_KEY_TABLE",
-                            "IS_CAUSAL",
-                            "MASK_KIND",
-                            "MASK_ROWWISE",
-                            "SCALE_FIRST",
-                            "DOT_PRECISION",
-                        )
-                    },
-                },
+                _tails_options(
+                    meta,
+                    CHECK_COLS=k_len % launch.block_n != 0,
+                    HAS_KEY_TABLE=meta["HAS_KEY_TABLE"],
+                ),
                 _specialisable(launch, query.dtype, meta),
                 query.dtype,
             )
