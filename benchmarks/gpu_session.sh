@@ -3,11 +3,13 @@
 # limit of one call even when both timeouts are reached):
 #   1. benchmarks/gpu_check.py --backends triton: versions, correctness against the float64
 #      reference, timings against SDPA (synchronised and queued), the kernels without tables,
-#      a per-kernel profile, the sweep of tiles, TMA, grouped dQ blocks and the forward's
-#      interleaved halves (each candidate checked against the default's results), the chosen
-#      tiles at every length, the warp-specialisation probe, variants;
-#   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes, TMA and grouped
-#      blocks included).
+#      a per-kernel profile, the sweep of tiles, TMA, grouped dQ blocks, the forward's
+#      interleaved halves and the warp-specialised tails kernels (each candidate checked
+#      against the default's results; warp-specialised ones last), the chosen tiles at every
+#      length, the probe of plain attention (warp specialisation, halves; forward and
+#      backward), variants;
+#   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes; TMA, grouped
+#      blocks, halves and the tails kernels included).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
 #   bash benchmarks/gpu_session.sh              # BUDGET_S=300 by default
 set -u
