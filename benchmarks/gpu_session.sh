@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-timeout $(( ${BUDGET_S:-300} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
-    --budget-s "${BUDGET_S:-300}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
+timeout $(( ${BUDGET_S:-320} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
+    --budget-s "${BUDGET_S:-320}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 echo "gpu_check exit status $?"
 timeout 180 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_triton.py \
     > "$out/pytest_triton.log" 2>&1
