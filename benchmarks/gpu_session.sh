@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared device call for issue 5 (7-9 minutes on an H100/H200; under the 10-minute
+# The one prepared device call for issue 5 (7-9.5 minutes on an H100/H200; under the 10-minute
 # limit of one call even when both timeouts are reached):
 #   1. benchmarks/gpu_check.py --backends triton: versions, correctness against the float64
 #      reference, timings against SDPA (synchronised and queued), the kernels without tables,
@@ -11,7 +11,7 @@
 #   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes; TMA, grouped
 #      blocks, halves and the tails kernels included).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
-#   bash benchmarks/gpu_session.sh              # BUDGET_S=300 by default
+#   bash benchmarks/gpu_session.sh              # BUDGET_S=320 by default
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
