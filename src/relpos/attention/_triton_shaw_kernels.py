@@ -726,6 +726,35 @@ def grad_prepare_kernel(
 
 
 @triton.jit
+def tail_gradient_scores(
+    scores, grad_probs, lse, delta, rows, cols, mask_base, stride_mm, stride_mn,
+    q_len, k_len, qk_scale,
+    CHECK_COLS: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+    MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
+):
+    """A tail tile's recomputed ``P`` and ``dS = P ⊙ (dP - δ)`` from its unscaled ``scores``.
+
+    A tail's key and value terms are one number per row, already folded into the ``lse`` and
+    ``δ`` it is given (``TAIL_ROWS``), so the tile pays no extra operation for them. ``rows``,
+    ``cols``, ``lse`` and ``delta`` come broadcast to the tile's orientation (queries along
+    dimension 0 in the query gradient, along dimension 1 in the transposed key/value tiles).
+    """
+    if SCALE_FIRST:  # a float mask is added to scaled logits
+        scores = masked_logits(
+            scores * qk_scale, rows, cols, mask_base, stride_mm, stride_mn, q_len, k_len,
+            CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        probs = tl.exp2(scores - lse)
+    else:
+        scores = masked_logits(
+            scores, rows, cols, mask_base, stride_mm, stride_mn, q_len, k_len,
+            CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        )
+        probs = tl.exp2(scores * qk_scale - lse)
+    return probs, probs * (grad_probs - delta)
+
+
+@triton.jit
 def grad_query_tiles(
     grad_q, left_sum, right_sum, q, grad_out, lse, delta,
     rel_base, grad_rel_base, grad_scores_base,
@@ -774,21 +803,11 @@ def grad_query_tiles(
             probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
             grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
         else:
-            # A tail's key and value terms are one number per row, already folded into the
-            # lse and δ it is given (TAIL_ROWS), so the tile pays no extra operation for them.
-            if SCALE_FIRST:  # a float mask is added to scaled logits
-                scores = masked_logits(
-                    scores * qk_scale, rows[:, None], cols[None, :], mask_base, stride_mm,
-                    stride_mn, q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-                )
-                probs = tl.exp2(scores - lse[:, None])
-            else:
-                scores = masked_logits(
-                    scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-                    q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
-                )
-                probs = tl.exp2(scores * qk_scale - lse[:, None])
-            grad_scores = probs * (grad_probs - delta[:, None])
+            probs, grad_scores = tail_gradient_scores(
+                scores, grad_probs, lse[:, None], delta[:, None], rows[:, None], cols[None, :],
+                mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
+                CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+            )
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if BAND:
             interior = (bucket > 0) & (bucket < num_buckets - 1) & row_ok[:, None]
@@ -1053,17 +1072,11 @@ def grad_query_tails_kernel(
         delta = tl.where(is_left, left_delta, right_delta)
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)
         grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)
-        if SCALE_FIRST:
-            scores = scores * qk_scale
-        scores = masked_logits(
-            scores, rows[:, None], cols[None, :], mask_base, stride_mm, stride_mn,
-            q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        _, grad_scores = tail_gradient_scores(
+            scores, grad_probs, lse[:, None], delta[:, None], rows[:, None], cols[None, :],
+            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
+            CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
         )
-        if SCALE_FIRST:
-            probs = tl.exp2(scores - lse[:, None])
-        else:
-            probs = tl.exp2(scores * qk_scale - lse[:, None])
-        grad_scores = probs * (grad_probs - delta[:, None])
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if HAS_KEY_TABLE:
             row_sums = tl.sum(grad_scores, 1)
@@ -1363,18 +1376,13 @@ def grad_key_value_tails_kernel(
         )
         scores_t = tl.dot(key, tl.trans(q), input_precision=DOT_PRECISION)  # (BN, BM)
         grad_probs_t = tl.dot(value, tl.trans(grad_out), input_precision=DOT_PRECISION)
-        if SCALE_FIRST:
-            scores_t = scores_t * qk_scale
-        scores_t = masked_logits(
-            scores_t, rows[None, :], cols[:, None], mask_base, stride_mm, stride_mn,
-            q_len, k_len, False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
+        # (No column bounds: columns past k_len are this block's own, never stored.)
+        probs_t, grad_scores_t = tail_gradient_scores(
+            scores_t, grad_probs_t, lse[None, :], delta[None, :], rows[None, :], cols[:, None],
+            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
+            False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
         )
-        if SCALE_FIRST:
-            probs_t = tl.exp2(scores_t - lse[None, :])
-        else:
-            probs_t = tl.exp2(scores_t * qk_scale - lse[None, :])
         grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
-        grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
         grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)
     dims = tl.arange(0, D_PAD)
     value_dims = tl.arange(0, DV_PAD)
