@@ -270,43 +270,27 @@ def plain_backward(q, k, v, grad_out, lse, delta, config: Config):
         raise ValueError(f"length {length} must be a multiple of the blocks ({config.label})")
     scale = head_dim**-0.5
     grads = [torch.empty_like(t) for t in (q, k, v)]
-    common = dict(
+    inputs = (
+        _descriptor(q, config.block_m),
+        _descriptor(k, config.block_n),
+        _descriptor(v, config.block_n),
+        _descriptor(grad_out, config.block_m),
+        lse,
+        delta,
+    )
+    scales = (length, scale * LOG2E, scale)
+    options = dict(
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
         HEAD_DIM=head_dim,
         WARP_SPECIALIZE=config.warp_specialize,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
-    plain_grad_query[(length // config.block_m, batch * heads)](
-        _descriptor(q, config.block_m),
-        _descriptor(k, config.block_n),
-        _descriptor(v, config.block_n),
-        _descriptor(grad_out, config.block_m),
-        lse,
-        delta,
-        grads[0],
-        length,
-        scale * LOG2E,
-        scale,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        **common,
-    )
-    plain_grad_key_value[(length // config.block_n, batch * heads)](
-        _descriptor(q, config.block_m),
-        _descriptor(k, config.block_n),
-        _descriptor(v, config.block_n),
-        _descriptor(grad_out, config.block_m),
-        lse,
-        delta,
-        grads[1],
-        grads[2],
-        length,
-        scale * LOG2E,
-        scale,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        **common,
-    )
+    grid = (length // config.block_m, batch * heads)
+    plain_grad_query[grid](*inputs, grads[0], *scales, **options)
+    grid = (length // config.block_n, batch * heads)
+    plain_grad_key_value[grid](*inputs, grads[1], grads[2], *scales, **options)
     return grads
 
 
