@@ -20,7 +20,9 @@ mkdir -p "$out"
 timeout $(( ${BUDGET_S:-320} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
     --budget-s "${BUDGET_S:-320}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 echo "gpu_check exit status $?"
-timeout 180 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_triton.py \
+# pytest-xdist may be missing on the device: then one process (the timeout still bounds it).
+workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+timeout 180 python3 -m pytest -q $workers -p no:cacheprovider tests/test_triton.py \
     > "$out/pytest_triton.log" 2>&1
 echo "pytest exit status $?"
 tail -n 80 "$out/gpu_check.log"
