@@ -956,6 +956,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="versions and correctness only")
     parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to leave out: "
+        "profile,eager-flex,sweep,ws_probe,variants,fold,bench",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="no GPU: every section on the CPU under Triton's interpreter at tiny sizes "
@@ -980,6 +986,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
     )
     backends = [b for b in args.backends.split(",") if b]
+    skip = {s for s in args.skip.split(",") if s}
     lengths = [int(x) for x in args.lengths.split(",") if x]
     if args.dry_run:
         dry_run_setup(lengths)
@@ -1001,19 +1008,25 @@ def main(argv: list[str] | None = None) -> int:
         correctness(run, ["triton"])
         if not args.quick:
             timing(run, lengths, ["triton", "triton-plain"], args.repeats)
-            if run.has_time("profile"):
+            if "profile" not in skip and run.has_time("profile"):
                 profile(run, 4096 if 4096 in lengths else lengths[0])
-    correctness(run, [b for b in ("eager", "flex") if b in backends])
+    if "eager-flex" not in skip:
+        correctness(run, [b for b in ("eager", "flex") if b in backends])
     if not args.quick:
-        timing(run, lengths, [b for b in backends if b != "triton"], args.repeats)
+        if "eager-flex" not in skip:
+            timing(run, lengths, [b for b in backends if b != "triton"], args.repeats)
         if "triton" in backends and run.has_time("sweep"):
-            chosen = sweep(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
-            timing_chosen(run, chosen, lengths, args.repeats)
-            if run.has_time("ws_probe"):
+            length = 4096 if 4096 in lengths else lengths[0]
+            if "sweep" not in skip:
+                chosen = sweep(run, length, args.repeats)
+                timing_chosen(run, chosen, lengths, args.repeats)
+            if "ws_probe" not in skip and run.has_time("ws_probe"):
                 warp_specialisation_probe(run, [n for n in lengths if n >= 4096] or lengths)
-            timing_variants(run, 4096 if 4096 in lengths else lengths[0], args.repeats)
-            timing_fold(run, [n for n in lengths if n >= 4096] or lengths, args.repeats)
-        if run.has_time("bench"):
+            if "variants" not in skip:
+                timing_variants(run, length, args.repeats)
+            if "fold" not in skip:
+                timing_fold(run, [n for n in lengths if n >= 4096] or lengths, args.repeats)
+        if "bench" not in skip and run.has_time("bench"):
             bench_smoke(run)
     targets(run)
     checks = run.results["sections"].get("correctness", {}).get("checks", [])

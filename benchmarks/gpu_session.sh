@@ -20,11 +20,6 @@ mkdir -p "$out"
 timeout $(( ${BUDGET_S:-320} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
     --budget-s "${BUDGET_S:-320}" --json "$out/gpu_check.json" > "$out/gpu_check.log" 2>&1
 echo "gpu_check exit status $?"
-# The device's Python may lack the test tools: `pip install --target gpu-deps hypothesis pytest
-# pytest-xdist` here and carry gpu-deps (pure Python) along; used only when they do not import.
-if ! python3 -c "import hypothesis, pytest, xdist" 2>/dev/null && [ -d gpu-deps ]; then
-    export PYTHONPATH=src:$PWD/gpu-deps
-fi
 # pytest-xdist may be missing on the device: then one process (the timeout still bounds it).
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout 180 python3 -m pytest -q $workers -p no:cacheprovider tests/test_triton.py \

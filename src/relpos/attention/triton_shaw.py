@@ -115,6 +115,9 @@ class KernelLaunch:
     # warp-specialises (a producer warp issues the TMA loads, the others compute, so that loads,
     # matrix products and softmax can overlap); the usual kernel then adds the band (and the
     # epilogue) to its partial result. Where TMA falls back, the fused kernel runs.
+    # Experimental: on an H200 with Triton 3.6 every configuration timed was slower than the
+    # fused kernels, num_stages=3 gave wrong (infinite) results, and a 64x128 key/value launch
+    # hung (benchmarks/RESULTS.md); so num_stages must be <= 2, and the tuner leaves it out.
     warp_specialize: bool = False
 
     @property
@@ -138,6 +141,11 @@ class KernelLaunch:
         if self.warp_specialize and (not self.tma or self.halves != 1):
             raise ValueError(
                 "warp_specialize=True needs tma=True (its producer warp loads by TMA) and halves=1"
+            )
+        if self.warp_specialize and self.num_stages > 2:
+            raise ValueError(
+                "warp_specialize=True needs num_stages <= 2 (with 3 stages the H200 run gave "
+                f"infinite results), got num_stages={self.num_stages}"
             )
         if self.halves == 2 and self.block_m < 32:
             raise ValueError(
@@ -209,11 +217,13 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
             grad_key_value=KernelLaunch(16, 32, band_block=16, num_warps=4),
         )
     if head_dim <= 64:
-        # Timed on an H200 (benchmarks/RESULTS.md): the fastest of the swept forward and key/value
-        # tiles; for the query gradient 128-row blocks, which halve the per-block table-gradient
-        # partials (peak memory 1.36x SDPA's instead of 1.54x) for ~2-4 % of backward time.
+        # Timed on an H200 (benchmarks/RESULTS.md): the fastest of the swept forward tiles (two
+        # interleaved 64-row halves, 7 % faster than one 64-row block in session 5's sweep) and
+        # key/value tiles; for the query gradient 128-row blocks, which halve the per-block
+        # table-gradient partials (peak memory 1.36x SDPA's instead of 1.54x) for ~2-4 % of
+        # backward time.
         return TritonBlocks(
-            forward=KernelLaunch(64, 64, band_block=64, num_warps=4, num_stages=3),
+            forward=KernelLaunch(128, 64, band_block=32, num_warps=4, num_stages=2, halves=2),
             grad_query=KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3),
             grad_key_value=KernelLaunch(64, 64, band_block=32, num_warps=4),
         )
