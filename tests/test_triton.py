@@ -278,16 +278,17 @@ def test_halves_with_tma_loads_and_a_query_block_past_the_end():
     )
 
 
-SPLIT = KernelLaunch(16, 16, band_block=16, tma=True, warp_specialize=True)
+SPLIT = KernelLaunch(16, 16, band_block=16, tma=True, split_tails=True)
 
 
 @pytest.mark.parametrize("kernel", ["forward", "grad_query", "grad_key_value"])
 @pytest.mark.parametrize("name", HALVES_CASES)
 def test_tails_in_a_kernel_of_their_own(name, kernel, described):
-    """``KernelLaunch(warp_specialize=True)``: the tails run in a kernel of their own
+    """``KernelLaunch(split_tails=True)``: the tails run in a kernel of their own
     (``forward_tails_kernel``, ``grad_query_tails_kernel``, ``grad_key_value_tails_kernel``;
-    Triton warp-specialises its loop on a GPU, the interpreter runs it plainly) and the usual
-    kernel adds the band and its epilogue to that partial result."""
+    with ``warp_specialize=True`` Triton splits its loop into producer and consumer warps on a
+    GPU, the same code otherwise) and the usual kernel adds the band and its epilogue to that
+    partial result."""
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
@@ -360,7 +361,15 @@ def test_halves_are_checked():
         TritonBlocks(HALVED, HALVED, KernelLaunch(16, 16))
     with pytest.raises(ValueError, match="warp_specialize=True needs tma=True"):
         KernelLaunch(64, 64, warp_specialize=True)
-    assert SPLIT.label == "16x16/16 w4 s2 tma ws"
+    with pytest.raises(ValueError, match="split_tails=True needs tma=True"):
+        KernelLaunch(64, 64, split_tails=True)
+    with pytest.raises(ValueError, match="split_tails=True needs tma=True .* and halves=1"):
+        KernelLaunch(64, 64, tma=True, split_tails=True, halves=2)
+    with pytest.raises(ValueError, match="needs num_stages <= 2 .* got num_stages=3"):
+        KernelLaunch(64, 64, num_stages=3, tma=True, warp_specialize=True)
+    assert SPLIT.label == "16x16/16 w4 s2 tma split"
+    assert SPLIT.splits and not KernelLaunch(16, 16, tma=True).splits
+    assert KernelLaunch(16, 16, tma=True, warp_specialize=True).label == "16x16/32 w4 s2 tma ws"
     assert HALVED.label == "32x16/16 w4 s2 h2"
 
 
@@ -439,7 +448,7 @@ def test_random_configurations_match_reference(
                 tma=tma,
                 group=group,
                 halves=2 if split == "halves" and kernel == 0 and rows == 32 else 1,
-                warp_specialize=split == "tails kernel" and tma,
+                split_tails=split == "tails kernel" and tma,
             )
             for kernel, (rows, cols, tma, group) in enumerate(launches)
         )

@@ -281,21 +281,23 @@ def forward_tail_pairs(
 
 @triton.jit
 def forward_tails_kernel(
-    Q_DESC, K_DESC, V_DESC, TAIL_BIAS, MASK, PARTIAL_ACC, PARTIAL_STATS,
-    stride_mb, stride_mh, stride_mm, stride_mn,
-    heads, q_len, k_len, shift, max_left, max_right, qk_scale,
+    Q_DESC, K_DESC, V_DESC, TAIL_BIAS, KEY_TABLE, MASK, PARTIAL_ACC, PARTIAL_STATS,
+    stride_mb, stride_mh, stride_mm, stride_mn, stride_akh,
+    heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
+    TAIL_BIAS_IN_KERNEL: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
     """The tails of a block of query rows on their own, for a warp-specialised loop (Triton
     specialises a loop only in a kernel with no other matrix product, and only when the query
     block comes by TMA and nothing but the loop uses it).
 
     Left then right tail tiles in one loop, each with its row's key term from ``TAIL_BIAS``
-    (``(B·H·Lq, 2)``: ``q·w^K_0`` and ``q·w^K_{R-1}``, already scaled). Writes the partial online
+    (``(B·H·Lq, 2)``: ``q·w^K_0`` and ``q·w^K_{R-1}``, already scaled), or with
+    ``TAIL_BIAS_IN_KERNEL`` (a loop left plain may use the query block outside its products)
+    computed here from ``KEY_TABLE``'s first and last rows. Writes the partial online
     softmax (``PARTIAL_ACC``, unnormalised; ``PARTIAL_STATS``: row maximum, row sum and the left
     tiles' share of it, at that maximum), which ``forward_kernel`` with ``FROM_TAILS`` continues
     through the band and finishes.
@@ -309,8 +311,16 @@ def forward_tails_kernel(
     row_index = batch_head.to(tl.int64) * q_len + rows
     mask_base = MASK + batch_index.to(tl.int64) * stride_mb + head_index.to(tl.int64) * stride_mh
     q = Q_DESC.load([batch_index, head_index, q_start, 0]).reshape(BLOCK_M, D_PAD)
-    left_bias = tl.load(TAIL_BIAS + row_index * 2, mask=row_ok, other=0.0)
-    right_bias = tl.load(TAIL_BIAS + row_index * 2 + 1, mask=row_ok, other=0.0)
+    if TAIL_BIAS_IN_KERNEL:
+        table = KEY_TABLE + head_index * stride_akh
+        q_f32 = q.to(tl.float32)
+        first = load_table_row(table, 0, HEAD_DIM, D_PAD)
+        last = load_table_row(table, num_buckets - 1, HEAD_DIM, D_PAD)
+        left_bias = tl.sum(q_f32 * first[None, :], 1) * qk_scale
+        right_bias = tl.sum(q_f32 * last[None, :], 1) * qk_scale
+    else:
+        left_bias = tl.load(TAIL_BIAS + row_index * 2, mask=row_ok, other=0.0)
+        right_bias = tl.load(TAIL_BIAS + row_index * 2 + 1, mask=row_ok, other=0.0)
     k_stop = k_len
     if IS_CAUSAL:
         k_stop = tl.minimum(k_len, q_start + BLOCK_M)

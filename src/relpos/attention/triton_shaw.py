@@ -119,6 +119,12 @@ class KernelLaunch:
     # fused kernels, num_stages=3 gave wrong (infinite) results, and a 64x128 key/value launch
     # hung (benchmarks/RESULTS.md); so num_stages must be <= 2, and the tuner leaves it out.
     warp_specialize: bool = False
+    # With tma: the same split into a tails kernel and a band kernel, the tails' loop left plain.
+    # The point is registers: the fused kernels hold the band's state and need 230-255 per
+    # thread (two 4-warp programs per SM), a tails kernel alone ~110 (four per SM), and more
+    # programs per SM overlap one program's exponentials with another's matrix products. It
+    # costs one pass over the partial result (about (D + 3) floats per query row).
+    split_tails: bool = False
 
     @property
     def label(self) -> str:
@@ -130,8 +136,14 @@ class KernelLaunch:
             + (" tma" if self.tma else "")
             + (f" g{self.group}" if self.group > 1 else "")
             + (" h2" if self.halves == 2 else "")
-            + (" ws" if self.warp_specialize else "")
+            + (" ws" if self.warp_specialize else " split" if self.split_tails else "")
         )
+
+    @property
+    def splits(self) -> bool:
+        """Whether the tails run in a kernel of their own (``split_tails`` or
+        ``warp_specialize``; only where the tensors allow TMA loads)."""
+        return self.split_tails or self.warp_specialize
 
     def __post_init__(self) -> None:
         if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
@@ -141,6 +153,10 @@ class KernelLaunch:
         if self.warp_specialize and (not self.tma or self.halves != 1):
             raise ValueError(
                 "warp_specialize=True needs tma=True (its producer warp loads by TMA) and halves=1"
+            )
+        if self.split_tails and (not self.tma or self.halves != 1):
+            raise ValueError(
+                "split_tails=True needs tma=True (the tails kernel loads by TMA) and halves=1"
             )
         if self.warp_specialize and self.num_stages > 2:
             raise ValueError(
@@ -436,38 +452,48 @@ def _launch_tails(kernel, grid, launch, arguments, options, specialise, dtype) -
 
 
 def _forward_tails(query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid):
-    """``KernelLaunch(warp_specialize=True)``: the tails in a kernel of their own, whose loop
-    Triton can warp-specialise (a producer warp issues the TMA loads, the others compute); its
-    partial online softmax goes to ``forward_kernel`` (``FROM_TAILS``) for the band and the
-    epilogue. Returns that partial state: ``(B·H·Lq, DV_PAD)`` sums and ``(B·H·Lq, 3)`` row
-    maximum, row sum and the left tiles' share of it."""
+    """``KernelLaunch(split_tails=True)`` or ``warp_specialize=True``: the tails in a kernel of
+    their own (whose loop Triton can warp-specialise: a producer warp issues the TMA loads, the
+    others compute); its partial online softmax goes to ``forward_kernel`` (``FROM_TAILS``) for
+    the band and the epilogue. Returns that partial state: ``(B·H·Lq, DV_PAD)`` sums and
+    ``(B·H·Lq, 3)`` row maximum, row sum and the left tiles' share of it."""
     batch, _, q_len, _ = query.shape
     f32 = dict(device=query.device, dtype=torch.float32)
     rows = batch * heads * q_len
-    # Each row's tail key terms q·w^K_0 and q·w^K_{R-1}, in base 2 and scaled: that kernel
-    # may use its query block only in the loop's matrix products.
+    launch = problem.blocks.forward
+    specialise = launch.warp_specialize and _specialisable(launch, query.dtype, meta)
+    # Each row's tail key terms q·w^K_0 and q·w^K_{R-1}, in base 2 and scaled: computed in the
+    # kernel, unless it is to be warp-specialised (its query block may then serve only the
+    # loop's matrix products) or there is no key table (zeros).
+    in_kernel = key_table is not None and not specialise
     if key_table is None:
         tail_bias = torch.zeros(rows, 2, **f32)
+    elif in_kernel:
+        tail_bias = torch.empty(0, **f32)  # unused
     else:
         ends = key_table[:, [0, -1]].float().transpose(-1, -2)  # (Ht, D, 2)
         tail_bias = (query.float() @ ends).mul_(problem.scale * LOG2E).reshape(rows, 2)
     partial_acc = torch.empty(rows, meta["DV_PAD"], **f32)
     partial_stats = torch.empty(rows, 3, **f32)
-    launch = problem.blocks.forward
-    specialise = _specialisable(launch, query.dtype, meta)
     arguments = (
         _row_descriptor(query, launch.block_m, meta["D_PAD"]),
         key_rows,
         value_rows,
         tail_bias,
+        query if key_table is None else key_table,  # unused pointer when there is no table
         query if mask is None else mask,
         partial_acc,
         partial_stats,
         *_strides(mask),
-        *_shape_args(problem, heads)[:-1],  # all but the number of buckets
+        _table_head_stride(key_table),
+        *_shape_args(problem, heads),
         problem.scale * LOG2E,
     )
-    options = _tails_options(meta, CHECK_COLS=problem.index.key_len % launch.block_n != 0)
+    options = _tails_options(
+        meta,
+        CHECK_COLS=problem.index.key_len % launch.block_n != 0,
+        TAIL_BIAS_IN_KERNEL=in_kernel,
+    )
     _launch_tails(
         _kernels().forward_tails_kernel, grid, launch, arguments, options, specialise, query.dtype
     )
@@ -509,7 +535,7 @@ class _ShawTriton(torch.autograd.Function):
             launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
         )
         partial_acc = partial_stats = empty
-        split = launch.warp_specialize and use_tma and _tma_compatible(query)
+        split = launch.splits and use_tma and _tma_compatible(query)
         if split:
             partial_acc, partial_stats = _forward_tails(
                 query, key_rows, value_rows, key_table, mask, problem, meta, heads, grid
@@ -614,9 +640,7 @@ class _ShawTriton(torch.autograd.Function):
         use_tma, (query_rows, grad_out_rows) = _row_descriptors(
             launch.tma, launch.block_m, (query, meta["D_PAD"]), (grad_out, meta["DV_PAD"])
         )
-        split = (
-            launch.warp_specialize and use_tma and _tma_compatible(key) and _tma_compatible(value)
-        )
+        split = launch.splits and use_tma and _tma_compatible(key) and _tma_compatible(value)
         if split:  # the tails' share first, in a kernel Triton can warp-specialise
             _launch_tails(
                 kernels.grad_key_value_tails_kernel,
@@ -639,7 +663,7 @@ class _ShawTriton(torch.autograd.Function):
                     problem.scale,
                 ),
                 _tails_options(meta),
-                _specialisable(launch, query.dtype, meta),
+                launch.warp_specialize and _specialisable(launch, query.dtype, meta),
                 query.dtype,
             )
         _launch(
@@ -692,12 +716,7 @@ class _ShawTriton(torch.autograd.Function):
         use_tma, (key_rows, value_rows) = _row_descriptors(
             launch.tma, launch.block_n, (key, meta["D_PAD"]), (value, meta["DV_PAD"])
         )
-        split = (
-            launch.warp_specialize
-            and use_tma
-            and _tma_compatible(query)
-            and _tma_compatible(grad_out)
-        )
+        split = launch.splits and use_tma and _tma_compatible(query) and _tma_compatible(grad_out)
         tail_sums = delta  # unused unless split
         if split:  # the tails' share first, in a kernel Triton can warp-specialise
             tail_sums = torch.empty(batch * heads * q_len, 2, **f32)
@@ -725,7 +744,7 @@ class _ShawTriton(torch.autograd.Function):
                     CHECK_COLS=k_len % launch.block_n != 0,
                     HAS_KEY_TABLE=meta["HAS_KEY_TABLE"],
                 ),
-                _specialisable(launch, query.dtype, meta),
+                launch.warp_specialize and _specialisable(launch, query.dtype, meta),
                 query.dtype,
             )
         _launch(

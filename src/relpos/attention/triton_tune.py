@@ -41,11 +41,16 @@ KERNELS = ("forward", "grad_query", "grad_key_value")
 #: smaller loop tiles with deeper pipelines (as FlashAttention-style Triton kernels use on
 #: Hopper), narrower band tiles, TMA loads and grouped query blocks, picked from the as-launched
 #: sm_90 compile for few register spills (``gpu_check.py --compile-only``). Most promising
-#: first: a sweep cut short by its time budget keeps them. The warp-specialised tails kernels
-#: (``KernelLaunch(warp_specialize=True)``) are left out: on the H200 (Triton 3.6) every one
-#: timed was slower than the fused kernels, and one hung (``benchmarks/RESULTS.md``).
+#: first: a sweep cut short by its time budget keeps them. The split tails kernels lead (not
+#: yet timed: after session 5's H200 runs their register counts are the best lead, see
+#: ``benchmarks/RESULTS.md``); warp-specialised ones are left out: on the H200 (Triton 3.6)
+#: every one timed was slower than the fused kernels, and one hung.
 CANDIDATES: dict[str, list[KernelLaunch]] = {
     "forward": [
+        # The tails in a kernel of their own (106 registers as launched, four programs per SM,
+        # against the fused forward's 255 and two), the band and epilogue in a second.
+        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=2, tma=True, split_tails=True),
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=2, tma=True, split_tails=True),
         # Two interleaved 64-row halves per block (the sm_90 code overlaps one half's matrix
         # instructions with the other's exponentials; no spills as launched).
         KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, halves=2),
@@ -65,8 +70,14 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3, tma=True),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, tma=True),
         KernelLaunch(128, 128, band_block=64, num_warps=8, num_stages=3, tma=True),
+        # Three stages, split: whether the warp-specialised tails' infinite results at three
+        # stages (H200, Triton 3.6) came from the specialisation (a sweep drops a candidate
+        # whose results disagree with the default's).
+        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3, tma=True, split_tails=True),
     ],
     "grad_query": [
+        # Tails kernel: 128 registers as launched (four programs per SM; fused: 246, two).
+        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, split_tails=True, group=2),
         KernelLaunch(64, 64, band_block=32, num_warps=4),
         KernelLaunch(128, 32, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4),
@@ -78,6 +89,10 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4, group=2),
     ],
     "grad_key_value": [
+        # Tails kernel: 189 registers as launched (still two programs per SM; fused: 255);
+        # with 32-row query tiles 134 (three).
+        KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, split_tails=True),
+        KernelLaunch(32, 64, band_block=32, num_warps=4, tma=True, split_tails=True),
         KernelLaunch(64, 128, band_block=32, num_warps=8),
         KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
