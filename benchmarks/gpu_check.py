@@ -23,7 +23,7 @@ Sections, in order of priority (each is skipped once the time budget is spent):
    (as ``shaw_attention`` runs ``triton``; it upcasts for the other backends). Two times per
    call: synchronised single calls (the host's work before the first kernel counts) and calls
    queued back to back (as in training, where the host runs ahead); then CUDA time per kernel
-   (profiler);
+   (profiler), and the host's own time per call (and where the Triton backend's goes);
 4. the same checks and timings for ``eager`` and ``flex`` (unless ``--backends`` leaves them out);
 5. Triton tile sizes (and TMA loads), one kernel's at a time, chosen by the
    queued times, and the fastest combination at every length; plain attention with and without
@@ -833,6 +833,64 @@ def profile(run: Run, length: int) -> None:
         run.save()
 
 
+def host_time(run: Run, length: int, calls: int = 30) -> None:
+    """The host's own time per call (CPU wall time to enqueue one call on an idle GPU: what the
+    synchronised times add to the queued ones), then where the Triton backend's goes (cProfile
+    of a forward+backward, the functions with the most time of their own)."""
+    import cProfile
+    import pstats
+
+    section = run.results["sections"].setdefault("host", {"length": length, "rows": []})
+    print(f"\n== host time per call at L={length} (CPU µs to enqueue on an idle GPU) ==")
+    index, tensors, upstream = timing_inputs(length)
+    for backend in ("sdpa", "triton", "triton-plain"):
+        row = {"backend": backend}
+        try:
+            for name, step in zip(
+                ("fwd", "fwd_bwd"), make_steps(backend, index, tensors, upstream), strict=True
+            ):
+                for _ in range(3):
+                    step()
+                times = []
+                for _ in range(calls):
+                    synchronize()
+                    began = time.perf_counter()
+                    step()
+                    times.append((time.perf_counter() - began) * 1e6)
+                row[f"{name}_us"] = statistics.median(times)
+            print(
+                f"{backend:<13} fwd {row['fwd_us']:8.1f} µs   fwd+bwd {row['fwd_bwd_us']:8.1f} µs"
+            )
+        except Exception as error:
+            row["error"] = f"{type(error).__name__}: {error}"
+            print(f"{backend:<13} {row['error'][:100]}")
+        section["rows"].append(row)
+        run.save()
+    try:
+        _, step = make_steps("triton", index, tensors, upstream)
+        synchronize()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(calls):
+            step()
+        profiler.disable()
+        synchronize()
+        stats = pstats.Stats(profiler)
+        top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:12]  # by own time
+        section["triton_top"] = []
+        print("triton fwd+bwd, most own time (µs per call, calls per call, function):")
+        for (path, line, function), (_, ncalls, own, _, _) in top:
+            where = f"{Path(path).name}:{line} {function}"
+            section["triton_top"].append(
+                {"function": where, "own_us": own / calls * 1e6, "calls": ncalls / calls}
+            )
+            print(f"  {own / calls * 1e6:8.1f} µs  x{ncalls / calls:<5.1f} {where[:80]}")
+    except Exception as error:
+        section["triton_top"] = {"error": f"{type(error).__name__}: {error}"}
+        print(f"cProfile failed: {type(error).__name__}: {error}")
+    run.save()
+
+
 def bench_smoke(run: Run) -> None:
     """What ``relpos bench --device cuda`` runs: every backend that applies, via shaw_attention."""
     from relpos.bench import BenchConfig, format_table, run_benchmark
@@ -959,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         default="",
         help="comma-separated sections to leave out: "
-        "profile,eager-flex,sweep,ws_probe,variants,fold,bench",
+        "profile,host,eager-flex,sweep,ws_probe,variants,fold,bench",
     )
     parser.add_argument(
         "--dry-run",
@@ -1010,6 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
             timing(run, lengths, ["triton", "triton-plain"], args.repeats)
             if "profile" not in skip and run.has_time("profile"):
                 profile(run, 4096 if 4096 in lengths else lengths[0])
+            if "host" not in skip and run.has_time("host"):
+                host_time(run, 1024 if 1024 in lengths else lengths[0])
     if "eager-flex" not in skip:
         correctness(run, [b for b in ("eager", "flex") if b in backends])
     if not args.quick:

@@ -70,6 +70,12 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert {"sdpa", "triton"} <= set(sections["profile"])
     assert all(isinstance(sections["profile"][b], list) for b in ("sdpa", "triton"))
 
+    host = {row["backend"]: row for row in sections["host"]["rows"]}
+    assert set(host) == {"sdpa", "triton", "triton-plain"}
+    assert all(row["fwd_us"] > 0 and row["fwd_bwd_us"] > 0 for row in host.values()), host
+    top = sections["host"]["triton_top"]
+    assert isinstance(top, list) and top and all(entry["own_us"] >= 0 for entry in top), top
+
     sweep = sections["sweep"]
     # Every candidate ran, reproduced the default's results, and one per kernel was chosen.
     expected = 1 + sum(len(options) for options in _candidates().values())
