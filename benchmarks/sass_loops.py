@@ -9,6 +9,7 @@ whether a loop is bloated next to another, not how fast it runs.
 
     python benchmarks/sass_loops.py                           # bf16, D=64, the default tiles
     python benchmarks/sass_loops.py --kernels forward --head-dim 128
+    python benchmarks/sass_loops.py --candidate forward:2     # the tuner's third forward tiles
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from relpos.attention.triton_shaw import compile_kernels
+from relpos.attention.triton_shaw import TritonBlocks, compile_kernels, default_blocks
+from relpos.attention.triton_tune import CANDIDATES
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -77,8 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     parser.add_argument("--kernels", default="forward,grad_query,grad_key_value")
+    parser.add_argument(
+        "--candidate",
+        default=None,
+        metavar="KERNEL:N",
+        help="compile the tuner's N-th candidate for KERNEL (triton_tune.CANDIDATES, from 0), "
+        "the default tiles for the other kernels",
+    )
     args = parser.parse_args(argv)
-    compiled = compile_kernels(args.head_dim, DTYPES[args.dtype])
+    dtype = DTYPES[args.dtype]
+    blocks = default_blocks(args.head_dim, dtype)
+    if args.candidate:
+        kernel, number = args.candidate.split(":")
+        launch = CANDIDATES[kernel][int(number)]
+        blocks = TritonBlocks(
+            **{
+                name: launch if name == kernel else getattr(blocks, name)
+                for name in ("forward", "grad_query", "grad_key_value")
+            }
+        )
+        print(f"{kernel} tiles: {launch.label}")
+    compiled = compile_kernels(args.head_dim, dtype, blocks=blocks)
     for name in args.kernels.split(","):
         listing = disassemble(compiled[name].asm["cubin"])
         loops_of = loops(listing)

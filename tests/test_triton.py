@@ -315,6 +315,24 @@ def test_tails_in_a_kernel_of_their_own(name, kernel, described):
         assert described[0] is tensors["key"] and described[2] is tensors["query"]
 
 
+@pytest.mark.parametrize("name", ["plain", "causal_padding_query_offset"])
+def test_capped_registers(name):
+    """``KernelLaunch(max_registers=...)`` reaches the launch (on a GPU ptxas caps the registers
+    and spills the rest; the interpreter ignores it) and changes no result."""
+    options = dict(CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    index, tensors = _case(**options)
+    capped = KernelLaunch(16, 16, band_block=16, max_registers=64)
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=_mask(mask_kind, index),
+        is_causal=is_causal,
+        blocks=TritonBlocks(capped, capped, capped),
+    )
+
+
 def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
     """Where no TMA descriptor can address the inputs, the fused forward runs instead."""
 
@@ -367,6 +385,11 @@ def test_halves_are_checked():
         KernelLaunch(64, 64, tma=True, split_tails=True, halves=2)
     with pytest.raises(ValueError, match="needs num_stages <= 2 .* got num_stages=3"):
         KernelLaunch(64, 64, num_stages=3, tma=True, warp_specialize=True)
+    with pytest.raises(ValueError, match="max_registers must be None or an int in"):
+        KernelLaunch(64, 64, max_registers=16)
+    with pytest.raises(ValueError, match="max_registers must be None or an int in"):
+        KernelLaunch(64, 64, max_registers=168.0)
+    assert KernelLaunch(64, 64, max_registers=168).label == "64x64/32 w4 s2 r168"
     assert SPLIT.label == "16x16/16 w4 s2 tma split"
     assert SPLIT.splits and not KernelLaunch(16, 16, tma=True).splits
     assert KernelLaunch(16, 16, tma=True, warp_specialize=True).label == "16x16/32 w4 s2 tma ws"
@@ -717,6 +740,12 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "kernels = compile_kernels(64, blocks=TritonBlocks(split, split, split))\n"
         "for name in ('forward_tails', 'grad_query_tails', 'grad_key_value_tails'):\n"
         "    assert 'ttg.warp_specialize' in kernels[name].asm['ttgir'], name\n"
+        "# capped registers: the cap reaches ptxas (.maxnreg), tails kernels share it\n"
+        "capped = KernelLaunch(64, 64, band_block=32, num_stages=3, max_registers=168)\n"
+        "kernels = compile_kernels(64, blocks=TritonBlocks(capped, plain, capped))\n"
+        "assert '.maxnreg 168' in kernels['forward'].asm['ptx']\n"
+        "assert '.maxnreg 168' in kernels['grad_key_value'].asm['ptx']\n"
+        "assert '.maxnreg' not in kernels['grad_query'].asm['ptx']\n"
         "# a flag only the forward has (inference: nothing saved for the backward)\n"
         "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"
         "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"

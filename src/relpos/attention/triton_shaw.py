@@ -125,6 +125,11 @@ class KernelLaunch:
     # programs per SM overlap one program's exponentials with another's matrix products. It
     # costs one pass over the partial result (about (D + 3) floats per query row).
     split_tails: bool = False
+    # Cap on registers per thread (ptxas ``maxnreg``); None: the compiler's choice. The fused
+    # kernels take 246-255, which leaves room for two 4-warp programs per SM; at 168, three fit.
+    # Spills, if any, fall where pressure peaks (the band), not in the tails' loops for the
+    # tiles in the tuner's list (benchmarks/sass_loops.py --max-registers shows it per loop).
+    max_registers: int | None = None
 
     @property
     def label(self) -> str:
@@ -137,6 +142,7 @@ class KernelLaunch:
             + (f" g{self.group}" if self.group > 1 else "")
             + (" h2" if self.halves == 2 else "")
             + (" ws" if self.warp_specialize else " split" if self.split_tails else "")
+            + (f" r{self.max_registers}" if self.max_registers is not None else "")
         )
 
     @property
@@ -166,6 +172,14 @@ class KernelLaunch:
         if self.halves == 2 and self.block_m < 32:
             raise ValueError(
                 f"halves=2 needs block_m >= 32 (two halves of >= 16 rows), got {self.block_m}"
+            )
+        if self.max_registers is not None and (
+            isinstance(self.max_registers, bool)
+            or not isinstance(self.max_registers, int)
+            or not 32 <= self.max_registers <= 255
+        ):
+            raise ValueError(
+                f"max_registers must be None or an int in [32, 255], got {self.max_registers!r}"
             )
         for name in ("block_m", "block_n", "band_block"):
             size = getattr(self, name)
@@ -394,6 +408,8 @@ def _shape_args(problem: _Problem, heads: int) -> tuple:
 
 
 def _launch(kernel, grid, launch: KernelLaunch, *args, **meta) -> None:
+    if launch.max_registers is not None:
+        meta["maxnreg"] = launch.max_registers
     kernel[grid](
         *args,
         BLOCK_M=launch.block_m,
@@ -970,6 +986,9 @@ def compile_kernels(
 
     compiled = {}
     for kernel, launch in launches:
+        # The launch options the hook does not pass on: this kernel's register cap, if any
+        # (a tails kernel shares its kernel's KernelLaunch; grad_prepare has none).
+        own = getattr(problem.blocks, names[kernel].removesuffix("_tails"), None)
         constants = dict(launch["constants"])
         for name, value in (constexprs or {}).items():
             if name in kernel.arg_names:  # a flag only some of the kernels have
@@ -982,7 +1001,11 @@ def compile_kernels(
                 attrs=launch["configs"][0],
             ),
             target=target,
-            options=dict(num_warps=launch["num_warps"], num_stages=launch["num_stages"]),
+            options=dict(
+                num_warps=launch["num_warps"],
+                num_stages=launch["num_stages"],
+                maxnreg=None if own is None else own.max_registers,
+            ),
         )
     return compiled
 

@@ -36,21 +36,25 @@ __all__ = ["CANDIDATES", "AGREEMENT", "TuneResult", "disagreement", "queued_ms",
 
 KERNELS = ("forward", "grad_query", "grad_key_value")
 
-#: Alternatives for one kernel at a time, chosen for bf16 with D = 64 on Hopper: the forward's
-#: interleaved halves, the close contenders of the H200 runs,
-#: smaller loop tiles with deeper pipelines (as FlashAttention-style Triton kernels use on
-#: Hopper), narrower band tiles, TMA loads and grouped query blocks, picked from the as-launched
-#: sm_90 compile for few register spills (``gpu_check.py --compile-only``). Most promising
-#: first: a sweep cut short by its time budget keeps them. The split tails kernels lead (not
-#: yet timed: after session 5's H200 runs their register counts are the best lead, see
-#: ``benchmarks/RESULTS.md``); warp-specialised ones are left out: on the H200 (Triton 3.6)
-#: every one timed was slower than the fused kernels, and one hung.
+#: Alternatives for one kernel at a time, chosen for bf16 with D = 64 on Hopper, most promising
+#: first (a sweep cut short by its time budget keeps them): tails in kernels of their own and
+#: capped registers, both for more programs per SM (the lead after the second H200 session, not
+#: yet timed; ``benchmarks/RESULTS.md``), the forward's interleaved halves, the close contenders
+#: of the H200 runs, smaller loop tiles with deeper pipelines (as FlashAttention-style Triton
+#: kernels use on Hopper), narrower band tiles, TMA loads and grouped query blocks, picked from
+#: the as-launched sm_90 compile for few register spills (``gpu_check.py --compile-only``,
+#: ``sass_loops.py --candidate``). Warp-specialised tails are left out: on the H200 (Triton
+#: 3.6) every one timed was slower than the fused kernels, and one hung.
 CANDIDATES: dict[str, list[KernelLaunch]] = {
     "forward": [
         # The tails in a kernel of their own (106 registers as launched, four programs per SM,
         # against the fused forward's 255 and two), the band and epilogue in a second.
         KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=2, tma=True, split_tails=True),
         KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=2, tma=True, split_tails=True),
+        # Registers capped at 168: three programs per SM instead of two; as launched, nothing
+        # spills in the loops (8 B outside them), the tails' loops grow by 2 %.
+        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3, max_registers=168),
+        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=2, max_registers=168),
         # Two interleaved 64-row halves per block (the sm_90 code overlaps one half's matrix
         # instructions with the other's exponentials; no spills as launched).
         KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, halves=2),
@@ -78,6 +82,10 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
     "grad_query": [
         # Tails kernel: 128 registers as launched (four programs per SM; fused: 246, two).
         KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, split_tails=True, group=2),
+        # Registers capped: two 8-warp programs per SM instead of one (the tails' loops spill
+        # 2 words per iteration, the band more), or three 4-warp ones (tails' loops unspilled).
+        KernelLaunch(128, 64, band_block=32, num_warps=8, num_stages=3, max_registers=128),
+        KernelLaunch(64, 64, band_block=32, num_warps=4, group=2, max_registers=168),
         KernelLaunch(64, 64, band_block=32, num_warps=4),
         KernelLaunch(128, 32, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(64, 32, band_block=32, num_warps=4, num_stages=4),
@@ -93,6 +101,9 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         # with 32-row query tiles 134 (three).
         KernelLaunch(64, 64, band_block=32, num_warps=4, tma=True, split_tails=True),
         KernelLaunch(32, 64, band_block=32, num_warps=4, tma=True, split_tails=True),
+        # Registers capped at 168: three programs per SM; the tails' loops grow by ~17 % and
+        # spill a little (as launched), a trade only timing can judge.
+        KernelLaunch(64, 64, band_block=32, num_warps=4, max_registers=168),
         KernelLaunch(64, 128, band_block=32, num_warps=8),
         KernelLaunch(64, 128, band_block=32, num_warps=8, num_stages=3),
         KernelLaunch(32, 64, band_block=32, num_warps=4, num_stages=4),
