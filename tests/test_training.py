@@ -381,7 +381,8 @@ def test_two_process_gloo_ddp_under_torchrun_matches_one_process(tmp_path):
     ]  # fmt: skip
     args = build_parser().parse_args(["train", *flags])
     assert config_from_args(args) == config  # the CLI maps flags onto the same config
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # PYTHONFAULTHANDLER: a rank that aborts prints every thread's Python stack.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     env.pop("WORLD_SIZE", None)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     ddp_dir = tmp_path / "ddp"
