@@ -568,7 +568,8 @@ def _triton_results(length: int, blocks: TritonBlocks) -> list[torch.Tensor]:
 def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
     """Alternative tile sizes for the bf16 D=64 kernels, one kernel at a time; returns the
     combination of the fastest forward and the fastest backward pair found among those that
-    agree with the default configuration (``SWEEP_AGREEMENT``)."""
+    agree with the default configuration (``SWEEP_AGREEMENT``) and, for the backward, keep peak
+    memory within issue 5's 1.5x SDPA's (when this run timed SDPA at this length)."""
     default = default_blocks(64, TIMING["dtype"])
     section = run.results["sections"].setdefault("sweep", {"length": length, "rows": []})
     print(f"\n== Triton tile sizes at L={length} ({setting()}, D=64), one kernel at a time ==")
@@ -594,6 +595,13 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
     )
     default_row = None
     reference = _triton_results(length, default)
+    # Issue 5's memory target: a backward candidate over it is timed but not chosen.
+    sdpa = [
+        r
+        for r in run.results["sections"].get("timing", {}).get("rows", [])
+        if r.get("backend") == "sdpa" and r.get("length") == length and r.get("peak_fwd_bwd_mib")
+    ]
+    memory_limit = TARGETS["peak_fwd_bwd_mib"] * sdpa[0]["peak_fwd_bwd_mib"] if sdpa else None
     for label, kernel, blocks in candidates:
         if not run.has_time(f"sweep {label}"):
             break
@@ -648,6 +656,11 @@ def sweep(run: Run, length: int, repeats: int) -> TritonBlocks:
         elif kernel == "forward" and forward_ms < best["forward"][0]:
             best["forward"] = (forward_ms, blocks.forward)
         elif kernel in best_backward and backward_ms < best_backward[kernel][0]:
+            peak = row.get("peak_fwd_bwd_mib")
+            if memory_limit is not None and peak is not None and peak > memory_limit:
+                row["not_chosen"] = f"peak {peak:.1f} MiB over {memory_limit:.1f} (1.5x SDPA's)"
+                print(f"{'':<40} not chosen: {row['not_chosen']}", flush=True)
+                continue
             best_backward[kernel] = (backward_ms, getattr(blocks, kernel))
     chosen = TritonBlocks(
         best["forward"][1], best_backward["grad_query"][1], best_backward["grad_key_value"][1]
