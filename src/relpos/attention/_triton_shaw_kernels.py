@@ -290,9 +290,10 @@ def forward_tails_kernel(
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     TAIL_BIAS_IN_KERNEL: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
 ):
-    """The tails of a block of query rows on their own, for a warp-specialised loop (Triton
-    specialises a loop only in a kernel with no other matrix product, and only when the query
-    block comes by TMA and nothing but the loop uses it).
+    """The tails of a block of query rows on their own: a kernel with fewer registers than the
+    fused one (``split_tails``), or one whose loop Triton can warp-specialise (it does so only
+    in a kernel with no other matrix product, and only when the query block comes by TMA and
+    nothing but the loop uses it).
 
     Left then right tail tiles in one loop, each with its row's key term from ``TAIL_BIAS``
     (``(B·H·Lq, 2)``: ``q·w^K_0`` and ``q·w^K_{R-1}``, already scaled), or with

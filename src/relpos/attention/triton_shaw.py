@@ -127,8 +127,8 @@ class KernelLaunch:
     split_tails: bool = False
     # Cap on registers per thread (ptxas ``maxnreg``); None: the compiler's choice. The fused
     # kernels take 246-255, which leaves room for two 4-warp programs per SM; at 168, three fit.
-    # Spills, if any, fall where pressure peaks (the band), not in the tails' loops for the
-    # tiles in the tuner's list (benchmarks/sass_loops.py --max-registers shows it per loop).
+    # Spills, if any, fall where pressure peaks (the band); `benchmarks/sass_loops.py
+    # --candidate KERNEL:N` shows them per loop for the tuner's capped tiles.
     max_registers: int | None = None
 
     @property
@@ -248,7 +248,7 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
         )
     if head_dim <= 64:
         # Timed on an H200 (benchmarks/RESULTS.md): the fastest of the swept forward tiles (two
-        # interleaved 64-row halves, 7 % faster than one 64-row block in session 5's sweep) and
+        # interleaved 64-row halves, 7 % faster than one 64-row block in run 6's sweep) and
         # key/value tiles; for the query gradient 128-row blocks, which halve the per-block
         # table-gradient partials (peak memory 1.36x SDPA's instead of 1.54x) for ~2-4 % of
         # backward time.
