@@ -883,10 +883,13 @@ def host_time(run: Run, length: int, calls: int = 30) -> None:
         _, step = make_steps("triton", index, tensors, upstream)
         synchronize()
         profiler = cProfile.Profile()
-        profiler.enable()
-        for _ in range(calls):
-            step()
-        profiler.disable()
+        # On CUDA the autograd engine runs the backward on a thread of its own, which cProfile
+        # would not see: here it runs on this one.
+        with torch.autograd.set_multithreading_enabled(False):
+            profiler.enable()
+            for _ in range(calls):
+                step()
+            profiler.disable()
         synchronize()
         stats = pstats.Stats(profiler)
         top = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:12]  # by own time
