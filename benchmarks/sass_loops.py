@@ -4,8 +4,9 @@
 Compiles the kernels as a launch would (``relpos.attention.triton_shaw.compile_kernels``),
 disassembles each with ``nvdisasm`` (shipped with Triton), finds the loops (backward branches)
 and prints, per loop, its instruction count per iteration, the main instruction kinds, and its
-local-memory traffic (``LDL``/``STL``: register spills). A static count, not a timing: it shows
-whether a loop is bloated next to another, not how fast it runs.
+local-memory traffic (``LDL``/``STL``: register spills); per kernel, its registers (``ptxas
+-v``), shared memory and how many of its programs fit on one SM. A static count, not a timing:
+it shows whether a loop is bloated next to another, not how fast it runs.
 
     python benchmarks/sass_loops.py                           # bf16, D=64, the default tiles
     python benchmarks/sass_loops.py --kernels forward --head-dim 128
@@ -52,6 +53,37 @@ def disassemble(cubin: bytes) -> list[tuple[str | None, str]]:
             listing.append((label, found.group(1)))
             label = None
     return listing
+
+
+def ptxas_usage(ptx: str) -> tuple[int, int]:
+    """(registers per thread, spill-store bytes) that ptxas reports for sm_90a."""
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
+        handle.write(ptx)
+    try:
+        report = subprocess.run(
+            [str(ptxas), "-arch=sm_90a", "-v", handle.name, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    finally:
+        os.unlink(handle.name)
+    registers = max(int(n) for n in re.findall(r"Used (\d+) registers", report))
+    spills = max(int(n) for n in re.findall(r"(\d+) bytes spill stores", report))
+    return registers, spills
+
+
+def programs_per_sm(registers: int, shared_bytes: int, num_warps: int) -> int:
+    """How many programs (thread blocks) of a kernel fit on one H100/H200 SM at once: 64 K
+    registers (allocated per warp in units of 256), 228 KiB of shared memory (1 KiB of it
+    reserved per block), 64 warps."""
+    per_warp = -(-registers * 32 // 256) * 256
+    by_registers = 65536 // (per_warp * num_warps)
+    by_shared = 228 * 1024 // (shared_bytes + 1024)
+    return min(by_registers, by_shared, 64 // num_warps)
 
 
 def opcode(instruction: str) -> str:
@@ -101,9 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kernel} tiles: {launch.label}")
     compiled = compile_kernels(args.head_dim, dtype, blocks=blocks)
     for name in args.kernels.split(","):
-        listing = disassemble(compiled[name].asm["cubin"])
+        kernel = compiled[name]
+        listing = disassemble(kernel.asm["cubin"])
         loops_of = loops(listing)
+        registers, spills = ptxas_usage(kernel.asm["ptx"])
+        warps = kernel.metadata.num_warps
         print(f"{name}: {len(listing)} instructions, {len(loops_of)} loops")
+        print(
+            f"  {registers} registers, {spills} B spilled, {kernel.metadata.shared} B shared, "
+            f"{warps} warps: {programs_per_sm(registers, kernel.metadata.shared, warps)} "
+            "programs per SM"
+        )
         for loop in loops_of:
             kinds = loop["kinds"]
             top = ", ".join(f"{kind} {count}" for kind, count in kinds.most_common(10))
