@@ -55,6 +55,9 @@ CANDIDATES: dict[str, list[KernelLaunch]] = {
         # spills in the loops (8 B outside them), the tails' loops grow by 2 %.
         KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=3, max_registers=168),
         KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=2, max_registers=168),
+        # At 128, four per SM (two stages: three would not fit four in shared memory); the tails'
+        # loops then spill 6 words per iteration.
+        KernelLaunch(64, 64, band_block=32, num_warps=4, num_stages=2, max_registers=128),
         # Two interleaved 64-row halves per block (the sm_90 code overlaps one half's matrix
         # instructions with the other's exponentials; no spills as launched).
         KernelLaunch(128, 64, band_block=16, num_warps=4, num_stages=3, halves=2),
