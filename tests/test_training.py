@@ -387,21 +387,22 @@ def test_two_process_gloo_ddp_under_torchrun_matches_one_process(tmp_path):
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     ddp_dir = tmp_path / "ddp"
     command = [*launch, "-m", "relpos", "train", *flags, "--run-dir", str(ddp_dir), "--no-progress"]
-    for attempt in range(2):
+    for attempt in range(3):
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT
         )
-        # Known flake, outside relpos (seen twice, in full suites on a loaded machine): a rank
-        # aborts at exit in C++ teardown after the run has finished and written everything
-        # ("terminate called without an active exception"), although the DDP wrapper is
-        # already freed and the group destroyed by then. That, and only that, is run again
-        # once; any other failure fails.
+        # Known flake (three times in full suites, twice in a row once; never in 56 runs of
+        # the command alone, loaded or not): a rank aborts at exit in C++ teardown after the
+        # run has finished and written everything ("terminate called without an active
+        # exception"). The DDP wrapper is freed and the group destroyed by then, but in torch
+        # 2.13 merely constructing DDP leaves the gloo group alive in C++ past
+        # destroy_process_group. That failure, and only that, is run again (twice at most).
         exit_abort = (
             done.returncode != 0
             and "terminate called without an active exception" in done.stderr
             and "final loss" in done.stdout
         )
-        if not exit_abort or attempt == 1:
+        if not exit_abort or attempt == 2:
             break
         shutil.rmtree(ddp_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
