@@ -10,7 +10,7 @@ it shows whether a loop is bloated next to another, not how fast it runs.
 
     python benchmarks/sass_loops.py                           # bf16, D=64, the default tiles
     python benchmarks/sass_loops.py --kernels forward --head-dim 128
-    python benchmarks/sass_loops.py --candidate forward:2     # the tuner's third forward tiles
+    python benchmarks/sass_loops.py --candidate "forward:64x64/32 w4 s3 r168"  # a tuner candidate
 """
 
 from __future__ import annotations
@@ -114,16 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--candidate",
         default=None,
-        metavar="KERNEL:N",
-        help="compile the tuner's N-th candidate for KERNEL (triton_tune.CANDIDATES, from 0), "
-        "the default tiles for the other kernels",
+        metavar="KERNEL:N|LABEL",
+        help="compile one of the tuner's candidates for KERNEL (triton_tune.CANDIDATES), by "
+        "position from 0 or by label ('64x64/32 w4 s3 r168'); default tiles for the others",
     )
     args = parser.parse_args(argv)
     dtype = DTYPES[args.dtype]
     blocks = default_blocks(args.head_dim, dtype)
     if args.candidate:
-        kernel, number = args.candidate.split(":")
-        launch = CANDIDATES[kernel][int(number)]
+        kernel, which = args.candidate.split(":", 1)
+        if which.isdigit():
+            launch = CANDIDATES[kernel][int(which)]
+        else:
+            matches = [c for c in CANDIDATES[kernel] if c.label == which]
+            if not matches:
+                labels = ", ".join(c.label for c in CANDIDATES[kernel])
+                parser.error(f"no {kernel} candidate labelled {which!r}; there are: {labels}")
+            launch = matches[0]
         blocks = TritonBlocks(
             **{
                 name: launch if name == kernel else getattr(blocks, name)

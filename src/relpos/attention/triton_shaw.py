@@ -128,7 +128,7 @@ class KernelLaunch:
     # Cap on registers per thread (ptxas ``maxnreg``); None: the compiler's choice. The fused
     # kernels take 246-255, which leaves room for two 4-warp programs per SM; at 168, three fit.
     # Spills, if any, fall where pressure peaks (the band); `benchmarks/sass_loops.py
-    # --candidate KERNEL:N` shows them per loop for the tuner's capped tiles.
+    # --candidate KERNEL:LABEL` shows them per loop for the tuner's capped tiles.
     max_registers: int | None = None
 
     @property
