@@ -861,6 +861,8 @@ def _is_dense(t: Tensor) -> bool:
     """Whether ``t`` fills its memory without gaps or overlaps in some order of its dimensions
     (a permuted contiguous tensor is; an expanded or sliced view is not). Only for such a tensor
     does ``empty_like`` return the same strides."""
+    if t.is_contiguous():  # the usual case, answered without the Python loop below
+        return True
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride(), strict=True), key=lambda p: p[1]):
         if size == 1:
