@@ -185,3 +185,28 @@ def test_sass_loops_reads_the_forward_loops(monkeypatch):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("forward:") and lines[0].endswith(f"{loops} loops"), result.stdout
     assert sum("per iteration" in line and "HGMMA 0 " not in line for line in lines) == loops
+
+
+def test_triton_binder_times_every_launch():
+    """``benchmarks/triton_binder.py`` records one forward+backward's four launches and times
+    Triton's argument binding for each (no GPU: the launches are intercepted)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "triton_binder.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if "arguments" in line]
+    names = {line.split()[0] for line in rows}
+    assert names == {
+        "forward_kernel",
+        "grad_prepare_kernel",
+        "grad_query_kernel",
+        "grad_key_value_kernel",
+    }, result.stdout
+    assert all(float(line.split()[-1]) > 0 for line in rows), result.stdout
+    assert "all launches" in result.stdout
