@@ -594,6 +594,7 @@ class _ShawTriton(torch.autograd.Function):
         )
         del band_logits, partial_acc, partial_stats
         ctx.problem = problem
+        ctx.meta = meta  # the same compile-time flags serve the backward's kernels
         ctx.has_tables = (key_table is not None, value_table is not None)
         ctx.save_for_backward(
             query, key, value, key_table, value_table, mask, out, lse, query_rel, tail_mass
@@ -624,7 +625,7 @@ class _ShawTriton(torch.autograd.Function):
         # dO A_Vᵀ (Lq × R): read by both kernels; the query kernel, which runs last, overwrites
         # its interior slots with the masses M[r, b] it recomputes.
         grad_rel = torch.empty(batch * heads, q_len, rows, **f32) if has_value else delta
-        meta = _meta(problem, query, value, has_key, has_value)
+        meta = ctx.meta
         kernels = _kernels()
         prepare_rows = 64
         kernels.grad_prepare_kernel[(_cdiv(q_len, prepare_rows), batch * heads)](
