@@ -92,12 +92,13 @@ def opcode(instruction: str) -> str:
 
 
 def loops(listing: list[tuple[str | None, str]]) -> list[dict]:
-    """Every loop with a body of more than a few instructions: a branch back to an earlier
-    label, the body being the instructions from that label to the branch."""
+    """Every loop with a body of more than a few instructions: a conditional branch back to an
+    earlier label, the body being the instructions from that label to the branch. (Unconditional
+    ones are not loops: they return from the out-of-line stubs that spin on a TMA barrier.)"""
     where = {label: i for i, (label, _) in enumerate(listing) if label}
     found = []
     for i, (_, instruction) in enumerate(listing):
-        target = re.search(r"BRA\s+`\((\.L_x_\d+)\)", instruction)
+        target = instruction.startswith("@") and re.search(r"BRA\s+`\((\.L_x_\d+)\)", instruction)
         start = where.get(target.group(1)) if target else None
         if start is None or start > i or i - start < 8:
             continue
