@@ -29,19 +29,6 @@ from triton.runtime.jit import compute_cache_key  # noqa: E402
 from relpos.attention import RelativeIndex, triton_shaw  # noqa: E402
 
 
-class _NoGpuDriver:
-    """What the binder asks of a driver (the device, its stream and its target)."""
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device):
-        return 0
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-
 def recorded_launches(length: int = 1024, head_dim: int = 64) -> list[tuple]:
     """``(kernel, arguments, keyword arguments)`` of every launch of one forward+backward."""
     launches = []
@@ -106,7 +93,7 @@ def binder_us(kernel, args, options) -> float:
 
 
 def main() -> None:
-    driver.set_active(_NoGpuDriver())
+    driver.set_active(triton_shaw.NoGpuDriver(GPUTarget("cuda", 90, 32)))
     total = 0.0
     print("Triton's binding + cache key per launch (µs, this CPU; the driver launch excluded)")
     for kernel, args, options in recorded_launches():

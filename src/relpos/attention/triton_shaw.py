@@ -887,6 +887,24 @@ def _sum_partials(partials: Tensor, table: Tensor, batch: int, heads: int, block
     return per_head.to(table.dtype)
 
 
+class NoGpuDriver:
+    """Stands in for Triton's CUDA driver where there is no GPU: what Triton's launch path asks
+    of a driver before it compiles (device, stream, target). For :func:`compile_kernels` and the
+    host-time benchmarks."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device) -> int:
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+
 def compile_kernels(
     head_dim: int = 64,
     dtype: torch.dtype = torch.bfloat16,
@@ -925,19 +943,6 @@ def compile_kernels(
             "for the interpreter in this process)"
         )
     target = GPUTarget("cuda", arch, 32)
-
-    class _NoGpuDriver:
-        """What Triton's launch path asks of a driver before it compiles."""
-
-        def get_current_device(self):
-            return 0
-
-        def get_current_stream(self, device):
-            return 0
-
-        def get_current_target(self):
-            return target
-
     launches = []
 
     def capture(*, fn, compile, **_):
@@ -955,7 +960,7 @@ def compile_kernels(
     }
     # Saved and put back by hand: reset_active() would build the CUDA driver, which needs a GPU.
     saved_driver, saved_hook = driver._active, knobs.runtime.jit_cache_hook
-    driver.set_active(_NoGpuDriver())
+    driver.set_active(NoGpuDriver(target))
     knobs.runtime.jit_cache_hook = capture
     try:
 
