@@ -134,13 +134,22 @@ def _mask(kind, index, batch=1):
     return make_mask(kind, index, batch=batch, device=DEVICE)
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_values_and_all_gradients_match_reference(name):
+def _check_case(name, blocks=None):
+    """``CASES[name]`` (its mask and causality included) against the reference; returns its
+    input tensors."""
     options = dict(CASES[name])
     is_causal = options.pop("is_causal", False)
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
-    _check_against_reference(index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal)
+    _check_against_reference(
+        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal, blocks=blocks
+    )
+    return tensors
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_values_and_all_gradients_match_reference(name):
+    _check_case(name)
 
 
 def test_band_walked_in_narrower_tiles_and_strided_inputs():
@@ -188,17 +197,7 @@ TMA = KernelLaunch(16, 16, band_block=16, tma=True)
 def test_tail_tiles_through_tma_descriptors(name, described):
     """``KernelLaunch(tma=True)``: the tails' streamed tiles are loaded through tensor
     descriptors in all three kernels (the interpreter runs them like TMA: zero past the ends)."""
-    options = dict(CASES[name])
-    is_causal = options.pop("is_causal", False)
-    mask_kind = options.pop("mask", None)
-    index, tensors = _case(**options)
-    _check_against_reference(
-        index,
-        tensors,
-        attn_mask=_mask(mask_kind, index),
-        is_causal=is_causal,
-        blocks=TritonBlocks(TMA, TMA, TMA),
-    )
+    tensors = _check_case(name, TritonBlocks(TMA, TMA, TMA))
     # forward: key, value; key/value gradients: query, grad_out; query gradient: key, value
     assert len(described) == 6
     assert described[0] is tensors["key"] and described[2] is tensors["query"]
@@ -254,18 +253,8 @@ def test_forward_rows_in_two_interleaved_halves(name):
     """``KernelLaunch(halves=2)``: the forward splits each 32-row block into two 16-row halves
     whose tail tiles run in one interleaved loop (band and epilogue one half after the other);
     every case of the grid (a few on a GPU), forward and all gradients."""
-    options = dict(CASES[name])
-    is_causal = options.pop("is_causal", False)
-    mask_kind = options.pop("mask", None)
-    index, tensors = _case(**options)
     tiny = KernelLaunch(16, 16, band_block=16)
-    _check_against_reference(
-        index,
-        tensors,
-        attn_mask=_mask(mask_kind, index),
-        is_causal=is_causal,
-        blocks=TritonBlocks(HALVED, tiny, tiny),
-    )
+    _check_case(name, TritonBlocks(HALVED, tiny, tiny))
 
 
 def test_halves_with_tma_loads_and_a_query_block_past_the_end():
@@ -289,24 +278,14 @@ def test_tails_in_a_kernel_of_their_own(name, kernel, described):
     with ``warp_specialize=True`` Triton splits its loop into producer and consumer warps on a
     GPU, the same code otherwise) and the usual kernel adds the band and its epilogue to that
     partial result."""
-    options = dict(CASES[name])
-    is_causal = options.pop("is_causal", False)
-    mask_kind = options.pop("mask", None)
-    index, tensors = _case(**options)
     tiny = KernelLaunch(16, 16, band_block=16)
     blocks = TritonBlocks(
         **{
-            name: SPLIT if name == kernel else tiny
-            for name in ("forward", "grad_query", "grad_key_value")
+            which: SPLIT if which == kernel else tiny
+            for which in ("forward", "grad_query", "grad_key_value")
         }
     )
-    _check_against_reference(
-        index,
-        tensors,
-        attn_mask=_mask(mask_kind, index),
-        is_causal=is_causal,
-        blocks=blocks,
-    )
+    tensors = _check_case(name, blocks)
     if kernel == "forward":  # the query block too came by TMA (the tails kernel's)
         assert described[0] is tensors["key"] and described[2] is tensors["query"]
     elif kernel == "grad_key_value":  # queries and output gradients, then keys and values
@@ -319,18 +298,8 @@ def test_tails_in_a_kernel_of_their_own(name, kernel, described):
 def test_capped_registers(name):
     """``KernelLaunch(max_registers=...)`` reaches the launch (on a GPU ptxas caps the registers
     and spills the rest; the interpreter ignores it) and changes no result."""
-    options = dict(CASES[name])
-    is_causal = options.pop("is_causal", False)
-    mask_kind = options.pop("mask", None)
-    index, tensors = _case(**options)
     capped = KernelLaunch(16, 16, band_block=16, max_registers=64)
-    _check_against_reference(
-        index,
-        tensors,
-        attn_mask=_mask(mask_kind, index),
-        is_causal=is_causal,
-        blocks=TritonBlocks(capped, capped, capped),
-    )
+    _check_case(name, TritonBlocks(capped, capped, capped))
 
 
 def test_split_forward_falls_back_to_the_fused_kernel_without_tma(monkeypatch):
