@@ -152,6 +152,22 @@ def test_values_and_all_gradients_match_reference(name):
     _check_case(name)
 
 
+@pytest.mark.skipif(not INTERPRETING, reason="on a GPU the other tests run these tiles")
+@pytest.mark.parametrize(
+    "head_dim, dtype", [(64, torch.bfloat16), (128, torch.bfloat16), (64, torch.float32)]
+)
+def test_the_gpu_default_tiles_on_the_whole_grid(head_dim, dtype, monkeypatch):
+    """The tiles ``default_blocks`` gives a GPU (the interpreter otherwise gets 16x16 ones),
+    run by the interpreter on every case: the real tile sizes' edges (rows and keys past the
+    ends, band tiles) with every mask, offset and table variant."""
+    with monkeypatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "0")
+        blocks = triton_shaw.default_blocks(head_dim, dtype)
+    assert blocks.forward.block_m > 16  # the GPU's tiles, not the interpreter's
+    for name in CASES:
+        _check_case(name, blocks)
+
+
 def test_band_walked_in_narrower_tiles_and_strided_inputs():
     # 32-wide tiles whose band is walked 16 at a time, on (B, L, H, D) tensors viewed as
     # (B, H, L, D): the layout a projection produces.
