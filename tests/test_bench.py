@@ -31,7 +31,7 @@ def test_cli_writes_json_with_every_field(tmp_path, capsys):
             "--reference-repeats",
             "1",
             "--warmup",
-            "0",
+            "1",
             "--json",
             str(path),
         ]
@@ -86,3 +86,13 @@ def test_peak_memory_counts_a_temporary():
 def test_unknown_backend_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown backend.*nope.*valid names: sdpa"):
         run_benchmark(BenchConfig(lengths=(8,), backends=("sdpa", "nope"), repeats=1))
+
+
+def test_cli_rejects_bad_settings_before_printing_anything(capsys):
+    from relpos.cli import main
+
+    assert main(["bench", "--lengths", "8", "--warmup", "0"]) == 2
+    assert main(["bench", "--lengths", "8", "--backends", "sdpa,nope"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no table header before the error
+    assert "--warmup must be >= 1" in captured.err and "unknown backend(s) nope" in captured.err

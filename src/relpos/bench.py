@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .devices import available_device
+
 __all__ = [
     "BenchConfig",
     "BASELINE",
@@ -88,7 +90,22 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)  # free-form notes copied into the JSON
 
 
-def _check_config(config: BenchConfig) -> None:
+def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
+    """``ValueError`` for a setting :func:`run_benchmark` cannot run, before any timing; else
+    the device and the backends it will time."""
+    _check_fields(config)
+    device = available_device(config.device)
+    backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
+    from .attention import available_backends
+
+    unknown = [b for b in backends if b != BASELINE and b not in available_backends()]
+    if unknown:
+        valid = ", ".join([BASELINE, *available_backends()])
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; valid names: {valid}")
+    return device, backends
+
+
+def _check_fields(config: BenchConfig) -> None:
     if config.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     for name in ("batch", "heads", "head_dim", "repeats", "reference_repeats"):
@@ -319,15 +336,7 @@ def run_benchmark(
     is ``None`` when SDPA was not run; ``peak_mib`` is ``None`` when memory was not measured).
     """
     config = config or BenchConfig()
-    _check_config(config)
-    device = torch.device(config.device)
-    backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
-    from .attention import available_backends
-
-    unknown = [b for b in backends if b != BASELINE and b not in available_backends()]
-    if unknown:
-        valid = ", ".join([BASELINE, *available_backends()])
-        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; valid names: {valid}")
+    device, backends = check_config(config)
     say = progress or (lambda message: None)
     load_before = _load_average()
     rows = []

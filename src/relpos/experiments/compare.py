@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..devices import available_device
+
 __all__ = [
     "Variant",
     "Experiment",
@@ -386,6 +388,8 @@ def run_compare(
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive int or None, got {jobs!r}")
     workers = jobs or default_jobs(device or experiments[0].train.get("device", "cpu"))
+    for experiment in experiments:  # before the run folder exists, like validate()'s checks
+        available_device(device or experiment.train.get("device", "cpu"))
     out = Path(out) if out is not None else default_out_dir()
     previous = _prepare_out(out, resume)
     say = log or (lambda message: None)

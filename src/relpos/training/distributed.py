@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import available_device
+
 __all__ = ["Distributed", "setup", "teardown", "shard"]
 
 
@@ -62,15 +64,16 @@ class Distributed:
 def setup(device: str) -> Distributed:
     """Join the torchrun process group if there is one; pick this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    wants_cuda = str(device).startswith("cuda")
+    requested = available_device(device)  # a device this machine lacks fails here, clearly
+    wants_cuda = requested.type == "cuda"
     if world_size == 1:
-        return Distributed(0, 1, torch.device(device))
+        return Distributed(0, 1, requested)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if wants_cuda:
         torch.cuda.set_device(local_rank)
         rank_device = torch.device("cuda", local_rank)
     else:
-        rank_device = torch.device(device)
+        rank_device = requested
     owns = False
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if wants_cuda else "gloo")
