@@ -69,7 +69,13 @@ def register(subparsers) -> None:
         default=defaults.reference_repeats,
         help="timed calls of the slow paper-literal reference (default: %(default)s)",
     )
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls first")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=defaults.warmup,
+        help="untimed calls of each backend first, >= 1: a first call compiles and allocates "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--backends",
         default=None,
@@ -94,7 +100,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import BenchConfig, format_table, run_benchmark
+    from ..bench import BenchConfig, check_config, format_table, run_benchmark
 
     if args.threads is not None:
         if args.threads < 1:
@@ -120,6 +126,12 @@ def run(args: argparse.Namespace) -> int:
         reference_max_length=args.reference_max_length,
         memory=not args.no_memory,
     )
+    if args.warmup < 1:
+        raise ValueError(
+            f"--warmup must be >= 1, got {args.warmup}: a backend's first call compiles and "
+            "allocates, and timing it would make the ratios meaningless"
+        )
+    check_config(config)  # bad settings fail before the table's header is printed
     mode = "forward" if args.fwd_only else "forward+backward"
     tables = "shared tables" if config.shared else "per-head tables"
     print(
