@@ -6,8 +6,10 @@ import json
 import math
 
 import pytest
+import torch
 
-from relpos.cli import main
+from relpos.cli import build_parser, main
+from relpos.cli.compare import _command_line, build_experiments
 from relpos.experiments import (
     Experiment,
     Variant,
@@ -89,6 +91,32 @@ def test_unknown_names_exit_2_listing_the_valid_ones(tmp_path, capsys, flags, na
     for name in names:
         assert name in error
     assert not out.exists()  # nothing trained, no folder made
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_a_clear_error_before_any_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["compare", *TINY, "--device", "cuda", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "device='cuda'" in error and "cannot use CUDA" in error and "Traceback" not in error
+    assert not out.exists()
+
+
+def test_task_options_reach_the_task_and_the_recorded_command(tmp_path):
+    data = tmp_path / "pairs.tsv"
+    lines = [f"{' '.join(w)}\t{' '.join(reversed(w))}" for w in ("ab", "abc", "ba", "cab", "abca")]
+    data.write_text("\n".join(lines) + "\n")
+    flags = ["compare", "--task", f"file:{data}", "--task-option", "max_train_length=3",
+             "--train-lengths", "1-3", "--schemes", "shaw", "--steps", "3"]  # fmt: skip
+    args = build_parser().parse_args(flags)
+    experiments, _ = build_experiments(args)
+    # A file task has no min_train_length; "1-3" needs none, so only the maximum is set.
+    assert experiments[0].task_options == {"max_train_length": 3}
+    assert "--task-option max_train_length=3" in _command_line(args)
+    validate(experiments)  # the task builds with these options
+    args = build_parser().parse_args([*flags[:5], "--train-lengths", "2-3"])
+    with pytest.raises(ValueError, match="min_train_length"):
+        validate(build_experiments(args)[0])  # a minimum the task cannot take is an error
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):

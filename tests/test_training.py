@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relpos.cli import build_parser
+from relpos.cli import main as cli_main
 from relpos.cli.train import config_from_args
 from relpos.models import ModelConfig, build_model
 from relpos.tasks import Example, TaskData
@@ -433,6 +434,26 @@ def test_two_process_gloo_ddp_under_torchrun_matches_one_process(tmp_path):
 
 
 # --- CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_resume_reads_the_saved_config_from_the_default_run_folder(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    small = ["--task", "reverse", *[f"--task-option={k}={v}" for k, v in SMALL_REVERSE.items()],
+             "--d-model", "16", "--num-heads", "2", "--num-layers", "1", "--d-ff", "32",
+             "--steps", "2", "--warmup-steps", "1", "--no-progress"]  # fmt: skip
+    assert cli_main(["train", *small, "-k", "2"]) == 0
+    # Resumed with none of the flags but those that name the folder: the saved run's settings.
+    assert cli_main(["train", "--task", "reverse", "--resume", "--no-progress"]) == 0
+    assert "final loss" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_train_on_a_missing_device_is_a_clear_error(tmp_path, capsys):
+    code = cli_main(["train", "--device", "cuda", "--steps", "1", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "cannot use CUDA" in capsys.readouterr().err
 
 
 def test_cli_flags_map_onto_the_dataclasses_without_restating_defaults():

@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import shlex
 
 __all__ = ["register", "run", "parse_range", "parse_list"]
 
@@ -106,6 +107,15 @@ def register(subparsers) -> None:
         metavar="LOW-HIGH",
         help="evaluation lengths, e.g. 1-16 (task option eval_lengths)",
     )
+    grid.add_argument(
+        "--task-option",
+        dest="task_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the task (repeatable), e.g. max_train_length=10 for file:PATH, "
+        "split=length for scan",
+    )
     grid.add_argument("--arch", choices=("encoder-decoder", "decoder", "encoder"))
     grid.add_argument(
         "--preset", help="a named experiment: default, k-sweep, kv-ablation, length-gen"
@@ -133,10 +143,14 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
     """The experiments the flags ask for, and the preset name they start from."""
     from ..experiments import presets
     from ..experiments.compare import Variant
+    from ..tasks import task_options
+    from .train import parse_option
 
     name = args.preset or presets.DEFAULT_PRESET
+    given_options = dict(map(parse_option, args.task_options))
     grid_flags = {
         "--task": args.task,
+        "--task-option": given_options or None,
         "--schemes": args.schemes,
         "--train-lengths": args.train_lengths,
         "--eval-lengths": args.eval_lengths,
@@ -156,9 +170,12 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
                 # A different task: its own defaults, not the default task's length options.
                 experiment.task_options = {}
             experiment.task = experiment.title = args.task
+        experiment.task_options.update(given_options)
         if args.train_lengths is not None:
             low, high = args.train_lengths
-            experiment.task_options["min_train_length"] = low
+            accepted = task_options(experiment.task)
+            if low > 1 or accepted is None or "min_train_length" in accepted:
+                experiment.task_options["min_train_length"] = low  # else 1-N: nothing to set
             experiment.task_options["max_train_length"] = high
         if args.eval_lengths is not None:
             low, high = args.eval_lengths
@@ -224,8 +241,10 @@ def _command_line(args: argparse.Namespace) -> str:
         elif isinstance(value, list):
             value = ",".join(map(str, value))
         words += [flag, str(value)]
+    for option in args.task_options:
+        words += ["--task-option", option]
     words += [flag for flag in ("--resume", "--quiet") if getattr(args, flag[2:])]
-    return " ".join(words)
+    return shlex.join(words)
 
 
 def run(args: argparse.Namespace) -> int:

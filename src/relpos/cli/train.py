@@ -83,7 +83,9 @@ def register(subparsers) -> None:
     run_group.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir from its last checkpoint",
+        help="continue the run in --run-dir from its last checkpoint, with its saved "
+        "settings (flags given again may change only --device, --eval-batch-size, "
+        "--checkpoint-every, --threads: the rest, --steps included, would change the run)",
     )
     run_group.add_argument(
         "--overwrite", action="store_true", help="start the run in an existing --run-dir again"
@@ -159,17 +161,17 @@ def _format_metrics(metrics: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, train
 
-    base = None
-    if args.resume and args.run_dir and os.path.isfile(os.path.join(args.run_dir, "config.json")):
-        # --resume continues the saved run; flags given again may only change what may change
-        with open(os.path.join(args.run_dir, "config.json")) as handle:
-            base = TrainConfig.from_dict(json.load(handle))
-    config = config_from_args(args, base)
+    config = config_from_args(args)
     run_dir = args.run_dir or os.path.join(
         "runs",
         "train",
         f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}",
     )
+    saved = os.path.join(run_dir, "config.json")
+    if args.resume and os.path.isfile(saved):
+        # --resume continues the saved run; flags given again may only change what may change
+        with open(saved) as handle:
+            config = config_from_args(args, TrainConfig.from_dict(json.load(handle)))
     result = train(
         config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )

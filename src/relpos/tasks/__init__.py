@@ -17,6 +17,7 @@ from .base import (
     get_task,
     hold_out,
     register_task,
+    task_options,
 )
 from .files import TsvTask, read_tsv
 from .scan import ScanTask, interpret, scan_commands
@@ -33,6 +34,7 @@ __all__ = [
     "get_task",
     "hold_out",
     "register_task",
+    "task_options",
     "TsvTask",
     "read_tsv",
     "ScanTask",

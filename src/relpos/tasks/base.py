@@ -25,6 +25,7 @@ __all__ = [
     "Task",
     "register_task",
     "get_task",
+    "task_options",
     "available_tasks",
     "TASKS",
     "FILE_PREFIX",
@@ -107,21 +108,32 @@ def get_task(name: str, **options) -> Task:
         raise TypeError(f"task name must be a str, got {type(name).__name__} {name!r}")
     if name.startswith(FILE_PREFIX):
         return get_task("tsv", path=name[len(FILE_PREFIX) :], **options)
+    accepted = task_options(name)
+    unknown = sorted(set(options) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(
+            f"task {name!r} has no option(s) {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(accepted)) or '(none)'}"
+        )
+    return TASKS[name](**options)
+
+
+def task_options(name: str) -> frozenset[str] | None:
+    """The option names ``get_task(name, ...)`` accepts (``None``: any, the factory takes
+    ``**options``); unknown names list the valid ones. For ``"file:PATH"``, the file task's."""
+    if not isinstance(name, str):
+        raise TypeError(f"task name must be a str, got {type(name).__name__} {name!r}")
+    if name.startswith(FILE_PREFIX):
+        return task_options("tsv") - {"path"}
     if name not in TASKS:
         raise ValueError(
             f"unknown task {name!r}; valid names: {', '.join(available_tasks())} "
             f"(or {FILE_PREFIX}PATH for a file of source<TAB>target lines)"
         )
-    factory = TASKS[name]
-    parameters = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(set(options) - set(parameters))
-    if unknown and not takes_any:
-        raise ValueError(
-            f"task {name!r} has no option(s) {', '.join(unknown)}; "
-            f"its options are: {', '.join(sorted(parameters)) or '(none)'}"
-        )
-    return factory(**options)
+    parameters = inspect.signature(TASKS[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return frozenset(parameters)
 
 
 def check_seed(seed: int) -> int:
