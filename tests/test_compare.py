@@ -235,6 +235,11 @@ def test_summarise_means_and_sample_std_over_seeds():
     )  # fmt: skip
     assert "| a | 1.00 ± 0.00 | 0.25 ± 0.35 |" in table
     assert "unseen 3–3" in table and "—" in table  # no teacher-forced numbers given
+    one_seed = markdown_table(
+        {"experiments": [{"title": "t", "seeds": [0], "train_lengths": [1, 2],
+                          "summary": summarise(runs[2:])}]}
+    )  # fmt: skip
+    assert "seed 0" in one_seed and "| b | 0.50 | 0.00 |" in one_seed  # one seed: no "± 0.00"
 
 
 def test_every_preset_is_valid():

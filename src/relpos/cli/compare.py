@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 __all__ = ["register", "run", "parse_range", "parse_list"]
 
@@ -253,7 +254,8 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.compare import format_table, run_compare
 
     experiments, preset = build_experiments(args)
-    console = Console(stderr=False)
+    # Piped into a file or `tee`, rich would wrap the table at 80 columns, splitting names.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     command = _command_line(args)
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out: the run folder to continue")

@@ -228,9 +228,12 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def _pm(stats: dict, key: str) -> str:
+def _pm(stats: dict, key: str, spread: bool) -> str:
+    """``mean ± std``; with one seed (``spread`` False) the value alone: there is no spread."""
     mean, std = stats.get(f"{key}_mean"), stats.get(f"{key}_std")
-    return "—" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if spread else f"{mean:.2f}"
 
 
 def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
@@ -249,13 +252,14 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
         "unseen token, TF",
         "s/run",
     ]
+    spread = len(experiment["seeds"]) > 1
     rows = [
         [
             label,
-            _pm(s["seen"], "exact"),
-            _pm(s["unseen"], "exact"),
-            _pm(s["unseen"], "token"),
-            _pm(s["unseen"], "tf_token"),
+            _pm(s["seen"], "exact", spread),
+            _pm(s["unseen"], "exact", spread),
+            _pm(s["unseen"], "token", spread),
+            _pm(s["unseen"], "tf_token", spread),
             f"{s['seconds_mean']:.0f}",
         ]
         for label, s in experiment["summary"].items()
@@ -265,10 +269,11 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
 
 def _experiment_caption(experiment: dict) -> str:
     seeds = experiment["seeds"]
-    return (
-        f"{experiment['title']}: accuracy, greedy decoding (TF: teacher-forced); "
-        f"mean ± std over seeds {', '.join(map(str, seeds))}"
-    )
+    if len(seeds) > 1:
+        over = f"mean ± std over seeds {', '.join(map(str, seeds))}"
+    else:
+        over = f"seed {seeds[0]}"
+    return f"{experiment['title']}: accuracy, greedy decoding (TF: teacher-forced); {over}"
 
 
 def format_table(results: dict):
