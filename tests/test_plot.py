@@ -63,13 +63,27 @@ def test_plots_of_one_training_run(compare_dir, tmp_path):
     assert main(["plot", "vectors", str(run_dir), "--out", str(tmp_path / "v.png")]) == 2
 
 
+def test_variants_of_a_figure_do_not_replace_the_one_compare_wrote(compare_dir, capsys):
+    written = (compare_dir / "accuracy.png").read_bytes()
+    assert main(["plot", "accuracy", str(compare_dir), "--metric", "tf_token"]) == 0
+    assert main(["plot", "attention", str(compare_dir), "--scheme", "sinusoidal", "-k", "2"]) == 0
+    assert (compare_dir / "accuracy.png").read_bytes() == written
+    assert _is_png(compare_dir / "accuracy-tf_token.png")
+    assert _is_png(compare_dir / "attention-sinusoidal.png")
+
+
+def test_vector_formats(tmp_path):
+    assert plot_index(tmp_path / "index.pdf").read_bytes().startswith(b"%PDF")
+    assert b"<svg" in plot_index(tmp_path / "index.svg").read_bytes()[:400]
+
+
 def test_plot_errors(tmp_path, capsys):
     assert main(["plot", "vectors", "--out", str(tmp_path / "v.png")]) == 2
     assert "needs a RUN_DIR" in capsys.readouterr().err
     assert main(["plot", "accuracy", str(tmp_path)]) == 2
     assert "results.json" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"\.png"):
-        plot_index(tmp_path / "index.pdf")
+    with pytest.raises(ValueError, match=r"\.png, \.pdf, \.svg"):
+        plot_index(tmp_path / "index.jpg")
     with pytest.raises(ValueError, match="no Shaw relative key tables"):
         plot_vectors(torch.nn.Linear(2, 2), tmp_path / "v.png")
 

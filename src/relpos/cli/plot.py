@@ -7,8 +7,10 @@
   relpos plot accuracy RUN_DIR           accuracy vs. length from a `relpos compare` folder
 
 RUN_DIR for vectors/attention is a training run folder (config.json + checkpoint) or a compare
-folder (the first run with a matching scheme is used). Each writes a PNG (--out; default: the
-figure's name, in RUN_DIR when there is one, else in the current folder).
+folder (the first run with a matching scheme is used). Each writes a PNG (--out: .png, .pdf or
+.svg; default: the figure's name, in RUN_DIR when there is one, else in the current folder;
+options that change a figure go into its default name, e.g. accuracy-token.png, so that the
+figure `relpos compare` wrote is not replaced).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("figure", choices=FIGURES, metavar="FIGURE", help=", ".join(FIGURES))
     parser.add_argument("run_dir", nargs="?", help="run folder (vectors, attention, accuracy)")
-    parser.add_argument("--out", help="PNG path to write")
+    parser.add_argument("--out", help="file to write (.png, .pdf or .svg)")
     parser.add_argument(
         "--length", type=_positive, help="sequence length (sinusoidal, index, attention)"
     )
@@ -50,7 +52,10 @@ def register(subparsers) -> None:
     parser.add_argument("--tokens", help='label the index matrix, e.g. "I think therefore I am"')
     parser.add_argument("--dim", type=_positive, default=64, help="encoding size for `sinusoidal`")
     parser.add_argument(
-        "--metric", choices=("exact", "token"), default="exact", help="for `accuracy`"
+        "--metric",
+        choices=("exact", "token", "tf_token"),
+        default="exact",
+        help="for `accuracy`: exact match, token accuracy, or token accuracy teacher-forced",
     )
     parser.add_argument("--seed", type=int, default=0, help="which example `attention` draws")
     parser.add_argument(
@@ -60,18 +65,37 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def default_name(args: argparse.Namespace) -> str:
+    """The figure's name, plus the options that change a run folder's figure: ``accuracy``
+    (what ``relpos compare`` writes) and ``accuracy-token`` are different files."""
+    parts = [args.figure]
+    if args.figure == "accuracy" and args.metric != "exact":
+        parts.append(args.metric)
+    if args.figure in ("vectors", "attention") and args.scheme is not None:
+        parts.append(args.scheme)
+    if args.figure == "attention":
+        if args.length is not None:
+            parts.append(f"L{args.length}")
+        if args.seed != 0:
+            parts.append(f"seed{args.seed}")
+    return "-".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..experiments import plots
 
     needs_run = args.figure in ("vectors", "attention", "accuracy")
     if needs_run and args.run_dir is None:
-        raise ValueError(f"`relpos plot {args.figure}` needs a RUN_DIR (a run folder)")
+        what = "a `relpos train` run folder or a `relpos compare` folder"
+        if args.figure == "accuracy":
+            what = "a `relpos compare` folder"
+        raise ValueError(f"`relpos plot {args.figure}` needs a RUN_DIR: {what}")
     if not needs_run and args.run_dir is not None:
         raise ValueError(f"`relpos plot {args.figure}` takes no RUN_DIR, got {args.run_dir!r}")
     if needs_run and not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"RUN_DIR {args.run_dir!r} is not a folder")
     default_dir = Path(args.run_dir) if needs_run else Path(".")
-    out = Path(args.out) if args.out else default_dir / f"{args.figure}.png"
+    out = Path(args.out) if args.out else default_dir / f"{default_name(args)}.png"
 
     if args.figure == "sinusoidal":
         path = plots.plot_sinusoidal(out, length=args.length or 64, dim=args.dim)

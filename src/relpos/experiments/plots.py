@@ -49,10 +49,14 @@ def _pyplot():
     return plt
 
 
+#: file types the figures can be written as (matplotlib picks the format from the suffix).
+FORMATS = (".png", ".pdf", ".svg")
+
+
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"out must be a .png path, got {str(out)!r}")
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"out must end in {', '.join(FORMATS)}, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
@@ -307,7 +311,8 @@ def plot_attention(
     key_labels: dict[str, list[str]] | None = None,
     title: str = "",
 ) -> Path:
-    """One heatmap per ``(name, weights (H, Lq, Lk))``: the attention weights, averaged over heads.
+    """One heatmap per ``(name, weights (H, Lq, Lk))``: the attention weights, averaged over heads,
+    each with its own colour scale (a colour bar beside it).
 
     ``query_labels`` / ``key_labels`` map a name to the tokens along its axes (optional).
     """
@@ -325,13 +330,12 @@ def plot_attention(
             raise ValueError(
                 f"attention map {name!r} must be (H, Lq, Lk), got {tuple(weights.shape)}"
             )
-        ax.imshow(weights.float().mean(0).numpy(), cmap="viridis", vmin=0)
-        for axis, labels in (
-            (ax.set_yticks, query_labels.get(name)),
-            (ax.set_xticks, key_labels.get(name)),
-        ):
-            if labels is not None:
-                axis(range(len(labels)), labels, fontsize=7)
+        image = ax.imshow(weights.float().mean(0).numpy(), cmap="viridis", vmin=0)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)  # each panel has its own scale
+        if query_labels.get(name) is not None:
+            ax.set_yticks(range(len(query_labels[name])), query_labels[name], fontsize=7)
+        if key_labels.get(name) is not None:  # vertical: "<bos>" would run into its neighbour
+            ax.set_xticks(range(len(key_labels[name])), key_labels[name], fontsize=7, rotation=90)
         ax.set_title(f"{name} (mean of {weights.shape[0]} heads)", fontsize=9)
         ax.set_xlabel("key")
     for ax in axes[:, 0]:
@@ -447,7 +451,7 @@ def plot_run_attention(
     title = (
         f"Attention weights — {_run_title(loaded)}\n"
         f"length {length} ({seen} in training): {' '.join(source)} → "
-        f"{' '.join(prediction)} ({verdict})"
+        f"{' '.join(prediction) or '<empty>'} ({verdict})"
     )
     return plot_attention(maps, out, query_labels=query_labels, key_labels=key_labels, title=title)
 
@@ -455,20 +459,34 @@ def plot_run_attention(
 # --------------------------------------------------------------------------- compare results
 
 
-def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = "exact") -> Path:
-    """Accuracy against length, one line per variant (mean ± std over seeds), training range shaded.
+#: what ``plot_accuracy`` can draw: the measures of :mod:`relpos.training.evaluate`.
+ACCURACY_METRICS = {
+    "exact": "exact-match accuracy",
+    "token": "token accuracy",
+    "tf_token": "token accuracy, teacher-forced",
+}
+#: one marker per line, so that lines lying on top of each other stay visible.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-    ``results`` is a ``relpos compare`` results dict, its ``results.json`` or its run folder.
-    One panel per experiment (task).
+
+def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = "exact") -> Path:
+    """Accuracy against length, one line per variant (mean over seeds, a band of ± one standard
+    deviation), training range shaded.
+
+    ``results`` is a ``relpos compare`` results dict, its ``results.json`` or its run folder;
+    ``metric`` one of ``exact``, ``token``, ``tf_token``. One panel per experiment (task).
     """
-    if metric not in ("exact", "token"):
-        raise ValueError(f"metric must be 'exact' or 'token', got {metric!r}")
+    if metric not in ACCURACY_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(ACCURACY_METRICS)}, got {metric!r}")
     if not isinstance(results, dict):
         path = Path(results)
         if path.is_dir():
             path = path / "results.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no compare results at {str(path)!r} (expected results.json)")
+            raise FileNotFoundError(
+                f"no results.json at {str(path)!r}: `plot accuracy` reads a `relpos compare` "
+                "folder (a `relpos train` run prints its accuracy per length instead)"
+            )
         results = json.loads(path.read_text())
     experiments = results.get("experiments")
     if not experiments:
@@ -493,12 +511,15 @@ def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = 
             fontsize=8,
             color="0.35",
         )
-        for label, summary in experiment["summary"].items():
+        for index, (label, summary) in enumerate(experiment["summary"].items()):
             by_length = summary["by_length"]
             lengths = sorted(int(length) for length in by_length)
+            if f"{metric}_mean" not in by_length[str(lengths[0])]:
+                raise ValueError(f"these results hold no {metric!r} accuracy per length")
             mean = [by_length[str(n)][f"{metric}_mean"] for n in lengths]
             std = [by_length[str(n)][f"{metric}_std"] for n in lengths]
-            (line,) = ax.plot(lengths, mean, marker="o", markersize=3, label=label)
+            marker = _MARKERS[index % len(_MARKERS)]
+            (line,) = ax.plot(lengths, mean, marker=marker, markersize=4, label=label, alpha=0.85)
             ax.fill_between(
                 lengths,
                 [m - s for m, s in zip(mean, std, strict=True)],
@@ -511,11 +532,13 @@ def plot_accuracy(results: dict | str | Path, out: str | Path, *, metric: str = 
         name = experiment.get("title") or experiment["task"]
         ax.set_title(f"{name} ({len(seeds)} seed{'s' * (len(seeds) != 1)})", fontsize=10)
         ax.set_xlabel("length")
-        ax.set_ylabel("exact-match accuracy" if metric == "exact" else "token accuracy")
+        ax.set_ylabel(ACCURACY_METRICS[metric])
         ax.set_ylim(-0.03, 1.12)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Accuracy vs. length: shaded = lengths seen in training; right of it = unseen")
+    several = any(len(experiment.get("seeds", [])) > 1 for experiment in experiments)
+    band = "; bands: ± 1 std over seeds" if several else ""
+    fig.suptitle(f"Accuracy vs. length: grey = lengths seen in training{band}")
     fig.tight_layout()
     return _save(fig, out)
