@@ -98,6 +98,10 @@ def test_json_parses_back(capsys):
     assert data["tokens"] == [str(i) for i in range(10)]
 
 
+def test_k0_reads_as_one_vector(capsys):
+    assert "clip(j - i, 0, 0) + 0: 1 vector, entry 0" in show(capsys, "-k", "0")
+
+
 def test_json_with_tokens_and_k0(capsys):
     data = json.loads(show(capsys, "--format", "json", "--tokens", "x y z", "-k", "0"))
     assert data == {
@@ -116,6 +120,9 @@ def test_json_with_tokens_and_k0(capsys):
         (["-k", "-1"], "-k must be >= 0, got -1"),
         (["--length", "3", "--tokens", "a b"], "--length 3 does not match the 2 --tokens"),
         (["--tokens", "   "], "--tokens must contain at least one token"),
+        (["--window", "7x7"], "--window sizes the 2D index: add --2d"),
+        (["--2d", "-k", "3"], "-k apply without --2d"),
+        (["--2d", "--tokens", "a b"], "--tokens apply without --2d"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(capsys, args, message):

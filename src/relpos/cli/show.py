@@ -24,11 +24,18 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--length", type=int, default=None, help="sequence length (default 10)")
-    parser.add_argument("-k", "--max-distance", type=int, default=3, help="clipping distance k")
+    parser.add_argument(
+        "-k", "--max-distance", type=int, default=None, help="clipping distance k (default 3)"
+    )
     parser.add_argument(
         "--tokens", default=None, help='label rows/columns, e.g. "I think therefore I am"'
     )
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="a labelled table for reading (default), CSV or JSON for other programs",
+    )
     parser.add_argument(
         "--2d",
         dest="two_d",
@@ -36,7 +43,7 @@ def register(subparsers) -> None:
         help="print Swin's 2D window index instead (see --window)",
     )
     parser.add_argument(
-        "--window", default="2x2", help="window size HxW for --2d (default 2x2; Swin uses 7x7)"
+        "--window", default=None, help="window size HxW for --2d (default 2x2; Swin uses 7x7)"
     )
     parser.set_defaults(func=run)
 
@@ -57,9 +64,9 @@ def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) ->
         return buffer.getvalue().rstrip("\n")
     width = max(len(str(2 * k)), *(len(label) for label in labels))
     row_head = max(len(label) for label in labels)
+    vectors = f"{2 * k + 1} vector{'s' if k else ''}"
     lines = [
-        f"relative index clip(j - i, -{k}, {k}) + {k}: {2 * k + 1} vectors, "
-        f"entry {k} is the token itself",
+        f"relative index clip(j - i, {-k}, {k}) + {k}: {vectors}, entry {k} is the token itself",
         " " * (row_head + 3) + " ".join(label.rjust(width) for label in labels),
         " " * (row_head + 3) + "-" * ((width + 1) * len(labels) - 1),
     ]
@@ -108,10 +115,17 @@ def format_window_index(index: list[list[int]], window_h: int, window_w: int, fm
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "two_d", False):
+    # Flags of the other picture would be silently ignored: refuse them instead.
+    one_d = {"-k": args.max_distance, "--tokens": args.tokens, "--length": args.length}
+    if args.two_d and any(value is not None for value in one_d.values()):
+        given = ", ".join(flag for flag, value in one_d.items() if value is not None)
+        raise ValueError(f"--2d draws a window, sized by --window; {given} apply without --2d")
+    if not args.two_d and args.window is not None:
+        raise ValueError("--window sizes the 2D index: add --2d")
+    if args.two_d:
         from ..schemes.swin import swin_relative_position_index
 
-        window_h, window_w = _parse_window(args.window)
+        window_h, window_w = _parse_window(args.window or "2x2")
         index = swin_relative_position_index(window_h, window_w).tolist()
         print(format_window_index(index, window_h, window_w, args.format))
         return 0
@@ -126,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
     length = 10 if length is None else length
     if length <= 0:
         raise ValueError(f"--length must be > 0, got {length}")
-    if args.max_distance < 0:
-        raise ValueError(f"-k must be >= 0, got {args.max_distance}")
+    k = 3 if args.max_distance is None else args.max_distance
+    if k < 0:
+        raise ValueError(f"-k must be >= 0, got {k}")
     labels = tokens or [str(i) for i in range(length)]
-    index = relative_position_index(length, length, args.max_distance).tolist()
-    print(format_index(index, labels, args.max_distance, args.format))
+    index = relative_position_index(length, length, k).tolist()
+    print(format_index(index, labels, k, args.format))
     return 0
