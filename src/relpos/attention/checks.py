@@ -16,6 +16,7 @@ __all__ = [
     "check_qkv",
     "check_table",
     "check_attn_mask",
+    "check_mask_dtype",
     "check_scale",
     "check_dropout",
     "normalize_table",
@@ -105,6 +106,16 @@ def normalize_table(table: Tensor | None) -> Tensor | None:
     return table.unsqueeze(0)
 
 
+def check_mask_dtype(attn_mask: Tensor) -> None:
+    """A mask is bool or floating point: an integer 0/1 mask would be *added* to the logits and
+    mask nothing (SDPA refuses it too)."""
+    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+        raise TypeError(
+            f"attn_mask must be bool (True = may attend) or floating point (added to the logits), "
+            f"got dtype {attn_mask.dtype}"
+        )
+
+
 def check_attn_mask(
     attn_mask: Tensor | None, *, batch: int, heads: int, q_len: int, k_len: int, like: Tensor
 ) -> None:
@@ -125,11 +136,7 @@ def check_attn_mask(
             f"{target}; use (Lq, Lk), (B, 1, Lq, Lk), (B, 1, 1, Lk) for key padding, "
             "or (B, H, Lq, Lk)"
         )
-    if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
-        raise TypeError(
-            f"attn_mask must be bool (True = may attend) or floating point (added to the logits), "
-            f"got dtype {attn_mask.dtype}"
-        )
+    check_mask_dtype(attn_mask)
     if attn_mask.device != like.device:
         raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {like.device}")
 
@@ -158,10 +165,11 @@ def logit_mask(
     The meaning is that of ``scaled_dot_product_attention``: a boolean mask is True where a query
     may attend, a float mask is added to the logits, and ``is_causal`` is the top-left aligned
     lower-triangular mask (query row ``r`` sees key columns ``c <= r``). Both may be given; they
-    combine.
+    combine. Any other mask dtype is a ``TypeError`` (see :func:`check_mask_dtype`).
     """
     mask = None
     if attn_mask is not None:
+        check_mask_dtype(attn_mask)
         if attn_mask.dtype == torch.bool:
             mask = torch.zeros(attn_mask.shape, dtype=dtype, device=device)
             mask = mask.masked_fill(~attn_mask, float("-inf"))

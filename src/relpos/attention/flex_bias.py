@@ -224,8 +224,9 @@ def distance_bias_attention(
     :func:`flex_applies`, else SDPA), ``"sdpa"``, ``"flex"``, ``"reference"`` (manual, no
     dropout); the name of any other registered backend selects SDPA. Returns ``(B, H, Lq, Dv)``.
     """
-    _, heads, q_len, k_len, head_dim = check_qkv(query, key, value)
+    batch, heads, q_len, k_len, head_dim = check_qkv(query, key, value)
     _check_distance_bias(distance_bias, heads, q_len, k_len)
+    check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
     dropout_p = check_dropout(dropout_p)
     scale = check_scale(scale, head_dim)
     if not isinstance(backend, str) or backend not in (*BIAS_BACKENDS, *available_backends()):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import logit_mask
+from .checks import check_attn_mask, check_dropout, check_qkv, check_scale, logit_mask
 from .reference import masked_softmax
 
 __all__ = ["sdpa_attention", "reference_bias_attention", "fully_masked_rows"]
@@ -34,6 +34,11 @@ def _combined_mask(
     return mask
 
 
+def _check_inputs(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None) -> None:
+    batch, heads, q_len, k_len, _ = check_qkv(query, key, value)
+    check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
+
+
 def sdpa_attention(
     query: Tensor,
     key: Tensor,
@@ -49,7 +54,15 @@ def sdpa_attention(
 
     ``query (B, H, Lq, D)``, ``key (B, H, Lk, D)``, ``value (B, H, Lk, Dv)``; ``bias`` a float
     tensor broadcasting to ``(B, H, Lq, Lk)``; masks as in SDPA. Returns ``(B, H, Lq, Dv)``.
+
+    Inputs are checked as in :func:`relpos.attention.shaw_attention` (a key and a value of
+    different lengths, which CPU SDPA silently truncates to the shorter; an integer mask, which
+    it would add to the logits), so the layers built on it get the same errors.
     """
+    _check_inputs(query, key, value, attn_mask)
+    dropout_p = check_dropout(dropout_p)
+    if scale is not None:
+        scale = check_scale(scale, query.shape[-1])
     q_len, k_len = query.shape[-2], key.shape[-2]
     if bias is None and attn_mask is None:
         # Let SDPA pick its fused causal path; no row can be fully masked when Lq <= Lk.
@@ -82,6 +95,7 @@ def reference_bias_attention(
     scale: float | None = None,
 ) -> Tensor:
     """The manual computation :func:`sdpa_attention` is tested against (no dropout)."""
+    _check_inputs(query, key, value, attn_mask)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     logits = (query @ key.transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
     mask = _combined_mask(bias, attn_mask, is_causal, query.shape[-2], key.shape[-2], query)
