@@ -93,6 +93,9 @@ def test_cli_rejects_bad_settings_before_printing_anything(capsys):
 
     assert main(["bench", "--lengths", "8", "--warmup", "0"]) == 2
     assert main(["bench", "--lengths", "8", "--backends", "sdpa,nope"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["bench", "--lengths", "8", "--backends", "flex"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # no table header before the error
     assert "--warmup must be >= 1" in captured.err and "unknown backend(s) nope" in captured.err
+    assert torch.cuda.is_available() or "relpos bench --fwd-only" in captured.err

@@ -102,6 +102,11 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
     if unknown:
         valid = ", ".join([BASELINE, *available_backends()])
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; valid names: {valid}")
+    if "flex" in backends and config.backward and device.type == "cpu":
+        raise ValueError(
+            "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
+            "with backward=False (relpos bench --fwd-only), or run on CUDA"
+        )
     return device, backends
 
 
