@@ -17,6 +17,7 @@ scheme touches only its own file (and one import line in ``relpos/schemes/__init
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -152,6 +153,23 @@ class PositionScheme:
         return None
 
 
+def check_bool(value: object, name: str) -> None:
+    """Scheme options that switch a term on or off: a string like ``"no"`` would be truthy."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def check_base(value: object, name: str = "base") -> None:
+    """A frequency base: ``base ** (-2t/d)`` is NaN for a negative base and constant for 1."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not value > 1
+    ):
+        raise ValueError(f"{name} must be a number > 1 and finite, got {value!r}")
+
+
 SCHEMES: dict[str, type[PositionScheme]] = {}
 
 
@@ -170,21 +188,26 @@ def available_schemes() -> list[str]:
 
 
 def get_scheme(name: str | PositionScheme, **options) -> PositionScheme:
-    """Build a scheme by name, e.g. ``get_scheme("shaw", max_distance=4, value_term=False)``."""
+    """Build a scheme by name, e.g. ``get_scheme("shaw", max_distance=4, value_term=False)``.
+
+    Given a scheme instance, return it with ``options`` replaced. Options are checked here (each
+    scheme's ``__post_init__``), not when a model is built from the scheme.
+    """
     if isinstance(name, PositionScheme):
-        if options:
-            return dataclasses.replace(name, **options)
-        return name
-    if name not in SCHEMES:
+        cls = type(name)
+    elif name not in SCHEMES:
         raise ValueError(
             f"unknown position scheme {name!r}; valid names: {', '.join(available_schemes())}"
         )
-    cls = SCHEMES[name]
+    else:
+        cls = SCHEMES[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(
-            f"scheme {name!r} has no option(s) {', '.join(unknown)}; "
+            f"scheme {cls.name!r} has no option(s) {', '.join(unknown)}; "
             f"its options are: {', '.join(sorted(fields)) or '(none)'}"
         )
+    if isinstance(name, PositionScheme):
+        return dataclasses.replace(name, **options) if options else name
     return cls(**options)

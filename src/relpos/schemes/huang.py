@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import PositionScheme, register_scheme
+from ..attention.index import resolve_clipping
+from .base import PositionScheme, check_bool, register_scheme
 from .shaw import ShawRelativePosition
 
 __all__ = ["HuangScheme"]
@@ -39,14 +40,9 @@ class HuangScheme(PositionScheme):
     per_head: bool = False  # BERT shares one table across the heads of a layer
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.max_distance, bool)
-            or not isinstance(self.max_distance, int)
-            or (self.max_distance < 0)
-        ):
-            raise ValueError(f"max_distance must be an int >= 0, got {self.max_distance!r}")
-        if not isinstance(self.key_query, bool):
-            raise TypeError(f"key_query must be a bool, got {self.key_query!r}")
+        resolve_clipping(self.max_distance)
+        check_bool(self.key_query, "key_query")
+        check_bool(self.per_head, "per_head")
 
     def attention_position(self, num_heads: int, head_dim: int, *, causal: bool):
         return ShawRelativePosition(

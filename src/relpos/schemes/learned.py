@@ -62,5 +62,18 @@ class LearnedScheme(PositionScheme):
 
     max_len: int | None = None  # None: the model's max_len
 
+    def __post_init__(self) -> None:
+        if self.max_len is None:
+            return
+        if isinstance(self.max_len, bool) or not isinstance(self.max_len, int):
+            raise TypeError(
+                "max_len must be None (the model's max_len) or an int >= 1, got "
+                f"{type(self.max_len).__name__} {self.max_len!r}"
+            )
+        if self.max_len < 1:
+            raise ValueError(
+                f"max_len must be None (the model's max_len) or an int >= 1, got {self.max_len}"
+            )
+
     def input_encoding(self, d_model: int, max_len: int) -> nn.Module:
-        return LearnedPositionEmbedding(self.max_len or max_len, d_model)
+        return LearnedPositionEmbedding(max_len if self.max_len is None else self.max_len, d_model)

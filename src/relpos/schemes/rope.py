@@ -22,12 +22,13 @@ YaRN's per-frequency blend is not implemented.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
 
 from ..attention.sdpa import reference_bias_attention
-from .base import AttentionPosition, PositionScheme, register_scheme
+from .base import AttentionPosition, PositionScheme, check_base, register_scheme
 
 __all__ = [
     "LAYOUTS",
@@ -46,8 +47,7 @@ SCALINGS = ("linear", "ntk")
 def _check_options(base: float, layout: str, scaling: str | None, scaling_factor: float) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown RoPE layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
-    if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
-        raise ValueError(f"base must be a number > 1, got {base!r}")
+    check_base(base)
     if scaling is not None and scaling not in SCALINGS:
         raise ValueError(
             f"unknown RoPE scaling {scaling!r}; valid: None, {', '.join(map(repr, SCALINGS))}"
@@ -55,9 +55,11 @@ def _check_options(base: float, layout: str, scaling: str | None, scaling_factor
     if (
         isinstance(scaling_factor, bool)
         or not isinstance(scaling_factor, (int, float))
-        or not (scaling_factor > 0)
+        or (isinstance(scaling_factor, float) and not math.isfinite(scaling_factor))
+        or not scaling_factor > 0
     ):
-        raise ValueError(f"scaling_factor must be a number > 0, got {scaling_factor!r}")
+        # inf puts every position at angle 0 (linear) or stops all but the fastest pair (ntk).
+        raise ValueError(f"scaling_factor must be a number > 0 and finite, got {scaling_factor!r}")
     if scaling is None and scaling_factor != 1:
         raise ValueError(
             f"scaling_factor={scaling_factor} has no effect without scaling; pass "

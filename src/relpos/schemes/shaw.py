@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..attention.api import shaw_attention
 from ..attention.index import relative_position_index, resolve_clipping, table_size
-from .base import AttentionPosition, PositionScheme, register_scheme
+from .base import AttentionPosition, PositionScheme, check_bool, register_scheme
 
 __all__ = ["ShawRelativePosition", "ShawScheme", "relative_position_index"]
 
@@ -126,6 +126,11 @@ class ShawScheme(PositionScheme):
     per_head: bool = False  # the paper's big model shares tables across heads
     max_left: int | None = None
     max_right: int | None = None
+
+    def __post_init__(self) -> None:
+        resolve_clipping(self.max_distance, self.max_left, self.max_right)
+        for name in ("key_term", "value_term", "per_head"):
+            check_bool(getattr(self, name), name)
 
     def attention_position(self, num_heads: int, head_dim: int, *, causal: bool):
         return ShawRelativePosition(

@@ -2,9 +2,12 @@
 
 ``PE(p, 2t) = sin(p / base^(2t/d))``, ``PE(p, 2t+1) = cos(p / base^(2t/d))``, ``base = 10000``,
 added to the token embeddings before the first layer. The paper *interleaves* sines and cosines
-(channel ``2t`` is a sine, ``2t+1`` its cosine); many libraries instead concatenate all sines then
-all cosines (``layout="concat"``). Both carry the same information; checkpoints are not
-interchangeable between them.
+(channel ``2t`` is a sine, ``2t+1`` its cosine). ``layout="concat"`` puts all the sines first,
+then all the cosines, with the same frequencies ``base^(-2t/d)``: the layout of Hugging Face's
+Marian (``MarianSinusoidalPositionalEmbedding``). It is *not* tensor2tensor's
+``get_timing_signal_1d`` or fairseq's ``SinusoidalPositionalEmbedding``, which also put sines
+before cosines but space their timescales as ``base^(-t/(d/2 - 1))``. Both layouts carry the same
+information; checkpoints are not interchangeable between them.
 """
 
 from __future__ import annotations
@@ -14,19 +17,24 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from .base import PositionScheme, register_scheme
+from .base import PositionScheme, check_base, register_scheme
 
 __all__ = ["sinusoidal_encoding", "SinusoidalEncoding", "SinusoidalScheme", "LAYOUTS"]
 
 LAYOUTS = ("interleaved", "concat")
 
 
+def _check_options(base: float, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    check_base(base)
+
+
 def sinusoidal_encoding(
     positions: Tensor, dim: int, *, base: float = 10000.0, layout: str = "interleaved"
 ) -> Tensor:
     """``positions (L,)`` → ``(L, dim)`` float32 encodings. An odd ``dim`` drops the last cosine."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+    _check_options(base, layout)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
     if not isinstance(positions, Tensor) or positions.dim() != 1:
@@ -49,8 +57,7 @@ class SinusoidalEncoding(nn.Module):
 
     def __init__(self, d_model: int, *, base: float = 10000.0, layout: str = "interleaved"):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; valid layouts: {', '.join(LAYOUTS)}")
+        _check_options(base, layout)
         if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model <= 0:
             raise ValueError(f"d_model must be a positive int, got {d_model!r}")
         self.d_model, self.base, self.layout = d_model, base, layout
@@ -76,7 +83,10 @@ class SinusoidalScheme(PositionScheme):
     absolute = True
 
     base: float = 10000.0
-    layout: str = "interleaved"  # the paper's; "concat" is the sin-block/cos-block variant
+    layout: str = "interleaved"  # the paper's; "concat" is Marian's sin-block/cos-block variant
+
+    def __post_init__(self) -> None:
+        _check_options(self.base, self.layout)
 
     def input_encoding(self, d_model: int, max_len: int) -> nn.Module:
         return SinusoidalEncoding(d_model, base=self.base, layout=self.layout)

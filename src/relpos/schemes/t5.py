@@ -5,7 +5,10 @@ Each head adds one learned scalar per *bucket* of the relative distance ``n = j 
 logits: ``e_ij = q_i·k_j / sqrt(d) + w[bucket(j - i), h]``. With ``N`` buckets:
 
 * bidirectional (encoder): keys after the query (``n > 0``) use buckets ``[N/2, N)``, the others
-  ``[0, N/2)``; then ``n := |n|`` and ``N := N/2``;
+  ``[0, N/2)``; then ``n := |n|`` and ``N := N/2``. ``N/2`` rounds down, as in Hugging Face, so
+  an odd ``N`` leaves rows unused: ``N = 5`` uses buckets 0, 1 and 3 only (rows 2 and 4 never
+  train), ``N = 7`` five of its seven. Even ``N`` leaves only row ``N/2`` unused (``n > 0`` with
+  ``|n| = 0`` cannot happen). Choose an even ``num_buckets``;
 * causal (decoder): ``n := max(-n, 0)`` with all ``N`` buckets (later keys are masked anyway);
 * ``max_exact = N/2``: ``n < max_exact`` is its own bucket; larger ``n`` get logarithmically wider
   buckets, ``max_exact + floor(log(n / max_exact) / log(max_distance / max_exact) ·
@@ -182,16 +185,37 @@ class T5Scheme(PositionScheme):
     bidirectional: bool | None = None  # None: bidirectional unless the attention is causal
 
     def __post_init__(self) -> None:
-        if self.bidirectional is not None and not isinstance(self.bidirectional, bool):
-            raise TypeError(f"bidirectional must be a bool or None, got {self.bidirectional!r}")
-        _check_bucket_options(
-            True if self.bidirectional is None else self.bidirectional,
-            self.num_buckets,
-            self.max_distance,
-        )
+        if self.bidirectional is not None:
+            _check_bucket_options(self.bidirectional, self.num_buckets, self.max_distance)
+            return
+        # The direction is only known when a model builds the scheme (causal stacks get causal
+        # buckets), so here refuse only what neither direction accepts; attention_position
+        # checks the direction it gets.
+        try:
+            _check_bucket_options(True, self.num_buckets, self.max_distance)
+        except ValueError:
+            try:
+                _check_bucket_options(False, self.num_buckets, self.max_distance)
+            except ValueError:
+                raise ValueError(
+                    f"num_buckets={self.num_buckets}, max_distance={self.max_distance} suit "
+                    "neither direction: bidirectional buckets need num_buckets >= 4 and "
+                    f"max_distance > num_buckets // 4 = {self.num_buckets // 4}; causal buckets "
+                    "need num_buckets >= 2 and max_distance > num_buckets // 2 = "
+                    f"{self.num_buckets // 2}"
+                ) from None
 
     def attention_position(self, num_heads: int, head_dim: int, *, causal: bool):
         bidirectional = (not causal) if self.bidirectional is None else self.bidirectional
+        if self.bidirectional is None:
+            try:
+                _check_bucket_options(bidirectional, self.num_buckets, self.max_distance)
+            except ValueError as error:
+                kind = "causal" if causal else "bidirectional"
+                raise ValueError(
+                    f"t5 with bidirectional=None uses {kind} buckets in a {kind} stack: {error}; "
+                    "change num_buckets / max_distance, or set bidirectional explicitly"
+                ) from None
         return T5RelativeBias(
             num_heads,
             bidirectional=bidirectional,
