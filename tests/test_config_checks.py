@@ -9,6 +9,8 @@ import math
 import pytest
 
 from relpos import get_scheme
+from relpos.models import ModelConfig
+from relpos.training import TrainConfig
 
 NAN, INF = math.nan, math.inf
 
@@ -86,3 +88,44 @@ def test_t5_direction_left_open_is_checked_for_the_direction_it_gets():
     assert not scheme.attention_position(2, 4, causal=True).bidirectional
     with pytest.raises(ValueError, match=r"bidirectional=None .*num_buckets must be >= 4"):
         scheme.attention_position(2, 4, causal=False)
+
+
+# --- ModelConfig ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, error, match",
+    [
+        ({"dropout": "x"}, TypeError, r"dropout must be a float in \[0, 1\), got 'x'"),
+        ({"dropout": None}, TypeError, r"dropout must be a float .*got None"),
+        ({"dropout": NAN}, ValueError, r"dropout must be a float in \[0, 1\), got nan"),
+        ({"tie_embeddings": "no"}, TypeError, r"tie_embeddings must be a bool, got 'no'"),
+    ],
+)
+def test_model_config_rejects_bad_types(changes, error, match):
+    with pytest.raises(error, match=match):
+        ModelConfig(**changes)
+
+
+# --- TrainConfig ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lr", "weight_decay", "grad_clip", "min_lr_ratio"])
+@pytest.mark.parametrize("value", [NAN, INF, -INF, -0.5])
+def test_train_config_rejects_non_finite_and_negative_numbers(name, value):
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0.*got {value}"):
+        TrainConfig(**{name: value})
+
+
+def test_train_config_min_lr_ratio_at_most_one():
+    TrainConfig(min_lr_ratio=1.0)  # a constant learning rate after the warmup
+    with pytest.raises(ValueError, match=r"min_lr_ratio must be .*<= 1.*got 1.5"):
+        TrainConfig(min_lr_ratio=1.5)
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "2"])
+def test_train_config_threads_must_be_an_int(value):
+    with pytest.raises(TypeError, match=r"threads must be None or a positive int"):
+        TrainConfig(threads=value)
+    with pytest.raises(ValueError, match=r"threads must be None or a positive int, got 0"):
+        TrainConfig(threads=0)

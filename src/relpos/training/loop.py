@@ -96,12 +96,27 @@ class TrainConfig:
                 raise TypeError(f"{name} must be an int, got {value!r}")
             if value < least:
                 raise ValueError(f"{name} must be >= {least}, got {value}")
+        # `value < 0` alone lets NaN through: lr=nan or weight_decay=nan train to a NaN loss,
+        # and grad_clip=nan silently turns clipping off.
         for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value))
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.min_lr_ratio > 1:
+            raise ValueError(
+                f"min_lr_ratio must be <= 1 (the decay ends at min_lr_ratio * lr), "
+                f"got {self.min_lr_ratio!r}"
+            )
+        if self.threads is not None:
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int):
+                raise TypeError(f"threads must be None or a positive int, got {self.threads!r}")
+            if self.threads < 1:
+                raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
         if not isinstance(self.task_options, dict):
             raise TypeError(f"task_options must be a dict, got {type(self.task_options).__name__}")
 
