@@ -39,8 +39,23 @@ def _flag_type(hint) -> type:
     return args[0] if args else hint
 
 
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Fields with a fixed set of values, so that ``--help`` lists them."""
+    from .. import available_schemes
+    from ..models import ACTIVATIONS, ARCHS
+    from ..tasks import available_tasks
+
+    return {
+        "arch": ARCHS,
+        "activation": ACTIVATIONS,
+        "scheme": tuple(available_schemes()),
+        "task": (*available_tasks(), "file:PATH"),
+    }
+
+
 def _add_dataclass_flags(group, cls, prefix: str) -> None:
     hints = typing.get_type_hints(cls)
+    choices = _choices()
     for f in dataclasses.fields(cls):
         if f.name == "model" or f.name in _OPTION_FLAGS:
             continue
@@ -56,13 +71,14 @@ def _add_dataclass_flags(group, cls, prefix: str) -> None:
                 help=f"(default: {f.default})",
             )
         else:
+            listed = f"{', '.join(choices[f.name])}; " if f.name in choices else ""
             group.add_argument(
                 flag,
                 dest=dest,
                 type=kind,
                 default=None,
                 metavar=f.name.upper(),
-                help=f"(default: {f.default})",
+                help=f"({listed}default: {f.default})",
             )
 
 
