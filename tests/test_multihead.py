@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from relpos import KVCache, MultiheadAttention, shaw_attention
+from relpos import KVCache, MultiheadAttention, get_scheme, shaw_attention
 
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 EMBED, HEADS = 12, 3
@@ -239,13 +239,138 @@ def test_dropout_only_in_train_mode(kwargs):
 def test_embed_dim_not_divisible():
     with pytest.raises(ValueError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"):
         MultiheadAttention(10, 3)
-    with pytest.raises(ValueError, match=r"num_heads \(0\)"):
-        MultiheadAttention(8, 0)
 
 
-def test_bad_dropout():
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
-        MultiheadAttention(8, 2, dropout=1.5)
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((0, 1), {}, ValueError, r"embed_dim must be a positive int, got 0"),
+        ((-4, 2), {}, ValueError, r"embed_dim must be a positive int, got -4"),
+        ((8.0, 2), {}, TypeError, r"embed_dim must be a positive int, got float 8.0"),
+        ((8, 0), {}, ValueError, r"num_heads must be a positive int, got 0"),
+        ((8, 2.0), {}, TypeError, r"num_heads must be a positive int, got float 2.0"),
+        ((8, True), {}, TypeError, r"num_heads must be a positive int, got bool True"),
+        ((8, 2), {"dropout": 1.5}, ValueError, r"dropout must be in \[0, 1\), got 1.5"),
+        ((8, 2), {"dropout": "x"}, TypeError, r"dropout must be a float in \[0, 1\), got 'x'"),
+        ((8, 2), {"dropout": float("nan")}, ValueError, r"dropout must be in \[0, 1\), got nan"),
+        ((8, 2), {"kdim": 0}, ValueError, r"kdim must be None \(embed_dim\) or a positive int"),
+        ((8, 2), {"vdim": 3.0}, TypeError, r"vdim must be None \(embed_dim\) or a positive int"),
+        (
+            (8, 2),
+            {"position": "shaw"},
+            TypeError,
+            r"position must be an AttentionPosition .*'shaw'",
+        ),
+        ((8, 2), {"backend": "bogus"}, ValueError, r"unknown backend 'bogus'; valid names: auto"),
+        ((8, 2), {"batch_first": "no"}, TypeError, r"batch_first must be a bool, got 'no'"),
+        ((8, 2), {"max_distance": 2, "key_term": "no"}, TypeError, r"key_term must be a bool"),
+    ],
+)
+def test_bad_constructor_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MultiheadAttention(*args, **kwargs)
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_is_causal_must_be_a_bool(value):
+    module = make_module()
+    with pytest.raises(TypeError, match=rf"is_causal must be a bool, got {value!r}"):
+        module(inputs(), is_causal=value)
+
+
+# --- empty inputs -----------------------------------------------------------------------------
+
+
+POSITIONS = {
+    "plain": lambda: None,
+    "shaw": lambda: get_scheme("shaw", max_distance=2).attention_position(HEADS, 4, causal=False),
+    "t5": lambda: get_scheme("t5").attention_position(HEADS, 4, causal=False),
+    "alibi": lambda: get_scheme("alibi").attention_position(HEADS, 4, causal=False),
+    "rope": lambda: get_scheme("rope").attention_position(HEADS, 4, causal=False),
+}
+
+
+@pytest.mark.parametrize("batch, length", [(0, 5), (2, 0), (0, 0)])
+@pytest.mark.parametrize("position", list(POSITIONS))
+def test_empty_batch_or_sequence_gives_an_empty_output(position, batch, length):
+    module = make_module(position=POSITIONS[position]())
+    x = inputs(batch=batch, length=length)
+    for is_causal in (False, True):
+        assert module(x, is_causal=is_causal).shape == (batch, length, EMBED)
+    cache = KVCache()
+    assert module(x, is_causal=True, cache=cache).shape == (batch, length, EMBED)
+    assert cache.length == length
+    assert module(x, inputs(batch=batch, length=3)).shape == (batch, length, EMBED)
+
+
+def test_cross_attention_to_an_empty_source_is_zero():
+    module = make_module()
+    out = module(inputs(length=3), inputs(length=0))
+    torch.testing.assert_close(out, module.out_proj(torch.zeros(2, 3, EMBED, dtype=out.dtype)))
+
+
+# --- cross-attention inputs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        (
+            (3, 6, EMBED),
+            None,
+            r"key must have shape \(B, Lk, kdim\) = \(2, Lk, 12\).*got \(3, 6, 12\)",
+        ),
+        ((2, 6, 8), None, r"key must have shape \(B, Lk, kdim\) = \(2, Lk, 12\).*got \(2, 6, 8\)"),
+        ((6, EMBED), None, r"key must have shape \(B, Lk, kdim\).*got \(6, 12\)"),
+        ((2, 7, EMBED), (2, 6, EMBED), r"value must have shape \(B, Lk, vdim\) = \(2, 7, 12\)"),
+        ((2, 7, EMBED), (3, 7, EMBED), r"value must have shape .*got \(3, 7, 12\)"),
+        ((2, 7, EMBED), (2, 7, 5), r"value must have shape .*got \(2, 7, 5\)"),
+    ],
+)
+def test_bad_cross_attention_inputs(key, value, match):
+    module = make_module()
+    key = torch.zeros(key, dtype=torch.float64)
+    value = None if value is None else torch.zeros(value, dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        module(inputs(), key, value)
+
+
+def test_cross_attention_shapes_are_in_the_callers_layout():
+    module = MultiheadAttention(EMBED, HEADS, batch_first=False)
+    with pytest.raises(ValueError, match=r"key must have shape \(Lk, B, kdim\) = \(Lk, 2, 12\)"):
+        module(torch.zeros(6, 2, EMBED), torch.zeros(6, 3, EMBED))
+    with pytest.raises(TypeError, match=r"key must be a torch.Tensor or None, got list"):
+        module(torch.zeros(6, 2, EMBED), [1.0])
+
+
+# --- attn_mask --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_distance", [2, None], ids=["shaw", "plain"])
+@pytest.mark.parametrize(
+    "mask, error, match",
+    [
+        (torch.ones(6, 5, dtype=torch.bool), ValueError, r"attn_mask of shape \(6, 5\) does not"),
+        (torch.ones(4, 6, 6, dtype=torch.bool), ValueError, r"attn_mask of shape \(4, 6, 6\)"),
+        (torch.ones(6, 6, dtype=torch.long), TypeError, r"attn_mask must be bool .*torch.int64"),
+    ],
+)
+def test_attn_mask_is_checked_before_it_is_combined(max_distance, mask, error, match):
+    module = make_module(max_distance=max_distance)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    for kwargs in (dict(), dict(key_padding_mask=padding), dict(is_causal=True)):
+        with pytest.raises(error, match=match):
+            module(inputs(), attn_mask=mask, **kwargs)
+
+
+def test_bad_attn_mask_leaves_cache_unchanged():
+    module = make_module(max_distance=2)
+    cache = KVCache()
+    module(inputs(length=3), is_causal=True, cache=cache)
+    # The new query sees the 3 cached keys and itself: the mask must be (1, 4), not (1, 3).
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(1, 3\) .* \(2, 3, 1, 4\)"):
+        module(inputs(length=1), cache=cache, attn_mask=torch.ones(1, 3, dtype=torch.bool))
+    assert cache.length == 3
 
 
 @pytest.mark.parametrize(
@@ -289,3 +414,45 @@ def test_torch_style_self_attention_call_keeps_positions():
     torch.testing.assert_close(module(x, x), module(x), **TIGHT)
     # A different tensor with the same values is cross-attention: content only.
     assert not torch.allclose(module(x, x.clone()), module(x))
+
+
+# --- cache misuse -----------------------------------------------------------------------------
+
+
+def _filled_cache(module: MultiheadAttention) -> KVCache:
+    cache = KVCache()
+    module(inputs(length=3), is_causal=True, cache=cache)
+    return cache
+
+
+@pytest.mark.parametrize(
+    "other, x, match",
+    [
+        ("same", inputs(batch=3, length=1), r"\(B, H, L, D\) = \(2, 3, 3, 4\).* \(3, 3, 1, 4\)"),
+        ("heads", inputs(length=1), r"\(B, H, L, D\) = \(2, 3, 3, 4\).* \(2, 2, 1, 6\)"),
+        ("width", inputs(length=1, width=24), r"\(B, H, L, D\) = \(2, 3, 3, 4\).* \(2, 3, 1, 8\)"),
+    ],
+)
+def test_cache_from_another_batch_or_layer_is_refused(other, x, match):
+    module = make_module(max_distance=2)
+    cache = _filled_cache(module)
+    if other == "heads":
+        module = MultiheadAttention(EMBED, 2, max_distance=2).double()
+    elif other == "width":
+        module = MultiheadAttention(24, HEADS, max_distance=2).double()
+    with pytest.raises(ValueError, match=r"this KVCache holds keys of shape " + match):
+        module(x, is_causal=True, cache=cache)
+    assert cache.length == 3
+
+
+def test_cache_dtype_must_match():
+    module = make_module(max_distance=2)
+    cache = _filled_cache(module)
+    with pytest.raises(TypeError, match=r"KVCache holds torch.float64 keys.*torch.float32"):
+        module.float()(inputs(length=1).float(), is_causal=True, cache=cache)
+    assert cache.length == 3
+
+
+def test_cache_must_be_a_kv_cache():
+    with pytest.raises(TypeError, match=r"cache must be a KVCache or None, got dict"):
+        make_module()(inputs(), cache={})

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..schemes.base import AttentionPosition
+from ..attention.api import available_backends
+from ..attention.checks import check_attn_mask
+from ..schemes.base import AttentionPosition, check_bool
 from ..schemes.shaw import ShawRelativePosition
 
 __all__ = ["MultiheadAttention", "KVCache"]
@@ -34,12 +36,49 @@ class KVCache:
         return 0 if self.key is None else self.key.shape[2]
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Add ``key (B, H, L, D)`` and ``value (B, H, L, Dv)``; return all keys and values so far.
+
+        A cache belongs to one attention layer and one batch of sequences: the new keys and values
+        must match the cached ones in batch size, heads, head size, dtype and device. On a
+        mismatch it raises and stays as it was.
+        """
         if self.key is None:
             self.key, self.value = key, value
         else:
+            self._check_like_cached(key, value)
             self.key = torch.cat((self.key, key), dim=2)
             self.value = torch.cat((self.value, value), dim=2)
         return self.key, self.value
+
+    def _check_like_cached(self, key: Tensor, value: Tensor) -> None:
+        def without_length(t: Tensor) -> tuple[int, ...]:
+            return (*t.shape[:2], t.shape[3])  # (B, H, D)
+
+        same_keys = without_length(key) == without_length(self.key)
+        if not same_keys or without_length(value) != without_length(self.value):
+            raise ValueError(
+                f"this KVCache holds keys of shape (B, H, L, D) = {tuple(self.key.shape)} and "
+                f"values {tuple(self.value.shape)}, but the new keys are {tuple(key.shape)} and "
+                f"values {tuple(value.shape)}: a cache serves one attention layer and one batch "
+                "of sequences; use a new KVCache for another batch or layer"
+            )
+        if key.dtype != self.key.dtype or key.device != self.key.device:
+            raise TypeError(
+                f"this KVCache holds {self.key.dtype} keys on {self.key.device}, but the new keys "
+                f"are {key.dtype} on {key.device}; use a new KVCache after changing the module's "
+                "dtype or device"
+            )
+
+
+def _check_positive_int(value: object, name: str, *, none: str | None = None) -> None:
+    """``value`` must be an int >= 1 (or None, when ``none`` says what None means)."""
+    if none is not None and value is None:
+        return
+    expected = f"None ({none}) or a positive int" if none is not None else "a positive int"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be {expected}, got {value}")
 
 
 class MultiheadAttention(nn.Module):
@@ -77,12 +116,37 @@ class MultiheadAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if num_heads <= 0 or embed_dim % num_heads:
+        _check_positive_int(embed_dim, "embed_dim")
+        _check_positive_int(num_heads, "num_heads")
+        if embed_dim % num_heads:
             raise ValueError(
                 f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
             )
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {dropout!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_positive_int(kdim, "kdim", none="embed_dim")
+        _check_positive_int(vdim, "vdim", none="embed_dim")
+        for name, flag in (
+            ("key_term", key_term),
+            ("value_term", value_term),
+            ("per_head_tables", per_head_tables),
+            ("bias", bias),
+            ("batch_first", batch_first),
+        ):
+            check_bool(flag, name)
+        if position is not None and not isinstance(position, AttentionPosition):
+            raise TypeError(
+                "position must be an AttentionPosition (e.g. "
+                "relpos.get_scheme('t5').attention_position(num_heads, head_dim, causal=False)) "
+                f"or None, got {type(position).__name__} {position!r:.80}; for Shaw's relative "
+                "positions pass max_distance=k instead"
+            )
+        if backend not in available_backends():
+            raise ValueError(
+                f"unknown backend {backend!r}; valid names: {', '.join(available_backends())}"
+            )
         self.embed_dim, self.num_heads = embed_dim, num_heads
         self.head_dim = embed_dim // num_heads
         self.dropout, self.batch_first, self.backend = dropout, batch_first, backend
@@ -111,7 +175,8 @@ class MultiheadAttention(nn.Module):
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, -1).transpose(1, 2)  # (B, H, L, D)
+        # Explicit sizes, not -1: view cannot infer a dimension of an empty (B = 0 or L = 0) tensor.
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
 
     def forward(
         self,
@@ -141,23 +206,22 @@ class MultiheadAttention(nn.Module):
             query_offset: absolute position of the first query (default: the cache length).
 
         Returns:
-            ``(B, Lq, E)``.
+            ``(B, Lq, E)``; empty when ``B = 0`` or ``Lq = 0``.
         """
         if key is query and (value is None or value is query):
             # torch.nn.MultiheadAttention's idiom for self-attention; treating it as
             # cross-attention would silently drop the relative position terms.
             key = value = None
+        self._check_inputs(query, key, value)
+        if not isinstance(is_causal, bool):
+            raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
         if not self.batch_first:
             query = query.transpose(0, 1)
             key = None if key is None else key.transpose(0, 1)
             value = None if value is None else value.transpose(0, 1)
-        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
-            raise ValueError(
-                f"query must have shape (B, L, {self.embed_dim}), got {tuple(query.shape)}"
-            )
         self_attention = key is None
-        if self_attention and value is not None:
-            raise ValueError("value given without key; pass both for cross-attention")
         if not self_attention and value is None:
             value = key
         key_input = query if self_attention else key
@@ -168,10 +232,15 @@ class MultiheadAttention(nn.Module):
                 "cache is for self-attention only (it appends the new keys at every call); "
                 "for cross-attention project the source once and pass it as key/value"
             )
+        batch, q_len = query.shape[:2]
         past = cache.length if cache is not None else 0
+        k_len = past + key_input.shape[1]
         q_offset = past if query_offset is None else query_offset
         # Check before the cache is extended, so that a bad call leaves the cache as it was.
-        self._check_key_padding_mask(key_padding_mask, query.shape[0], past + key_input.shape[1])
+        self._check_key_padding_mask(key_padding_mask, batch, k_len)
+        check_attn_mask(
+            attn_mask, batch=batch, heads=self.num_heads, q_len=q_len, k_len=k_len, like=query
+        )
         q = self._split_heads(self.q_proj(query))  # (B, H, Lq, D)
         k = self._split_heads(self.k_proj(key_input))  # (B, H, Lk_new, D)
         v = self._split_heads(self.v_proj(value_input))  # (B, H, Lk_new, Dv)
@@ -179,7 +248,10 @@ class MultiheadAttention(nn.Module):
             q, k = self.position.rotate(q, k, query_offset=q_offset, key_offset=past)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, H, past + Lk_new, D)
-        q_len, k_len = q.shape[2], k.shape[2]
+        if batch == 0 or q_len == 0:
+            # Nothing to attend from; some kernels and position modules refuse empty blocks.
+            out = q.new_zeros(batch, self.num_heads, q_len, self.head_dim)
+            return self._merge_heads(out)
 
         # Without an offset the causal mask is SDPA's top-left one: pass it as a flag, so fused
         # kernels can skip whole masked blocks instead of reading a dense mask.
@@ -211,9 +283,54 @@ class MultiheadAttention(nn.Module):
                 is_causal=causal_flag,
                 dropout_p=self.dropout if self.training else 0.0,
             )
-        out = out.transpose(1, 2).reshape(query.shape[0], q_len, self.embed_dim)  # (B, Lq, E)
+        return self._merge_heads(out)
+
+    def _merge_heads(self, out: Tensor) -> Tensor:
+        """``(B, H, Lq, D)`` → the projected output ``(B, Lq, E)`` in the caller's layout."""
+        batch, _, q_len, _ = out.shape
+        out = out.transpose(1, 2).reshape(batch, q_len, self.embed_dim)  # (B, Lq, E)
         out = self.out_proj(out)
         return out if self.batch_first else out.transpose(0, 1)
+
+    def _check_inputs(self, query: Tensor, key: Tensor | None, value: Tensor | None) -> None:
+        """Shapes in the caller's layout: ``(B, L, ·)``, or ``(L, B, ·)`` if not batch_first."""
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if (t is not None or name == "query") and not isinstance(t, Tensor):
+                none = "" if name == "query" else " or None"
+                raise TypeError(f"{name} must be a torch.Tensor{none}, got {type(t).__name__}")
+
+        def layout(batch: object, length: object, width: object) -> str:
+            dims = (batch, length, width) if self.batch_first else (length, batch, width)
+            return "(" + ", ".join(map(str, dims)) + ")"
+
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"query must have shape {layout('B', 'L', self.embed_dim)}, "
+                f"got {tuple(query.shape)}"
+            )
+        if key is None:
+            if value is not None:
+                raise ValueError("value given without key; pass both for cross-attention")
+            return
+        batch = query.shape[0 if self.batch_first else 1]
+        kdim, vdim = self.k_proj.in_features, self.v_proj.in_features
+        if (
+            key.dim() != 3
+            or key.shape[-1] != kdim
+            or key.shape[0 if self.batch_first else 1] != batch
+        ):
+            raise ValueError(
+                f"key must have shape {layout('B', 'Lk', 'kdim')} = {layout(batch, 'Lk', kdim)} "
+                f"to match query {tuple(query.shape)}, got {tuple(key.shape)}"
+            )
+        if value is None:
+            value = key
+        k_len = key.shape[1 if self.batch_first else 0]
+        if value.dim() != 3 or value.shape != (*key.shape[:2], vdim):
+            raise ValueError(
+                f"value must have shape {layout('B', 'Lk', 'vdim')} = {layout(batch, k_len, vdim)} "
+                f"to match key {tuple(key.shape)}, got {tuple(value.shape)}"
+            )
 
     @staticmethod
     def _check_key_padding_mask(key_padding_mask: Tensor | None, batch: int, k_len: int) -> None:
