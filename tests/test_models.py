@@ -186,3 +186,62 @@ def test_tokens_must_be_long_matrix():
     model = build_model(tiny("encoder", "none"), VOCAB)
     with pytest.raises(ValueError, match=r"\(B, L\) int64"):
         model(torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("scheme", ["none", "shaw", "t5", "alibi", "rope", "learned"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_empty_batch_gives_empty_logits(arch, scheme):
+    model = build_model(tiny(arch, scheme), VOCAB).eval()
+    tokens = torch.randint(4, VOCAB, (0, 7))
+    assert forward(model, tokens).shape == (0, 5 if arch == "encoder-decoder" else 7, VOCAB)
+
+
+@pytest.mark.parametrize("scheme", ["none", "shaw", "t5", "alibi", "rope", "learned"])
+def test_encoder_on_an_empty_sequence_gives_empty_logits(scheme):
+    model = build_model(tiny("encoder", scheme), VOCAB).eval()
+    assert model(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0, VOCAB)
+
+
+def test_generate_needs_a_prompt_and_a_non_negative_budget():
+    model = build_model(tiny("decoder", "shaw"), VOCAB).eval()
+    with pytest.raises(ValueError, match=r"prompt must hold at least one token .*got \(2, 0\)"):
+        model.generate(torch.zeros(2, 0, dtype=torch.long), eos=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 0, got -1"):
+        model.generate(torch.full((2, 3), 5), eos=2, max_new_tokens=-1)
+    assert model.generate(torch.full((2, 3), 5), eos=2, max_new_tokens=0).shape == (2, 0)
+    seq2seq = build_model(tiny("encoder-decoder", "shaw"), VOCAB).eval()
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 0, got 2.0"):
+        seq2seq.generate(torch.full((2, 3), 5), bos=1, eos=2, max_new_tokens=2.0)
+
+
+def test_source_and_target_batch_sizes_must_agree():
+    model = build_model(tiny("encoder-decoder", "shaw"), VOCAB)
+    with pytest.raises(ValueError, match=r"source has 2 rows but target has 1"):
+        model(torch.full((2, 4), 5), torch.full((1, 3), 5))
+
+
+def test_caches_must_cover_every_layer():
+    model = build_model(tiny("decoder", "shaw"), VOCAB).eval()
+    tokens = torch.full((2, 1), 5)
+    with pytest.raises(ValueError, match=r"caches must hold one KVCache per layer \(2\), got 1"):
+        model(tokens, caches=[KVCache()])
+    with pytest.raises(ValueError, match=r"caches must hold one KVCache per layer \(2\), got 0"):
+        model(tokens, caches=[])
+    with pytest.raises(TypeError, match=r"caches must be a list of KVCache, got KVCache"):
+        model(tokens, caches=KVCache())
+    with pytest.raises(TypeError, match=r"caches must be a list of KVCache, got a dict"):
+        model(tokens, caches=[KVCache(), {}])
+    seq2seq = build_model(tiny("encoder-decoder", "shaw"), VOCAB).eval()
+    memory = seq2seq.encode(torch.full((2, 4), 5))
+    with pytest.raises(ValueError, match=r"caches must hold one KVCache per layer \(2\), got 3"):
+        seq2seq.decode(tokens, memory, caches=[KVCache() for _ in range(3)])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("bad", [VOCAB, -1])
+def test_token_ids_outside_the_vocabulary_are_refused(arch, bad):
+    model = build_model(tiny(arch, "shaw"), VOCAB)
+    tokens = torch.full((2, 7), 5)
+    tokens[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"token ids must be in \[0, {VOCAB}\).*got {bad}"):
+        forward(model, tokens)

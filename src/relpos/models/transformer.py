@@ -128,6 +128,21 @@ class Stack(nn.Module):
             x = self.input_encoding(x, offset)
         return self.drop(x)
 
+    def cache_length(self, caches: list[KVCache] | None) -> int:
+        """Tokens already in ``caches`` (one :class:`KVCache` per layer): the new tokens' offset."""
+        if caches is None:
+            return 0
+        if not isinstance(caches, (list, tuple)):
+            raise TypeError(f"caches must be a list of KVCache, got {type(caches).__name__}")
+        if len(caches) != len(self.blocks):
+            raise ValueError(
+                f"caches must hold one KVCache per layer ({len(self.blocks)}), got {len(caches)}"
+            )
+        for cache in caches:
+            if not isinstance(cache, KVCache):
+                raise TypeError(f"caches must be a list of KVCache, got a {type(cache).__name__}")
+        return caches[0].length
+
     def forward(
         self,
         x: Tensor,
@@ -137,6 +152,7 @@ class Stack(nn.Module):
         memory_padding: Tensor | None = None,
         caches: list[KVCache] | None = None,
     ) -> Tensor:
+        self.cache_length(caches)  # refuses a list that does not cover every layer
         for layer, block in enumerate(self.blocks):
             x = block(
                 x,
@@ -167,6 +183,18 @@ class _TokenModel(nn.Module):
             raise ValueError(
                 f"tokens must be a (B, L) int64 tensor, got {tokens.dtype} {tuple(tokens.shape)}"
             )
+        # On the CPU one pass over the ids is cheap next to the model, and nn.Embedding's own
+        # error ("index out of range in self") names neither the id nor the vocabulary. On an
+        # accelerator the check would cost a device-to-host sync in every forward pass (the
+        # training loop has none per step), so it is skipped there.
+        if tokens.device.type == "cpu" and tokens.numel():
+            low, high = torch.aminmax(tokens)
+            if low < 0 or high >= self.vocab_size:
+                bad = int(low) if low < 0 else int(high)
+                raise ValueError(
+                    f"token ids must be in [0, {self.vocab_size}) (vocab_size={self.vocab_size}), "
+                    f"got {bad}"
+                )
         return self.token_embedding(tokens) * math.sqrt(self.config.d_model)  # (B, L, E)
 
     def logits(self, hidden: Tensor) -> Tensor:
@@ -186,6 +214,12 @@ def greedy_decode(step, first: Tensor, *, eos: int, max_new_tokens: int) -> Tens
     ``T <= max_new_tokens``; after a row emits ``eos`` it is padded with ``eos``. Stops as soon as
     every row has finished.
     """
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     tokens, finished = first, torch.zeros(first.shape[0], dtype=torch.bool, device=first.device)
     generated = []
     for _ in range(max_new_tokens):
@@ -230,7 +264,7 @@ class EncoderDecoder(_TokenModel):
         sits at positions ``caches[0].length, …``. Right-padding of ``target`` needs no mask: the
         causal mask already keeps real queries away from the padding after them.
         """
-        offset = 0 if caches is None else caches[0].length
+        offset = self.decoder.cache_length(caches)
         x = self.decoder.embed(self.embed_tokens(target), offset)
         x = self.decoder(x, memory=memory, memory_padding=source_padding, caches=caches)
         return self.logits(x)
@@ -239,6 +273,11 @@ class EncoderDecoder(_TokenModel):
         self, source: Tensor, target: Tensor, source_padding: Tensor | None = None
     ) -> Tensor:
         """Teacher-forced logits ``(B, Lt, V)`` for ``source (B, Ls)`` and ``target (B, Lt)``."""
+        if source.dim() == 2 and target.dim() == 2 and source.shape[0] != target.shape[0]:
+            raise ValueError(
+                f"source has {source.shape[0]} rows but target has {target.shape[0]}: row b of "
+                "target continues row b of source, so their batch sizes must agree"
+            )
         return self.decode(target, self.encode(source, source_padding), source_padding)
 
     @torch.no_grad()
@@ -275,7 +314,7 @@ class DecoderOnly(_TokenModel):
     def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None) -> Tensor:
         """``tokens (B, L)`` → next-token logits ``(B, L, V)``; right-padding needs no mask
         (causal), and with ``caches`` the tokens continue the cached ones."""
-        offset = 0 if caches is None else caches[0].length
+        offset = self.decoder.cache_length(caches)
         x = self.decoder.embed(self.embed_tokens(tokens), offset)
         return self.logits(self.decoder(x, caches=caches))
 
@@ -284,8 +323,15 @@ class DecoderOnly(_TokenModel):
         """Greedy continuation of ``prompt (B, Lp)``: ``(B, T)`` new tokens.
 
         Every row's prompt must have the same length (no padding): group prompts by length, so
-        that a token's position is the same with or without batching.
+        that a token's position is the same with or without batching. The prompt needs at least
+        one token: a decoder-only model has no BOS of its own to start from (start the prompt
+        with one if the task has it).
         """
+        if prompt.dim() != 2 or prompt.shape[1] == 0:
+            raise ValueError(
+                "prompt must hold at least one token per row, shape (B, Lp) with Lp >= 1, "
+                f"got {tuple(prompt.shape)}"
+            )
         caches = [KVCache() for _ in self.decoder.blocks]
         if prompt.shape[1] > 1:
             self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last token
