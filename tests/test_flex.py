@@ -98,6 +98,27 @@ def test_forward_matches_reference_on_cpu(name):
     )
 
 
+# Shapes that broadcast to (B, H, Lq, Lk) with a last dimension of 1 (one value for every key).
+ONE_KEY_COLUMN_MASKS = [(), (1,), (6, 1), (2, 1, 6, 1), (1, 2, 1, 1)]
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("shape", ONE_KEY_COLUMN_MASKS, ids=str)
+def test_masks_with_a_last_dimension_of_one(shape, kind):
+    index, tensors = _case(batch=2, q_len=6, k_len=8, head_dim=8, left=2, right=2)
+    gen = torch.Generator().manual_seed(4)
+    if kind == "bool":
+        mask = torch.rand(shape, generator=gen) > 0.3
+    else:
+        mask = torch.randn(shape, generator=gen)
+    kwargs = dict(attn_mask=mask, is_causal=False, scale=0.3)
+    with torch.no_grad():
+        out = _flex(index, tensors, compile=False, **kwargs)
+    torch.testing.assert_close(
+        out.double(), _reference(index, _exact(tensors), **kwargs), rtol=1e-5, atol=1e-5
+    )
+
+
 @pytest.mark.slow
 def test_compiled_forward_on_cpu():
     # Compiled FlexAttention on the CPU cannot return the log-sum-exp, so only the key term runs

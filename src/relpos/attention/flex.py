@@ -87,25 +87,19 @@ def _flex_call(query, key, value, score_mod, block_mask, scale, compile: bool):
     )  # torch < 2.9
 
 
-def _broadcast_index(tensor: Tensor):
-    """``f(b, h, q, kv)`` reading a ``(·, ·, ·, Lk)`` tensor with broadcast (size-1) dimensions."""
-    sizes = tensor.shape
+def _read_mask(mask: Tensor):
+    """``f(b, h, q, kv)`` reading a mask already expanded to ``(B, H, Lq, Lk)``."""
 
     def read(b, h, q_idx, kv_idx):
-        return tensor[
-            b if sizes[0] > 1 else 0,
-            h if sizes[1] > 1 else 0,
-            q_idx if sizes[2] > 1 else 0,
-            kv_idx,
-        ]
+        return mask[b, h, q_idx, kv_idx]
 
     return read
 
 
-def _as_4d(mask: Tensor) -> Tensor:
-    while mask.dim() < 4:
-        mask = mask.unsqueeze(0)
-    return mask
+def _varies(mask: Tensor, dim: int) -> bool:
+    """Whether an expanded mask differs along ``dim``: a broadcast (stride-0) dimension does not,
+    and then one block mask serves every batch entry or head."""
+    return mask.shape[dim] > 1 and mask.stride(dim) != 0
 
 
 def _region_mask_mod(index: RelativeIndex, region: str, is_causal: bool, allowed):
@@ -140,9 +134,9 @@ def _make_block_mask(index, region, is_causal, bool_mask, device):
 
     if region == "all" and not is_causal and bool_mask is None:
         return None  # dense: FlexAttention's default
-    allowed = None if bool_mask is None else _broadcast_index(bool_mask)
-    batch = None if bool_mask is None or bool_mask.shape[0] == 1 else bool_mask.shape[0]
-    heads = None if bool_mask is None or bool_mask.shape[1] == 1 else bool_mask.shape[1]
+    allowed = None if bool_mask is None else _read_mask(bool_mask)
+    batch = bool_mask.shape[0] if bool_mask is not None and _varies(bool_mask, 0) else None
+    heads = bool_mask.shape[1] if bool_mask is not None and _varies(bool_mask, 1) else None
     return create_block_mask(
         _region_mask_mod(index, region, is_causal, allowed),
         batch,
@@ -234,17 +228,21 @@ def flex_shaw_attention(
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
     bool_mask = float_mask = None
     if attn_mask is not None:
+        # A view with every dimension at full size, so that the mask_mod and score_mod read
+        # [b, h, q_idx, kv_idx] for any broadcastable shape: a size-1 key dimension, read at
+        # kv_idx, would be out of bounds (unchecked in compiled CUDA code).
+        full_mask = attn_mask.expand(*query.shape[:3], key.shape[-2])  # (B, H, Lq, Lk)
         if attn_mask.dtype == torch.bool:
-            bool_mask = _as_4d(attn_mask)
+            bool_mask = full_mask
         else:
-            float_mask = _as_4d(attn_mask)
+            float_mask = full_mask
     shift, left, right = index.diagonal_shift, index.max_left, index.max_right
 
     # Captured by score_mod: q_r · w^K_b, already scaled like the content scores.
     query_rel = None
     if key_table is not None:
         query_rel = (query @ key_table.transpose(-1, -2)) * scale  # (B, H, Lq, R)
-    read_float_mask = None if float_mask is None else _broadcast_index(float_mask)
+    read_float_mask = None if float_mask is None else _read_mask(float_mask)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         if query_rel is not None:
