@@ -98,6 +98,43 @@ def test_forward_matches_reference_on_cpu(name):
     )
 
 
+# float64, tiny: every case with a value table and R >= 2 goes through the band and tail calls,
+# whose masses must keep the input's precision (the value term, not only the output).
+FLOAT64_CASES = {
+    "value_only_causal": dict(keys=False, is_causal=True),
+    "float_mask_with_empty_row": dict(mask="dense"),
+    "per_head_asymmetric": dict(per_head=True, left=3, right=1),
+    "one_query_decoding": dict(q_len=1, k_len=9, query_offset=8),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT64_CASES))
+def test_float64_forward_matches_reference_tightly(name):
+    options = dict(FLOAT64_CASES[name])
+    is_causal = options.pop("is_causal", False)
+    mask_kind = options.pop("mask", None)
+    options = {"q_len": 9, "k_len": 9, "head_dim": 8, "left": 2, "right": 2, **options}
+    index, tensors = make_case(**options, dtype=torch.float64)
+    kwargs = dict(attn_mask=_mask(mask_kind, index), is_causal=is_causal, scale=0.3)
+    with torch.no_grad():
+        out = _flex(index, tensors, compile=False, **kwargs)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, _reference(index, tensors, **kwargs), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("value_table", [False, True], ids=["key_only", "keys_and_values"])
+def test_float64_by_name_runs_on_the_cpu(value_table):
+    # Compiled CPU FlexAttention takes float32/16/bf16 only; float64 runs the unfused path, with
+    # or without a value table, instead of failing inside Inductor after the compile wait.
+    index, tensors = make_case(q_len=6, k_len=6, head_dim=8, left=2, right=2, dtype=torch.float64)
+    args = (tensors["query"], tensors["key"], tensors["value"], tensors["key_table"][0])
+    args += (tensors["value_table"][0] if value_table else None,)
+    with torch.no_grad():
+        out = shaw_attention(*args, max_distance=2, is_causal=True, backend="flex")
+    ref = shaw_attention(*args, max_distance=2, is_causal=True, backend="reference")
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+
+
 # Shapes that broadcast to (B, H, Lq, Lk) with a last dimension of 1 (one value for every key).
 ONE_KEY_COLUMN_MASKS = [(), (1,), (6, 1), (2, 1, 6, 1), (1, 2, 1, 1)]
 

@@ -21,8 +21,10 @@ FlexAttention (``torch.nn.attention.flex_attention``) fuses softmax attention wi
 
 FlexAttention runs forward and backward on CUDA, forward only on the CPU: compiled with
 ``torch.compile`` (a wait per new shape) when there is no value table, since compiled CPU
-FlexAttention cannot return the log-sum-exp; otherwise, or with ``compile=False``, as PyTorch's
-unfused reference, which forms the full score matrix. ``auto`` never picks it: the Triton kernel is
+FlexAttention cannot return the log-sum-exp; otherwise, for float64 (compiled CPU FlexAttention
+takes float32, float16 and bfloat16 only), or with ``compile=False``, as PyTorch's unfused
+reference, which forms the full score matrix. The value term's bucket masses are computed in the
+input's dtype (float32 for half inputs). ``auto`` never picks it: the Triton kernel is
 faster on CUDA and eager is faster on the CPU.
 """
 
@@ -153,23 +155,26 @@ def _block_mask(index, region, is_causal, bool_mask, device):
     return _make_block_mask(index, region, is_causal, bool_mask, device)
 
 
-def _interior_masses(band_out: Tensor, band_lse: Tensor, lse: Tensor, index: RelativeIndex):
+def _interior_masses(
+    band_out: Tensor, band_lse: Tensor, lse: Tensor, index: RelativeIndex, dtype: torch.dtype
+):
     """``(B, H, Lq, R - 2)``: ``M[r, b]`` for the interior buckets, from the band call's one-hot
-    outputs ``band_out (B, H, Lq, W)`` (band-normalised) and the two log-sum-exps."""
+    outputs ``band_out (B, H, Lq, W)`` (band-normalised) and the two log-sum-exps, in ``dtype``."""
     codes = band_out.shape[-1]
     rows = torch.arange(index.query_len, device=band_out.device)
     offsets = torch.arange(1, index.num_buckets - 1, device=band_out.device) - index.max_left
     columns = rows[:, None] + index.diagonal_shift + offsets[None, :]  # (Lq, R-2): c of bucket b
     code_index = (columns % codes).expand(*band_out.shape[:2], -1, -1)
-    band_weights = band_out.gather(-1, code_index).float()  # p'_rc
-    return band_weights * _mass_ratio(band_lse, lse)[..., None]
+    band_weights = band_out.gather(-1, code_index).to(dtype)  # p'_rc
+    return band_weights * _mass_ratio(band_lse, lse, dtype)[..., None]
 
 
-def _mass_ratio(part_lse: Tensor, lse: Tensor) -> Tensor:
-    """``exp(part_lse - lse)``: the share of a row's mass in a region (0 for an empty row)."""
+def _mass_ratio(part_lse: Tensor, lse: Tensor, dtype: torch.dtype) -> Tensor:
+    """``exp(part_lse - lse)`` in ``dtype``: the share of a row's mass in a region (0 for an
+    empty row)."""
     # exp(x - inf) = 0 for a row with no allowed key, where lse = -inf; never inf - inf.
     safe_lse = torch.where(torch.isinf(lse), torch.full_like(lse, float("inf")), lse)
-    return torch.exp(part_lse.float() - safe_lse.float())
+    return torch.exp(part_lse.to(dtype) - safe_lse.to(dtype))
 
 
 def flex_shaw_attention(
@@ -253,8 +258,9 @@ def flex_shaw_attention(
         return score
 
     # Compiled FlexAttention on the CPU cannot return the log-sum-exp (torch 2.13), which the value
-    # term needs: there, the value term runs PyTorch's unfused reference instead.
-    compile = compile and (query.is_cuda or value_table is None)
+    # term needs, and takes only float32/float16/bfloat16: there, the value term and float64 run
+    # PyTorch's unfused reference instead.
+    compile = compile and (query.is_cuda or (value_table is None and query.dtype != torch.float64))
 
     def call(values, region):
         block_mask = _block_mask(index, region, is_causal, bool_mask, query.device)
@@ -264,14 +270,17 @@ def flex_shaw_attention(
         return call(value, "all")[0]
     out, lse = call(value, "all")
 
-    rows_with_keys = torch.isfinite(lse).float()
+    # The masses are differences of exponentials of log-sum-exps: computed in the input's dtype
+    # (float32 for half inputs), since in float32 a float64 call would lose half its digits.
+    mass_dtype = torch.promote_types(query.dtype, torch.float32)
+    rows_with_keys = torch.isfinite(lse).to(mass_dtype)
     buckets = index.num_buckets
     if buckets == 1:
         masses = rows_with_keys[..., None]  # one bucket holds everything
     else:
         _, left_lse = call(value, "left")
-        left_tail = _mass_ratio(left_lse, lse)
-        interior = lse.new_zeros(*lse.shape, 0)
+        left_tail = _mass_ratio(left_lse, lse, mass_dtype)
+        interior = rows_with_keys.new_zeros(*lse.shape, 0)
         if buckets > 2:
             codes = max(16, 1 << (buckets - 3).bit_length())  # a power of two >= R - 2
             code_values = torch.nn.functional.one_hot(
@@ -279,7 +288,7 @@ def flex_shaw_attention(
             ).to(query.dtype)  # (Lk, W): key c -> one-hot code of c mod W
             code_values = code_values.expand(*query.shape[:2], -1, -1)
             band_out, band_lse = call(code_values, "band")
-            interior = _interior_masses(band_out, band_lse, lse, index)
+            interior = _interior_masses(band_out, band_lse, lse, index, mass_dtype)
         right_tail = rows_with_keys - left_tail - interior.sum(-1)
         masses = torch.cat([left_tail[..., None], interior, right_tail[..., None]], dim=-1)
     return out + masses.to(value_table.dtype) @ value_table  # + Σ_b M[r, b] w^V_b
