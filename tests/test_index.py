@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import relpos
 from relpos import RelativeIndex, relative_position_index
 from relpos.attention import resolve_clipping, table_size
 
@@ -210,3 +211,13 @@ def test_bad_arguments_name_themselves(kwargs, error, match):
 def test_bad_lengths_name_themselves(q_len, k_len, error, match):
     with pytest.raises(error, match=match):
         relative_position_index(q_len, k_len, 2)
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_swin_index_is_query_minus_key_unlike_shaws(width):
+    # Along one axis Swin's row is (x_i - x_j) + W - 1 and Shaw's (unclipped) j - i + W - 1: the
+    # same table rows with the pair reversed, as the swin.py docstring says.
+    swin = relpos.swin_relative_position_index(1, width)
+    shaw = relative_position_index(width, width, width - 1)
+    assert torch.equal(swin, shaw.T)
+    assert not torch.equal(swin, shaw) or width == 1

@@ -3,8 +3,10 @@
 
 Method 4 lets the relative vector interact with the key as well as with the query:
 ``e_ij = (q_i·k_j + q_i·a_ij + k_j·a_ij) / sqrt(d)`` — Shaw et al.'s key term plus ``k_j·a_ij``,
-with one table ``a`` per layer shared by all heads and no value term. Method 3 ("relative_key",
-``key_query=False``) keeps only ``q_i·a_ij``.
+with one table ``a`` per layer shared by all heads and no value term. ``key_query=False`` keeps
+only ``q_i·a_ij``: Shaw et al.'s key term without their value term. That is what Hugging Face
+BERT calls ``"relative_key"``, and HF attributes it to Shaw et al. 2018, not to Huang et al.;
+``shared/reference/family.md`` lists the same formula as Huang et al.'s "method 3".
 
 It is built on Shaw's machinery (:class:`~relpos.schemes.shaw.ShawRelativePosition` with
 ``key_query=True``, which every Shaw backend computes). Two differences from Hugging Face BERT's
@@ -36,7 +38,7 @@ class HuangScheme(PositionScheme):
 
     # Clipping distance; generous, since the paper's tables cover the whole input length.
     max_distance: int = 128
-    key_query: bool = True  # False: method 3 ("relative_key"), the query term alone
+    key_query: bool = True  # False: the query term alone (HF BERT's "relative_key")
     per_head: bool = False  # BERT shares one table across the heads of a layer
 
     def __post_init__(self) -> None:

@@ -8,9 +8,12 @@ Attention runs inside windows of ``Wh × Ww`` patches, ``N = Wh·Ww`` tokens in 
 
     (dy + Wh - 1) · (2Ww - 1) + (dx + Ww - 1),
 
-exactly timm's ``gen_relative_position_index``. It is Shaw's bucketing ``r(i, j)`` in two
-dimensions, feeding one scalar per head (the seed post points to it). Swin V2 replaces the table by
-a small MLP over log-spaced ``(dy, dx)`` (continuous position bias); that is not implemented.
+exactly timm's ``gen_relative_position_index``. It plays the part of Shaw's index ``r(i, j)`` in
+two dimensions, feeding one scalar per head (the seed post points to it), with two differences:
+the offsets are query minus key (``y_i - y_j``, ``x_i - x_j``) where Shaw's are key minus query
+(``j - i``), so along one axis the rows come in the opposite order; and nothing is clipped, since
+a window bounds every offset. Swin V2 replaces the table by a small MLP over log-spaced
+``(dy, dx)`` (continuous position bias); that is not implemented.
 
 Use it with :class:`relpos.MultiheadAttention` on windows already flattened to ``(B·nW, N, C)``::
 
