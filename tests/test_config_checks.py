@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from relpos import get_scheme
+from relpos import ShawRelativePosition, get_scheme
 from relpos.models import ModelConfig
 from relpos.training import TrainConfig
 
@@ -88,6 +88,13 @@ def test_t5_direction_left_open_is_checked_for_the_direction_it_gets():
     assert not scheme.attention_position(2, 4, causal=True).bidirectional
     with pytest.raises(ValueError, match=r"bidirectional=None .*num_buckets must be >= 4"):
         scheme.attention_position(2, 4, causal=False)
+
+
+@pytest.mark.parametrize("flag", ["key_term", "value_term", "per_head", "key_query"])
+def test_shaw_module_flags_must_be_bools(flag):
+    # "no" or 1 would be truthy and switch the term on.
+    with pytest.raises(TypeError, match=rf"{flag} must be a bool, got 'no'"):
+        ShawRelativePosition(4, 2, **{flag: "no"})
 
 
 # --- ModelConfig ------------------------------------------------------------------------------

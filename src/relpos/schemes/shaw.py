@@ -49,6 +49,13 @@ class ShawRelativePosition(AttentionPosition):
         key_query: bool = False,
     ) -> None:
         super().__init__()
+        for name, flag in (
+            ("key_term", key_term),
+            ("value_term", value_term),
+            ("per_head", per_head),
+            ("key_query", key_query),
+        ):
+            check_bool(flag, name)
         self.max_left, self.max_right = resolve_clipping(max_distance, max_left, max_right)
         self.head_dim, self.num_heads, self.per_head = head_dim, num_heads, per_head
         self.key_query = key_query
