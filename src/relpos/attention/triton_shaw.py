@@ -50,7 +50,8 @@ own whose loop Triton warp-specialises.
 The kernels are in :mod:`relpos.attention._triton_shaw_kernels`, imported on first use, so
 ``import relpos`` works without Triton or a GPU. With ``TRITON_INTERPRET=1`` they run on CPU
 tensors (slowly: that is how the tests check them; Triton 3.6's interpreter turns loop bounds
-into ints in a way NumPy >= 2.4 refuses, which :func:`_kernels` works around on first use).
+into ints in a way NumPy >= 2.4 refuses, which :func:`_kernels` works around on first use), except
+bfloat16 ones, which the interpreter cannot multiply and :func:`triton_attention` hands to eager.
 """
 
 from __future__ import annotations
@@ -1044,8 +1045,10 @@ def triton_attention(
     them native).
 
     The kernels have no dropout and no key-query term, and keep at most 128-wide heads in
-    registers; for those inputs, float64, and empty sequences this runs the eager backend, which
-    computes the same function. ``blocks`` overrides the tile sizes (:func:`default_blocks`).
+    registers; for those inputs, float64, empty sequences, and bfloat16 under Triton's interpreter
+    (``TRITON_INTERPRET=1``, whose bfloat16 ``tl.dot`` returns garbage: triton-lang/triton#11584)
+    this runs the eager backend, which computes the same function. ``blocks`` overrides the tile
+    sizes (:func:`default_blocks`).
     """
     # Called directly (not through shaw_attention), wrong shapes would make the kernels read
     # and write out of bounds: check them here as well.
@@ -1069,6 +1072,8 @@ def triton_attention(
         or value.shape[-1] > MAX_HEAD_DIM
         or 0 in (index.query_len, index.key_len, query.shape[0], query.shape[1])
         or (attn_mask is not None and attn_mask.requires_grad)
+        # The interpreter's bfloat16 dot is wrong (finite, ~1e9 off), not merely slow.
+        or (_interpreting() and query.dtype == torch.bfloat16)
     )
     if unsupported:
         # Half inputs reach this backend uncast (it accumulates in float32 itself); the eager
