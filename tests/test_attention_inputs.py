@@ -14,6 +14,9 @@ import torch
 
 import relpos
 from relpos.attention import (
+    BACKENDS,
+    RelativeIndex,
+    available_backends,
     distance_bias_attention,
     flex_bias_attention,
     reference_bias_attention,
@@ -120,7 +123,8 @@ def test_key_and_value_lengths_must_agree(path):
 
 def test_multihead_cross_attention_with_key_and_value_of_different_lengths():
     layer = relpos.MultiheadAttention(8, 2).eval()
-    with pytest.raises(ValueError, match=r"value must have shape .*\(2, 2, 7, Dv\)"):
+    # The layer may check this itself; either way the call must not drop the seventh key.
+    with pytest.raises(ValueError, match=r"value must have shape"):
         layer(torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 6, 8))
 
 
@@ -138,3 +142,78 @@ def test_sdpa_attention_checks_query_rank():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match=r"query must have 4 dimensions"):
         sdpa_attention(q[0], k, v)
+
+
+# --- empty shapes -----------------------------------------------------------------------------
+
+EMPTY = {
+    "B=0": dict(batch=0),
+    "H=0": dict(heads=0),
+    "Lq=0": dict(q_len=0),
+    "Lk=0": dict(k_len=0),
+}
+
+
+def _empty_case(batch=2, heads=2, q_len=4, k_len=5, tables=True, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    tensors = {
+        "query": randn(batch, heads, q_len, 4),
+        "key": randn(batch, heads, k_len, 4),
+        "value": randn(batch, heads, k_len, 3),
+        "key_table": randn(5, 4) if tables else None,
+        "value_table": randn(5, 3) if tables else None,
+    }
+    mask = torch.ones(batch, 1, q_len, k_len, dtype=torch.bool)
+    return tensors, mask
+
+
+@pytest.mark.parametrize("tables", [True, False], ids=["tables", "no_tables"])
+@pytest.mark.parametrize("empty", list(EMPTY))
+@pytest.mark.parametrize("backend", available_backends())
+def test_empty_inputs_on_every_backend(backend, empty, tables):
+    # Every backend name, even one that cannot run here (triton without a GPU or interpreter):
+    # there is nothing to compute, and the result is what the reference gives.
+    tensors, mask = _empty_case(**EMPTY[empty], tables=tables)
+    batch, heads, q_len, _ = tensors["query"].shape
+    needs_grad = backend != "flex"  # FlexAttention has no CPU backward
+    leaves = {name: t.requires_grad_(needs_grad) for name, t in tensors.items() if t is not None}
+    with torch.set_grad_enabled(needs_grad):
+        output = shaw_attention(
+            *tensors.values(), max_distance=2, attn_mask=mask, is_causal=True, backend=backend
+        )
+    assert output.shape == (batch, heads, q_len, 3)
+    assert output.dtype == torch.float64
+    assert torch.equal(output, torch.zeros_like(output))  # Lk = 0: no key, a zero row
+    if needs_grad:
+        grads = torch.autograd.grad(output.sum(), list(leaves.values()), allow_unused=True)
+        for name, grad in zip(leaves, grads, strict=True):
+            assert grad is None or torch.equal(grad, torch.zeros_like(leaves[name])), name
+
+
+@pytest.mark.parametrize("tables", [True, False], ids=["tables", "no_tables"])
+@pytest.mark.parametrize("empty", list(EMPTY))
+@pytest.mark.parametrize("backend", [name for name in BACKENDS if name != "reference"])
+def test_empty_inputs_to_a_backend_called_directly(backend, empty, tables):
+    # The backends are public too (eager_attention, triton_attention, flex_shaw_attention); flex
+    # with Lk = 0 and no value table used to kill the process (SIGFPE in compiled CPU code).
+    tensors, _ = _empty_case(**EMPTY[empty], tables=tables, dtype=torch.float32)
+    batch, heads, q_len, _ = tensors["query"].shape
+    index = RelativeIndex(q_len, tensors["key"].shape[2], 2, 2)
+    with torch.no_grad():
+        output = BACKENDS[backend](
+            tensors["query"],
+            tensors["key"],
+            tensors["value"],
+            index=index,
+            key_table=None if not tables else tensors["key_table"][None],
+            value_table=None if not tables else tensors["value_table"][None],
+            attn_mask=None,
+            is_causal=False,
+            scale=0.5,
+        )
+    assert output.shape == (batch, heads, q_len, 3)
+    assert torch.equal(output, torch.zeros_like(output))

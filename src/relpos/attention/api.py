@@ -156,7 +156,9 @@ def shaw_attention(
 
     Returns:
         ``(B, H, Lq, Dv)``. A query row whose keys are all masked returns zeros (not NaN), and
-        its gradients are zero.
+        its gradients are zero. Inputs with an empty dimension (``B``, ``H``, ``Lq`` or ``Lk``
+        = 0) run the reference whatever ``backend`` names: there is nothing to compute (``Lk = 0``
+        gives zero rows), and fused kernels would divide by the size or launch an empty grid.
     """
     batch, heads, q_len, k_len, head_dim = checks.check_qkv(query, key, value)
     left, right = resolve_clipping(max_distance, max_left, max_right)
@@ -185,6 +187,8 @@ def shaw_attention(
         has_mask=attn_mask is not None,
         value_dim=value.shape[-1],
     )
+    if 0 in (batch, heads, q_len, k_len):
+        chosen = "reference"  # handles every empty shape; see "Returns" above
     # Half precision is computed in float32 (softmax sums in bf16 lose whole digits), then cast
     # back — unless the backend is a fused kernel that accumulates in float32 itself.
     if query.dtype in _NATIVE_DTYPES.get(chosen, ()):

@@ -518,9 +518,10 @@ def fast_path_applies(
     query: Tensor, key: Tensor, *, attn_mask: Tensor | None, key_query: bool
 ) -> bool:
     """Whether :class:`ShawAttentionFunction` covers the inputs: no key-query term, no float
-    mask that needs a gradient, and at least one query and one key."""
+    mask that needs a gradient, and no empty dimension (its chunk size divides by ``B·H·Lk``)."""
     mask_needs_grad = attn_mask is not None and attn_mask.requires_grad
-    return not key_query and not mask_needs_grad and query.shape[-2] > 0 and key.shape[-2] > 0
+    empty = 0 in (*query.shape[:3], key.shape[-2])
+    return not key_query and not mask_needs_grad and not empty
 
 
 def eager_attention(

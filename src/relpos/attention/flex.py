@@ -198,10 +198,12 @@ def flex_shaw_attention(
     D)``, ``key (B, H, Lk, D)``, ``value (B, H, Lk, Dv)``, tables ``(Ht, R, D)`` / ``(Ht, R, Dv)``
     with ``Ht ∈ {1, H}``, boolean masks (as block masks) or float masks (added in the score
     modification) broadcasting to ``(B, H, Lq, Lk)``; returns ``(B, H, Lq, Dv)``. FlexAttention
-    has no dropout and no key-query term, so those calls run the eager backend instead.
+    has no dropout and no key-query term, and fails on an empty dimension (with ``Lk = 0`` by a
+    division by zero that kills the process), so those calls run the eager backend instead.
     ``compile=False`` uses PyTorch's unfused FlexAttention reference (no compile wait).
     """
-    if dropout_mask is not None or key_query:
+    empty = 0 in (*query.shape[:3], key.shape[-2])
+    if dropout_mask is not None or key_query or empty:
         return eager_attention(
             query,
             key,
