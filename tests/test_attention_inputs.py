@@ -20,6 +20,7 @@ from relpos.attention import (
     distance_bias_attention,
     flex_bias_attention,
     reference_bias_attention,
+    register_backend,
     sdpa_attention,
     shaw_attention,
 )
@@ -217,3 +218,38 @@ def test_empty_inputs_to_a_backend_called_directly(backend, empty, tables):
         )
     assert output.shape == (batch, heads, q_len, 3)
     assert torch.equal(output, torch.zeros_like(output))
+
+
+# --- the key-query flag -----------------------------------------------------------------------
+
+
+def test_key_query_must_be_a_bool():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match=r"key_query must be a bool, got 1"):
+        shaw_attention(q, k, v, torch.randn(5, 4), max_distance=2, key_query=1)
+
+
+def test_key_query_needs_a_key_table():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=r"key_query=True needs a key_table"):
+        shaw_attention(q, k, v, None, torch.randn(5, 4), max_distance=2, key_query=True)
+
+
+# --- the backend registry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["auto", "reference", "eager", "flex", "triton"])
+def test_register_backend_refuses_a_taken_name(name):
+    before = (dict(BACKENDS), available_backends())
+    with pytest.raises(
+        ValueError, match=rf"backend name {name!r} is (reserved|already registered)"
+    ):
+        register_backend(name, BACKENDS["eager"])
+    assert (dict(BACKENDS), available_backends()) == before
+    assert len(set(available_backends())) == len(available_backends())
+
+
+@pytest.mark.parametrize("name", ["", 3, None])
+def test_register_backend_refuses_a_name_that_is_not_a_string(name):
+    with pytest.raises((TypeError, ValueError), match="backend name must be a non-empty str"):
+        register_backend(name, BACKENDS["eager"])

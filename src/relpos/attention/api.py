@@ -54,7 +54,21 @@ def register_backend(
 
     ``applies(query=, key_query=, dropout=, has_mask=, value_dim=)`` says when ``auto`` may pick
     it (accept ``**context`` to stay compatible with new keys); ``auto_priority`` is its place in
-    the ``auto`` order (0 = first)."""
+    the ``auto`` order (0 = first).
+
+    ``name`` must be new: ``"auto"`` is reserved for the dispatcher, and replacing a registered
+    backend would silently change what every caller of that name gets. A backend is never
+    called with an empty dimension (``shaw_attention`` sends those to ``reference``)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"backend name must be a non-empty str, got {name!r}")
+    if name == "auto":
+        raise ValueError("backend name 'auto' is reserved: it picks among the registered backends")
+    if name in BACKENDS:
+        raise ValueError(
+            f"backend name {name!r} is already registered; registered names: {', '.join(BACKENDS)}"
+        )
+    if not callable(fn):
+        raise TypeError(f"backend {name!r} must be callable, got {type(fn).__name__}")
     BACKENDS[name] = fn
     if applies is not None:
         _APPLIES[name] = applies
@@ -149,7 +163,8 @@ def shaw_attention(
             number of cached positions, so query ``r`` is at ``i = query_offset + r``.
         key_offset: absolute position of the first key.
         max_left, max_right: asymmetric clipping (default ``max_distance`` each).
-        key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4).
+        key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4); needs
+            ``key_table``.
         generator: random generator for the dropout mask.
         backend: ``"auto"`` (the fastest correct one), ``"reference"`` (paper-literal oracle),
             ``"eager"`` (``O(Lq·Lk)`` memory), and any backend added by ``register_backend``.
@@ -176,8 +191,14 @@ def shaw_attention(
     )
     scale = checks.check_scale(scale, head_dim)
     dropout_p = checks.check_dropout(dropout_p)
-    if not isinstance(is_causal, bool):
-        raise TypeError(f"is_causal must be a bool, got {is_causal!r}")
+    for flag, name in ((is_causal, "is_causal"), (key_query, "key_query")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    if key_query and key_table is None:
+        raise ValueError(
+            "key_query=True needs a key_table: the key-query term k_j · a^K_ij reads the key "
+            "table (pass one, or key_query=False)"
+        )
 
     chosen = _pick_backend(
         backend,
