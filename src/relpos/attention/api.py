@@ -59,8 +59,10 @@ def register_backend(
     ``name`` must be new: ``"auto"`` is reserved for the dispatcher, and replacing a registered
     backend would silently change what every caller of that name gets. A backend is never
     called with an empty dimension (``shaw_attention`` sends those to ``reference``)."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"backend name must be a non-empty str, got {name!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"backend name must be a non-empty str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("backend name must be a non-empty str, got ''")
     if name == "auto":
         raise ValueError("backend name 'auto' is reserved: it picks among the registered backends")
     if name in BACKENDS:
