@@ -102,6 +102,18 @@ def test_flex_compiled_equals_reference():
     assert torch.allclose(flex, manual, atol=1e-5)
 
 
+def test_flex_float64_by_name_matches_reference():
+    # Compiled CPU FlexAttention has no float64 kernel; float64 runs the unfused path instead of
+    # failing inside Inductor after the compile wait.
+    q, k, v = torch.randn(3, 1, 2, 4, 8, dtype=torch.float64)
+    per_distance = torch.randn(2, 7, dtype=torch.float64)  # (H, Lq + Lk - 1)
+    with torch.no_grad():
+        flex = distance_bias_attention(q, k, v, per_distance, is_causal=True, backend="flex")
+    manual = distance_bias_attention(q, k, v, per_distance, is_causal=True, backend="reference")
+    assert flex.dtype == torch.float64
+    torch.testing.assert_close(flex, manual, rtol=1e-9, atol=1e-9)
+
+
 def test_backend_choice_and_errors():
     q = k = v = torch.randn(1, 2, 4, 8)
     per_distance = relpos.ALiBiBias(2).distance_bias(4, 4)

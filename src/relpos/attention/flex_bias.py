@@ -140,7 +140,9 @@ def flex_bias_attention(
             tiles are skipped.
         scale: logit scale, default ``1/sqrt(D)``.
         compiled: use ``torch.compile(flex_attention)`` (the fused kernel). ``False`` runs
-            FlexAttention's unfused eager path — forward only on CPU, handy for testing.
+            FlexAttention's unfused eager path — forward only on CPU, handy for testing. Float64
+            on the CPU always runs unfused: compiled CPU FlexAttention takes float32, float16
+            and bfloat16 only.
 
     Returns:
         ``(B, H, Lq, Dv)``; a query row whose keys are all masked gives zeros, as in
@@ -175,6 +177,7 @@ def flex_bias_attention(
             score = score + dense_mask[b, h, q_idx, kv_idx]
         return score
 
+    compiled = compiled and (query.is_cuda or query.dtype != torch.float64)
     attend = _compiled_flex_attention() if compiled else flex_attention
     output = attend(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale)
     if empty is not None:
