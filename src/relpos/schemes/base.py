@@ -159,15 +159,20 @@ def check_bool(value: object, name: str) -> None:
         raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
-def check_base(value: object, name: str = "base") -> None:
-    """A frequency base: ``base ** (-2t/d)`` is NaN for a negative base and constant for 1."""
+def check_finite_above(value: object, name: str, bound: float) -> None:
+    """A real number ``> bound`` that is finite (NaN and inf fail every later check silently)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or (isinstance(value, float) and not math.isfinite(value))
-        or not value > 1
+        or not value > bound
     ):
-        raise ValueError(f"{name} must be a number > 1 and finite, got {value!r}")
+        raise ValueError(f"{name} must be a number > {bound:g} and finite, got {value!r}")
+
+
+def check_base(value: object, name: str = "base") -> None:
+    """A frequency base: ``base ** (-2t/d)`` is NaN for a negative base and constant for 1."""
+    check_finite_above(value, name, 1)
 
 
 SCHEMES: dict[str, type[PositionScheme]] = {}

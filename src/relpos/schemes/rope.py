@@ -22,13 +22,18 @@ YaRN's per-frequency blend is not implemented.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 from torch import Tensor
 
 from ..attention.sdpa import reference_bias_attention
-from .base import AttentionPosition, PositionScheme, check_base, register_scheme
+from .base import (
+    AttentionPosition,
+    PositionScheme,
+    check_base,
+    check_finite_above,
+    register_scheme,
+)
 
 __all__ = [
     "LAYOUTS",
@@ -52,14 +57,8 @@ def _check_options(base: float, layout: str, scaling: str | None, scaling_factor
         raise ValueError(
             f"unknown RoPE scaling {scaling!r}; valid: None, {', '.join(map(repr, SCALINGS))}"
         )
-    if (
-        isinstance(scaling_factor, bool)
-        or not isinstance(scaling_factor, (int, float))
-        or (isinstance(scaling_factor, float) and not math.isfinite(scaling_factor))
-        or not scaling_factor > 0
-    ):
-        # inf puts every position at angle 0 (linear) or stops all but the fastest pair (ntk).
-        raise ValueError(f"scaling_factor must be a number > 0 and finite, got {scaling_factor!r}")
+    # inf would put every position at angle 0 (linear) or stop all but the fastest pair (ntk).
+    check_finite_above(scaling_factor, "scaling_factor", 0)
     if scaling is None and scaling_factor != 1:
         raise ValueError(
             f"scaling_factor={scaling_factor} has no effect without scaling; pass "
