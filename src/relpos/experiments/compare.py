@@ -277,20 +277,24 @@ def _experiment_caption(experiment: dict) -> str:
 
 
 def format_table(results: dict):
-    """The summary as ``rich`` tables (one per experiment), ready for ``Console.print``."""
+    """The summary as ``rich`` renderables (a caption and a table per experiment), ready for
+    ``Console.print``."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     tables = []
     for experiment in results["experiments"]:
         if not experiment.get("summary"):
             continue
         header, rows = _table_rows(experiment)
-        table = Table(title=_experiment_caption(experiment), title_justify="left")
+        table = Table()
         for i, column in enumerate(header):
             table.add_column(column, justify="left" if i == 0 else "right")
         for row in rows:
             table.add_row(*row)
-        tables.append(table)
+        # The caption above the table rather than as its title: a title wraps at the table's width.
+        tables.append(Group(Text(_experiment_caption(experiment), style="italic"), table))
     return tables
 
 
