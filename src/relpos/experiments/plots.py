@@ -120,7 +120,7 @@ def plot_index(
     k = max_distance
     index = relative_position_index(length, length, k)  # (L, L)
     plt = _pyplot()
-    size = max(4.0, 0.55 * length + 2)
+    size = min(max(4.0, 0.55 * length + 2), 12.0)  # past ~18 tokens the cells just shrink
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(index.numpy(), cmap="coolwarm", vmin=0, vmax=max(2 * k, 1))
     fontsize = 10 if length <= 16 else 7 if length <= 32 else 0
@@ -140,17 +140,21 @@ def plot_index(
                     color="white" if value in (0, 2 * k) and k > 0 else "black",
                     fontweight="bold" if clipped else "normal",
                 )
-    ax.set_xticks(range(length), labels, rotation=45 if tokens else 0)
-    ax.set_yticks(range(length), labels)
+    # At most ~32 ticks per axis: beyond that every label would overlap its neighbours.
+    ticks = range(0, length, math.ceil(length / 32))
+    ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=45 if tokens else 0)
+    ax.set_yticks(ticks, [labels[t] for t in ticks])
     ax.set_xlabel("key position j")
     ax.set_ylabel("query position i (the centre)")
     ax.xaxis.set_label_position("top")
     ax.xaxis.tick_top()
-    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, ticks=range(2 * k + 1))
+    colorbar = fig.colorbar(
+        image, ax=ax, fraction=0.046, ticks=range(0, 2 * k + 1, math.ceil((2 * k + 1) / 20))
+    )
     colorbar.set_label(f"table row (0 … {2 * k}); row {k} is the token itself")
+    note = "\n(bold: distance beyond k, clipped to the first/last row)" if fontsize else ""
     ax.set_title(
-        f"clip(j − i, −{k}, {k}) + {k}: {2 * k + 1} learned vectors cover every length\n"
-        "(bold: distance beyond k, clipped to the first/last row)",
+        f"clip(j − i, −{k}, {k}) + {k}: {2 * k + 1} learned vectors cover every length{note}",
         fontsize=10,
         pad=28,
     )
