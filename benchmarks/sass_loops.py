@@ -111,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
-    parser.add_argument("--kernels", default="forward,grad_query,grad_key_value")
+    parser.add_argument(
+        "--kernels",
+        default=None,
+        help="comma-separated (default: every kernel a fwd+bwd launches but grad_prepare, the "
+        "tails kernels of a split candidate included)",
+    )
     parser.add_argument(
         "--candidate",
         default=None,
@@ -140,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{kernel} tiles: {launch.label}")
     compiled = compile_kernels(args.head_dim, dtype, blocks=blocks)
-    for name in args.kernels.split(","):
+    names = (
+        args.kernels.split(",") if args.kernels else [n for n in compiled if n != "grad_prepare"]
+    )
+    for name in names:
         kernel = compiled[name]
         listing = disassemble(kernel.asm["cubin"])
         loops_of = loops(listing)

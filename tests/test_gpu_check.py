@@ -187,6 +187,23 @@ def test_sass_loops_reads_the_forward_loops(monkeypatch):
     assert sum("per iteration" in line and "HGMMA 0 " not in line for line in lines) == loops
 
 
+def test_sass_loops_lists_the_tails_kernel_of_a_split_candidate(monkeypatch):
+    """With tails in a kernel of their own, that kernel is listed too (its registers are the
+    point of splitting), with its one loop."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sass_loops.py"),
+         "--candidate", "forward:64x64/32 w4 s2 tma split"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    listed = [line.split(":")[0] for line in result.stdout.splitlines() if "instructions" in line]
+    assert "forward_tails" in listed and "forward" in listed and "grad_prepare" not in listed
+    assert "forward_tails: " in result.stdout and "1 loops" in result.stdout
+
+
 def test_triton_binder_times_every_launch():
     """``benchmarks/triton_binder.py`` records one forward+backward's four launches and times
     Triton's argument binding for each (no GPU: the launches are intercepted)."""
