@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 import relpos
+from relpos.attention import relative_distances
 from relpos.models import ModelConfig
 from relpos.schemes import DistanceBias
 from relpos.training import TrainConfig, train
@@ -53,14 +54,16 @@ class ClippedDistanceBias(DistanceBias):
     ) -> Tensor:
         """``(H, Lq + Lk - 1)``: the bias of every distance ``j - i`` the block contains.
 
-        The kernels want one column per distance, smallest first: query row ``r`` and key column
-        ``c`` read column ``c - r + Lq - 1``, whose distance is
-        ``key_offset + c - (query_offset + r)``. So column 0 is the distance of the last query
-        to the first key. The offsets matter when decoding with a cache (queries start late).
+        The kernels want one column per distance, smallest first (query row ``r`` and key column
+        ``c`` read column ``c - r + Lq - 1``); ``relative_distances`` lists them in that order.
+        The offsets matter when decoding with a cache (queries start late).
         """
-        smallest = key_offset - query_offset - (query_len - 1)
-        distances = smallest + torch.arange(
-            query_len + key_len - 1, device=self.distance_weights.device
+        distances = relative_distances(
+            query_len,
+            key_len,
+            query_offset=query_offset,
+            key_offset=key_offset,
+            device=self.distance_weights.device,
         )  # (Lq + Lk - 1,)
         k = self.max_distance
         rows = distances.clamp(-k, k) + k  # Shaw's clipped index

@@ -20,6 +20,7 @@ from .layers import KVCache, MultiheadAttention
 from .schemes import (
     ALiBiBias,
     AttentionPosition,
+    DistanceBias,
     LearnedPositionEmbedding,
     PositionScheme,
     RotaryPosition,
@@ -49,6 +50,7 @@ __all__ = [
     "KVCache",
     "MultiheadAttention",
     "AttentionPosition",
+    "DistanceBias",
     "LearnedPositionEmbedding",
     "PositionScheme",
     "ShawRelativePosition",

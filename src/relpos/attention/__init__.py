@@ -13,7 +13,12 @@ from .api import (
     register_backend,
     shaw_attention,
 )
-from .flex_bias import distance_bias_attention, expand_distance_bias, flex_bias_attention
+from .flex_bias import (
+    distance_bias_attention,
+    expand_distance_bias,
+    flex_bias_attention,
+    relative_distances,
+)
 from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
 from .reference import masked_softmax, reference_attention
 from .sdpa import reference_bias_attention, sdpa_attention
@@ -27,6 +32,7 @@ __all__ = [
     "distance_bias_attention",
     "expand_distance_bias",
     "flex_bias_attention",
+    "relative_distances",
     "RelativeIndex",
     "relative_position_index",
     "resolve_clipping",

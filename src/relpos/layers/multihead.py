@@ -96,6 +96,10 @@ class MultiheadAttention(nn.Module):
         kdim, vdim: widths of the key/value inputs for cross-attention (default ``E``).
         batch_first: inputs are ``(B, L, E)`` (default) rather than ``(L, B, E)``.
         backend: attention backend for relative schemes (``"auto"``, ``"eager"``, …).
+
+    The position scheme's parameters live on ``module.position``: for Shaw's terms,
+    ``position.key_table`` / ``position.value_table``, ``(2k+1, D)`` shared or ``(H, 2k+1, D)``
+    per head (``None`` for a term that is off).
     """
 
     def __init__(
@@ -203,7 +207,10 @@ class MultiheadAttention(nn.Module):
             is_causal: query at absolute position ``i`` sees keys at positions ``<= i``; with a
                 cache this is offset by the cache length.
             cache: a :class:`KVCache` (self-attention) that is read and extended in place.
-            query_offset: absolute position of the first query (default: the cache length).
+            query_offset: absolute position of the first query among the keys, which are
+                always at ``0 … Lk - 1`` (cached keys first); default: the cache length, as in
+                decoding. It places the queries relative to the keys; it does not move the whole
+                sequence (which no relative scheme could see).
 
         Returns:
             ``(B, Lq, E)``; empty when ``B = 0`` or ``Lq = 0``.

@@ -85,7 +85,9 @@ class DistanceBias(AttentionPosition):
     def distance_bias(
         self, query_len: int, key_len: int, *, query_offset: int = 0, key_offset: int = 0
     ) -> Tensor:
-        """``(H, Lq + Lk - 1)``: the bias of every distance ``j - i`` in the block."""
+        """``(H, Lq + Lk - 1)``: the bias of every distance ``j - i`` in the block, smallest
+        first; :func:`relpos.attention.relative_distances` gives those distances in that order
+        (query row ``r`` and key column ``c`` read column ``c - r + Lq - 1``)."""
         raise NotImplementedError
 
     def bias(
