@@ -149,3 +149,15 @@ def test_show_2d_prints_the_window_index(capsys):
     assert "--window must look like HxW" in capsys.readouterr().err
     assert main(["show", "--length", "3", "-k", "1", "--format", "json"]) == 0  # unchanged
     assert json.loads(capsys.readouterr().out)["index"][0] == [1, 2, 2]
+
+
+def test_unfused_calls_do_not_warn_the_caller():
+    """The unfused FlexAttention path is chosen on purpose (float64 on the CPU): torch's warning
+    that it runs without torch.compile would only alarm the caller."""
+    import warnings
+
+    query = torch.randn(1, 2, 5, 8, dtype=torch.float64)
+    bias = torch.randn(2, 9, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="flex_attention called without torch.compile")
+        flex_bias_attention(query, query, query, distance_bias=bias)

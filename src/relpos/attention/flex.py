@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .api import register_backend
 from .eager import eager_attention
+from .flex_bias import unfused_flex_attention
 from .index import RelativeIndex
 
 __all__ = ["flex_shaw_attention", "flex_applies", "flex_available"]
@@ -70,7 +71,7 @@ def _flex_call(query, key, value, score_mod, block_mask, scale, compile: bool):
     (``None`` from a compiled call on the CPU, which cannot return it)."""
     from torch.nn.attention import flex_attention as flex
 
-    fn = _compiled_flex() if compile else flex.flex_attention
+    fn = _compiled_flex() if compile else unfused_flex_attention
     if compile and not query.is_cuda:
         return fn(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale), None
     if hasattr(flex, "AuxRequest"):

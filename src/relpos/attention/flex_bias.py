@@ -22,6 +22,7 @@ Shape legend: ``B`` batch, ``H`` heads, ``Lq`` / ``Lk`` query / key length, ``D`
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 from torch import Tensor
@@ -118,6 +119,18 @@ def _compiled_flex_attention():
     return torch.compile(flex_attention)
 
 
+def unfused_flex_attention(*args, **kwargs):
+    """PyTorch's unfused FlexAttention (it forms the whole score matrix), for the calls that
+    choose it: float64 and ``compile=False`` on the CPU, and the Shaw backend's CPU forward with
+    a value table. Its warning that it was called without ``torch.compile`` is about those very
+    calls, so it would only alarm the caller."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(*args, **kwargs)
+
+
 def flex_bias_attention(
     query: Tensor,
     key: Tensor,
@@ -148,7 +161,7 @@ def flex_bias_attention(
         ``(B, H, Lq, Dv)``; a query row whose keys are all masked gives zeros, as in
         :func:`relpos.attention.sdpa.sdpa_attention`. No dropout: FlexAttention has none.
     """
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask
 
     batch, heads, q_len, k_len, _ = check_qkv(query, key, value)
     check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
@@ -178,7 +191,7 @@ def flex_bias_attention(
         return score
 
     compiled = compiled and (query.is_cuda or query.dtype != torch.float64)
-    attend = _compiled_flex_attention() if compiled else flex_attention
+    attend = _compiled_flex_attention() if compiled else unfused_flex_attention
     output = attend(query, key, value, score_mod=score_mod, block_mask=block_mask, scale=scale)
     if empty is not None:
         output = output.masked_fill(empty, 0.0)
