@@ -159,3 +159,54 @@ def test_python_dash_m_relpos_show():
     assert result.returncode == 0, result.stderr
     index = json.loads(result.stdout)["index"]
     assert index[0][2] == 6 and index[3][2] == 3
+
+
+def test_t5_lists_the_distances_of_each_bucket(capsys):
+    text = show(capsys, "--t5")
+    lines = {int(line.split()[0]): line.split(None, 1)[1] for line in text.splitlines()[2:]}
+    assert len(lines) == 32
+    assert lines[0] == "0" and lines[7] == "-7" and lines[8] == "-11 … -8"  # exact, then log
+    assert lines[15] == "<= -91" and lines[31] == ">= 91"  # the far buckets are open-ended
+    assert lines[16] == "(no distance: never used)"  # j - i > 0 starts at bucket N/2 + 1
+    causal = json.loads(show(capsys, "--t5", "--causal", "--buckets", "8", "-k", "16", "--format",
+                             "json"))  # fmt: skip
+    assert causal["bidirectional"] is False and causal["buckets"][0] == {
+        "bucket": 0, "from": 0, "to": None,  # the future and the token itself share bucket 0
+    }  # fmt: skip
+
+
+def test_t5_ranges_agree_with_the_bucket_function():
+    import torch
+
+    from relpos.cli.show import t5_bucket_ranges
+    from relpos.schemes import t5_relative_bucket
+
+    for buckets, max_distance, bidirectional in [(32, 128, True), (8, 16, False), (10, 20, True)]:
+        distances = torch.arange(-300, 301)
+        expected = t5_relative_bucket(
+            distances, num_buckets=buckets, max_distance=max_distance, bidirectional=bidirectional
+        )
+        for bucket, low, high in t5_bucket_ranges(buckets, max_distance, bidirectional):
+            inside = torch.ones_like(distances, dtype=torch.bool)
+            if low is not None:
+                inside &= distances >= low
+            if high is not None:
+                inside &= distances <= high
+            if low is None and high is None:
+                assert not (expected == bucket).any()
+            else:
+                assert torch.equal(expected == bucket, inside), (buckets, bucket)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--t5", "--length", "5"], "--length apply without --t5"),
+        (["--t5", "--2d"], "--2d and --t5 are two different pictures"),
+        (["--buckets", "8"], "--buckets and --causal describe T5's buckets: add --t5"),
+        (["--t5", "--buckets", "32", "-k", "8"], "max_distance"),
+    ],
+)
+def test_t5_flag_errors(capsys, args, message):
+    assert main(["show", *args]) == 2
+    assert message in capsys.readouterr().err

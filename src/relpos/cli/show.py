@@ -2,6 +2,8 @@
 
 Entry ``(i, j)`` is ``clip(j - i, -k, k) + k``: the row of the relative table that token ``i``
 uses for token ``j``. The default is the seed's picture: a sentence of length 10 with ``k = 3``.
+``--2d`` prints Swin's window index instead, and ``--t5`` which distances share each of T5's
+buckets (exact near the token, logarithmic further away, where Shaw's clipping merges them all).
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ import csv
 import io
 import json
 
+import torch
+
 from ..attention.index import relative_position_index
 
-__all__ = ["register", "format_index", "format_window_index"]
+__all__ = [
+    "register",
+    "format_index",
+    "format_window_index",
+    "format_t5_buckets",
+    "t5_bucket_ranges",
+]
 
 
 def register(subparsers) -> None:
@@ -44,6 +54,16 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--window", default=None, help="window size HxW for --2d (default 2x2; Swin uses 7x7)"
+    )
+    parser.add_argument(
+        "--t5",
+        action="store_true",
+        help="list the distances j - i in each of T5's buckets instead (see --buckets, -k, "
+        "--causal; -k is then T5's max_distance, default 128)",
+    )
+    parser.add_argument("--buckets", type=int, default=None, help="T5's num_buckets (default 32)")
+    parser.add_argument(
+        "--causal", action="store_true", help="T5's unidirectional buckets (decoder self-attention)"
     )
     parser.set_defaults(func=run)
 
@@ -114,14 +134,93 @@ def format_window_index(index: list[list[int]], window_h: int, window_w: int, fm
     return "\n".join(lines)
 
 
+def t5_bucket_ranges(
+    num_buckets: int, max_distance: int, bidirectional: bool
+) -> list[tuple[int, int | None, int | None]]:
+    """``(bucket, from, to)`` for each T5 bucket: the distances ``j - i`` in it run from ``from``
+    to ``to`` (``None``: unbounded on that side; both ``None``: no distance uses the bucket)."""
+    from ..schemes.t5 import t5_relative_bucket
+
+    reach = 2 * max_distance + num_buckets  # every bucket is reached well inside this
+    distances = torch.arange(-reach, reach + 1)
+    buckets = t5_relative_bucket(
+        distances, bidirectional=bidirectional, num_buckets=num_buckets, max_distance=max_distance
+    )
+    ranges = []
+    for bucket in range(num_buckets):
+        members = distances[buckets == bucket]
+        if members.numel() == 0:
+            ranges.append((bucket, None, None))
+            continue
+        low, high = int(members.min()), int(members.max())
+        ranges.append((bucket, None if low == -reach else low, None if high == reach else high))
+    return ranges
+
+
+def format_t5_buckets(ranges, num_buckets: int, max_distance: int, causal: bool, fmt: str) -> str:
+    """Render :func:`t5_bucket_ranges` as a table, CSV or JSON."""
+    if fmt == "json":
+        return json.dumps(
+            {
+                "num_buckets": num_buckets,
+                "max_distance": max_distance,
+                "bidirectional": not causal,
+                "buckets": [{"bucket": b, "from": lo, "to": hi} for b, lo, hi in ranges],
+            }
+        )
+    if fmt == "csv":
+        lines = ["bucket,from,to"]
+        lines += [
+            f"{b},{'' if lo is None else lo},{'' if hi is None else hi}" for b, lo, hi in ranges
+        ]
+        return "\n".join(lines)
+
+    def span(low, high) -> str:
+        if low is None and high is None:
+            return "(no distance: never used)"
+        if low is None:
+            return f"<= {high}"
+        if high is None:
+            return f">= {low}"
+        return str(low) if low == high else f"{low} … {high}"
+
+    kind = "causal" if causal else "bidirectional"
+    lines = [
+        f"T5 buckets ({kind}, {num_buckets} buckets, max_distance {max_distance}): the distances "
+        "j - i each bucket holds; one learned scalar per head and bucket",
+        " bucket  j - i",
+    ]
+    lines += [f"{b:>7}  {span(lo, hi)}" for b, lo, hi in ranges]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    # Flags of the other picture would be silently ignored: refuse them instead.
-    one_d = {"-k": args.max_distance, "--tokens": args.tokens, "--length": args.length}
-    if args.two_d and any(value is not None for value in one_d.values()):
-        given = ", ".join(flag for flag, value in one_d.items() if value is not None)
-        raise ValueError(f"--2d draws a window, sized by --window; {given} apply without --2d")
+    # Flags of another picture would be silently ignored: refuse them instead.
+    one_d = {"--tokens": args.tokens, "--length": args.length}
+    if args.two_d and args.t5:
+        raise ValueError("--2d and --t5 are two different pictures: choose one")
+    if args.two_d or args.t5:
+        given = {**one_d, "-k": None if args.t5 else args.max_distance}
+        given = ", ".join(flag for flag, value in given.items() if value is not None)
+        if given:
+            mode = "--2d" if args.two_d else "--t5"
+            raise ValueError(f"{given} apply without {mode}")
     if not args.two_d and args.window is not None:
         raise ValueError("--window sizes the 2D index: add --2d")
+    if not args.t5 and (args.buckets is not None or args.causal):
+        raise ValueError("--buckets and --causal describe T5's buckets: add --t5")
+    if args.t5:
+        num_buckets = 32 if args.buckets is None else args.buckets
+        max_distance = 128 if args.max_distance is None else args.max_distance
+        # Checks and messages are T5RelativeBias's own.
+        from ..schemes import get_scheme
+
+        get_scheme("t5", num_buckets=num_buckets, max_distance=max_distance).attention_position(
+            1, 8, causal=args.causal
+        )
+        ranges = t5_bucket_ranges(num_buckets, max_distance, bidirectional=not args.causal)
+        print(format_t5_buckets(ranges, num_buckets, max_distance, args.causal, args.format))
+        return 0
     if args.two_d:
         from ..schemes.swin import swin_relative_position_index
 
