@@ -7,7 +7,8 @@ tokens (batched, with the key/value cache), and scores:
 * ``token`` — the fraction of target positions ``t`` at which output token ``t`` equals target
   token ``t`` (the output is cut at its first EOS; a missing token counts as wrong);
 * ``tf_token`` — token accuracy under **teacher forcing** (argmax at each position given the
-  gold prefix, EOS included), the measure Ontañón et al. (2022) score with. Sequence-level exact
+  gold prefix; the target's tokens, the EOS after them not counted, like ``token``), the measure
+  Ontañón et al. (2022) score with. Sequence-level exact
   match is the same under both: if every argmax under the gold prefix is right, greedy decoding
   reproduces the gold prefix step by step, and vice versa. Token accuracy is where they differ,
   since free-running decoding is derailed by its own early mistakes.
@@ -119,7 +120,7 @@ def _summary(exact: Tensor, correct: Tensor, targets: Tensor, tf_correct: Tensor
     count = int(exact.numel())
     if count == 0:
         return {"exact": None, "token": None, "tf_token": None, "count": 0}
-    exact_rate = float(exact.float().mean())
+    exact_rate = int(exact.sum()) / count  # in Python: 4/50 is 0.08, not float32's 0.0799...
     total = int(targets.sum())
     return {
         "exact": exact_rate,
