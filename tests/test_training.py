@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -173,7 +174,11 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     rates = [learning_rate(config, s) for s in range(100)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
-    assert rates[-1] == pytest.approx(1e-4, rel=0.01)
+    # The cosine runs from step 10 (at lr) to step 100 (at the floor), one past the last step.
+    assert rates[10] == pytest.approx(1e-3)
+    floor = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * 89 / 90))
+    assert rates[-1] == pytest.approx(floor, rel=1e-12)
+    assert learning_rate(config, 100) == pytest.approx(1e-4, rel=1e-12)
 
 
 # --- training and evaluation -----------------------------------------------------------------
@@ -470,3 +475,37 @@ def test_cli_flags_map_onto_the_dataclasses_without_restating_defaults():
     base = tiny_config(lr=5e-3)  # --resume starts from the saved config, not the defaults
     resumed = config_from_args(build_parser().parse_args(["train", "--device", "cpu"]), base)
     assert resumed == base
+
+
+def test_tuple_and_range_options_survive_the_config_round_trip(tmp_path):
+    """Options are kept as config.json gives them back, so resuming compares like with like, and a
+    value JSON cannot hold fails before a run folder exists."""
+    config = tiny_config(steps=2, checkpoint_every=1)
+    config = dataclasses.replace(
+        config, task_options={**config.task_options, "eval_lengths": range(1, 4)}
+    )
+    assert config.task_options["eval_lengths"] == [1, 2, 3]
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    train(config, tmp_path / "run", progress=False)
+    train(config, tmp_path / "run", progress=False, resume=True)  # the same config: resumes
+    with pytest.raises(TypeError, match=r"task_options: when must be a JSON value.*object"):
+        TrainConfig(task_options={"when": object()})
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(TypeError, match=r"scheme_options: k\[1\] must be a JSON value"):
+        ModelConfig(scheme_options={"k": (1, {2})})
+
+
+def test_a_batch_without_target_tokens_gives_no_gradient():
+    """Encoder-only examples with empty sources label nothing: a batch of them trains nothing
+    (it used to divide by zero)."""
+
+    class Empty:
+        name = "empty"
+
+        def generate(self, seed):
+            examples = [Example((), (), 0)] * 8 + [Example(("a",), ("a",), 1)] * 8
+            return TaskData(examples, examples, (0, 1))
+
+    config = tiny_config("encoder", steps=3, batch_size=4, bucket_window=1)
+    result = train(config, task=Empty(), progress=False)
+    assert all(math.isfinite(h["loss"]) for h in result.history)

@@ -14,11 +14,36 @@ from torch import nn
 
 from ..schemes import get_scheme
 
-__all__ = ["ModelConfig", "build_model", "ARCHS", "ACTIVATIONS"]
+__all__ = ["ModelConfig", "build_model", "json_options", "ARCHS", "ACTIVATIONS"]
 
 #: the three architectures; see :mod:`relpos.models.transformer`.
 ARCHS = ("encoder-decoder", "decoder", "encoder")
 ACTIVATIONS = ("relu", "gelu")
+
+
+def json_options(options: object, name: str) -> dict:
+    """``options`` as a saved ``config.json`` gives them back: JSON values, with tuples and
+    ranges as lists. A config then equals itself after the round trip (resume compares the two),
+    and a value JSON cannot hold fails here, not after the run folder exists."""
+    if not isinstance(options, dict):
+        raise TypeError(f"{name} must be a dict, got {type(options).__name__}")
+
+    def plain(value: object, where: str) -> object:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple, range)):
+            return [plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return {key: plain(item, f"{where}.{key}") for key, item in value.items()}
+        raise TypeError(
+            f"{name}: {where} must be a JSON value (None, bool, number, str, list, dict with str "
+            f"keys), got {type(value).__name__} {value!r:.60}"
+        )
+
+    for key in options:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str, got {key!r}")
+    return {key: plain(value, key) for key, value in options.items()}
 
 
 @dataclass
@@ -62,10 +87,7 @@ class ModelConfig:
             raise ValueError(
                 f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}"
             )
-        if not isinstance(self.scheme_options, dict):
-            raise TypeError(
-                f"scheme_options must be a dict, got {type(self.scheme_options).__name__}"
-            )
+        self.scheme_options = json_options(self.scheme_options, "scheme_options")
 
     @property
     def head_dim(self) -> int:

@@ -14,9 +14,12 @@ with the same weights and metrics (bit for bit on CPU; on CUDA some kernels, e.g
 are not deterministic). The checkpoint also stores the RNG states, the optimizer moments and the
 partly accumulated loss of the current logging interval, and ``train`` restores them.
 
-Schedule: linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to
-``min_lr_ratio · lr`` at the last step (nanoGPT's choice). Weight decay applies to matrices
-(projections, embeddings, relative tables), not to biases or LayerNorm gains, as in nanoGPT.
+Schedule: linear warmup from 0 to ``lr`` over ``warmup_steps`` (step ``warmup_steps - 1`` is
+the first at ``lr``), then cosine decay from ``lr`` at step ``warmup_steps`` to ``min_lr_ratio ·
+lr`` at step ``steps`` — one past the last step trained, which therefore runs slightly above the
+floor (nanoGPT's formula; kept, since every stored result was trained with it). Weight decay
+applies to matrices (projections, embeddings, relative tables), not to biases or LayerNorm gains,
+as in nanoGPT.
 Gradient norm clipping at ``grad_clip`` (0 disables it).
 """
 
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import ModelConfig, build_model
+from ..models.config import json_options
 from ..tasks import Task, TaskData, get_task
 from . import checkpoint as ckpt
 from .data import IGNORE, BatchOrder, encode_examples, mix_seed
@@ -45,7 +49,9 @@ from .tokenizer import Tokenizer
 
 __all__ = ["TrainConfig", "RunResult", "train", "learning_rate", "make_optimizer"]
 
-#: fields that may differ when resuming: they do not change what is computed.
+#: fields that may differ when resuming: they do not change what is computed — except that
+#: another ``device`` or number of ``threads`` sums in another order, so the resumed run then
+#: matches an uninterrupted one up to float rounding, not bit for bit.
 RESUMABLE_CHANGES = ("device", "eval_batch_size", "checkpoint_every", "threads")
 
 
@@ -66,7 +72,7 @@ class TrainConfig:
     device: str = "cpu"
     eval_batch_size: int = 256
     checkpoint_every: int = 500  # steps; 0 saves only at the end (needs a run folder)
-    min_lr_ratio: float = 0.1  # the cosine decay ends at min_lr_ratio * lr
+    min_lr_ratio: float = 0.1  # the cosine decay reaches min_lr_ratio * lr at step `steps`
     log_every: int = 50  # steps per history entry (mean loss over the interval)
     # batches per length-sorted window (1 = no bucketing): similar lengths share a batch, so
     # less compute goes into padding; see relpos.training.data.BatchOrder
@@ -80,6 +86,7 @@ class TrainConfig:
             self.model = ModelConfig.from_dict(self.model)
         if not isinstance(self.model, ModelConfig):
             raise TypeError(f"model must be a ModelConfig, got {type(self.model).__name__}")
+        self.task_options = json_options(self.task_options, "task_options")
         minimum = {
             "batch_size": 1,
             "eval_batch_size": 1,
@@ -117,8 +124,6 @@ class TrainConfig:
                 raise TypeError(f"threads must be None or a positive int, got {self.threads!r}")
             if self.threads < 1:
                 raise ValueError(f"threads must be None or a positive int, got {self.threads!r}")
-        if not isinstance(self.task_options, dict):
-            raise TypeError(f"task_options must be a dict, got {type(self.task_options).__name__}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,7 +155,8 @@ class RunResult:
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """Learning rate of (0-based) ``step``: linear warmup, then cosine to ``min_lr_ratio·lr``."""
+    """Learning rate of (0-based) ``step``: linear warmup, then cosine towards ``min_lr_ratio·lr``,
+    reached at ``step == steps`` (see the module docstring)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     decay_steps = max(1, config.steps - config.warmup_steps)
@@ -369,7 +375,8 @@ def _train(
             loss_sum = F.cross_entropy(
                 logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE, reduction="sum"
             )
-            (loss_sum * (context.world_size / global_tokens)).backward()
+            # max(1, ·): a batch without target tokens (empty examples) gives no gradient.
+            (loss_sum * (context.world_size / max(1, global_tokens))).backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             lr = learning_rate(config, step)
