@@ -18,6 +18,7 @@ from relpos.tasks import (
     TsvTask,
     available_tasks,
     get_task,
+    hold_out,
     interpret,
     read_tsv,
     register_task,
@@ -364,3 +365,28 @@ def test_python_protocol_task_registers_and_generates():
             register_task("constant-test")(lambda: Constant())
     finally:
         TASKS.pop("constant-test", None)
+
+
+def test_tsv_hold_out_takes_distinct_examples_and_every_copy(tmp_path):
+    # 40 lines, 5 distinct examples, each 8 times: holding out 2 must remove all 16 copies.
+    lines = "".join(f"{i % 5} {i % 5}\t{i % 5}\n" for i in range(40))
+    task = TsvTask(write(tmp_path / "dups.tsv", lines), n_eval_seen=2)
+    for seed in range(5):
+        data = task.generate(seed)
+        held = [(ex.source, ex.target) for ex in data.evaluation]
+        assert len(held) == len(set(held)) == 2
+        assert not set(held) & {(ex.source, ex.target) for ex in data.train}
+        assert len(data.train) == 40 - 2 * 8
+    # at least one distinct example must stay in training: 5 distinct, not 40 lines.
+    with pytest.raises(ValueError, match=r"n_eval_seen=5 must be below the 5 distinct training"):
+        TsvTask(write(tmp_path / "dups.tsv", lines), n_eval_seen=5)
+
+
+def test_hold_out_without_duplicates_draws_as_before():
+    # SCAN and duplicate-free files rely on this: the same draw (one rng.sample over the
+    # examples' positions), so stored results reproduce.
+    examples = [Example((str(i),), (str(i),), 1) for i in range(30)]
+    kept, held = hold_out(examples, 7, random.Random(5))
+    chosen = set(random.Random(5).sample(range(30), 7))
+    assert held == [ex for i, ex in enumerate(examples) if i in chosen]
+    assert kept == [ex for i, ex in enumerate(examples) if i not in chosen]

@@ -146,25 +146,36 @@ def check_seed(seed: int) -> int:
 def hold_out(
     examples: list[Example], count: int, rng: random.Random, *, option: str = "count"
 ) -> tuple[list[Example], list[Example]]:
-    """Split ``count`` randomly chosen examples off ``examples``: ``(kept, held_out)``.
+    """Split ``count`` randomly chosen *distinct* examples off ``examples``: ``(kept, held_out)``.
 
     Used to measure accuracy at *seen* lengths on examples the model was not trained on, for
     tasks whose evaluation set holds only unseen lengths (SCAN's length split, a file split by a
-    length threshold). Both parts keep the input order.
+    length threshold). Examples are distinct by ``(source, target)``: each held-out example
+    appears once in ``held_out`` and none of its copies stays in ``kept``, so a file with
+    repeated lines cannot evaluate on training examples. Both parts keep the input order.
+
+    Without repeats (SCAN) the draw is one ``rng.sample`` over the examples' positions, as it
+    always was, so the same seed holds out the same examples.
     """
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError(f"{option} must be an int, got {type(count).__name__} {count!r}")
     if count == 0:
         return list(examples), []
-    if not 0 < count < len(examples):  # training must keep at least one example
+    # dict.fromkeys keeps first-occurrence order, so the draw is deterministic.
+    distinct = list(dict.fromkeys((ex.source, ex.target) for ex in examples))
+    if not 0 < count < len(distinct):  # training must keep at least one example
+        repeats = f", {len(examples)} with repeats" if len(distinct) < len(examples) else ""
         raise ValueError(
-            f"{option} (examples held out of training) must be an int in "
-            f"[0, {len(examples)}), got {count!r}"
+            f"{option} (examples held out of training) must be an int in [0, {len(distinct)}) "
+            f"({len(distinct)} distinct examples{repeats}), got {count!r}"
         )
-    chosen = set(rng.sample(range(len(examples)), count))
-    kept = [ex for i, ex in enumerate(examples) if i not in chosen]
-    held = [ex for i, ex in enumerate(examples) if i in chosen]
-    return kept, held
+    chosen = {distinct[i] for i in rng.sample(range(len(distinct)), count)}
+    kept = [ex for ex in examples if (ex.source, ex.target) not in chosen]
+    held: dict[tuple[tuple[str, ...], tuple[str, ...]], Example] = {}
+    for ex in examples:
+        if (ex.source, ex.target) in chosen:
+            held.setdefault((ex.source, ex.target), ex)
+    return kept, list(held.values())
 
 
 def lengths_in(examples: Sequence[Example]) -> list[int]:

@@ -9,11 +9,17 @@ stripping its ends, is a token, a space included). Blank lines are skipped. For 
 
 A task needs to know what to evaluate on: a second file, or a length threshold that splits one
 file into seen (``length <= max_train_length``) and unseen lengths, or ``n_eval_seen`` random
-lines held out. ``length`` is the source token count (``length_of="target"`` to count targets)::
+examples held out of training. ``length`` is the source token count (``length_of="target"`` to
+count targets)::
 
     get_task("file:data.tsv", max_train_length=10)           # one file, split by length
     get_task("file:train.tsv", eval_path="test.tsv")         # separate files
     TsvTask("train.tsv", eval_path="test.tsv")               # the same, without the registry
+
+``n_eval_seen`` counts *distinct* ``(source, target)`` examples: a held-out example is evaluated
+once, and every line repeating it leaves the training set with it, so no "seen-length" test
+example was trained on. (A separate ``eval_path`` file is taken as given: it is not checked
+against the training file.)
 
 ``"file:PATH"`` is short for ``get_task("tsv", path=PATH, ...)``. The file is read when the task
 is built, so a missing file (``FileNotFoundError`` with the path), an empty one or a malformed
@@ -119,7 +125,8 @@ class TsvTask:
     char_level: bool = False
     #: which side's token count is the reported length: "source" or "target".
     length_of: str = "source"
-    #: move this many random training examples into evaluation (seen-length baseline).
+    #: move this many random distinct training examples, every copy of each, into evaluation
+    #: (the seen-length baseline).
     n_eval_seen: int = 0
     #: defaults to ``"file:" + path``.
     name: str = ""
@@ -149,7 +156,7 @@ class TsvTask:
         if self.eval_path is None and threshold is None and self.n_eval_seen == 0:
             raise ValueError(
                 f"task file {str(self.path)!r} needs something to evaluate on: eval_path=FILE, "
-                "max_train_length=N (split by length) or n_eval_seen=N (hold out N lines)"
+                "max_train_length=N (split by length) or n_eval_seen=N (hold out N examples)"
             )
         if not self.name:
             self.name = f"file:{self.path}"
@@ -172,10 +179,13 @@ class TsvTask:
                 )
         else:
             self._train, self._evaluation = examples, []
-        if self.n_eval_seen >= len(self._train):
+        distinct = len({(ex.source, ex.target) for ex in self._train})
+        if self.n_eval_seen >= distinct:
+            repeats = f" ({len(self._train)} lines)" if distinct < len(self._train) else ""
             raise ValueError(
-                f"n_eval_seen={self.n_eval_seen} must be below the {len(self._train)} training "
-                f"examples of {self.path}"
+                f"n_eval_seen={self.n_eval_seen} must be below the {distinct} distinct training "
+                f"examples{repeats} of {self.path}: every copy of a held-out example leaves "
+                "training, and training must keep one"
             )
 
     def generate(self, seed: int) -> TaskData:
