@@ -390,3 +390,18 @@ def test_hold_out_without_duplicates_draws_as_before():
     chosen = set(random.Random(5).sample(range(30), 7))
     assert held == [ex for i, ex in enumerate(examples) if i in chosen]
     assert kept == [ex for i, ex in enumerate(examples) if i not in chosen]
+
+
+def test_tsv_train_lengths_come_from_the_final_training_set(tmp_path):
+    # One line of length 10 among lengths 1-3: once it is held out, 10 is not a seen length.
+    lines = "".join(f"{' '.join('x' * (1 + i % 3))}\t{i}\n" for i in range(30))
+    path = write(tmp_path / "data.tsv", lines + f"{' '.join('y' * 10)}\tlong\n")
+    task = TsvTask(path, n_eval_seen=10)
+    held_long = 0
+    for seed in range(20):
+        data = task.generate(seed)
+        assert data.train_lengths == (min(lengths(data.train)), max(lengths(data.train)))
+        if 10 in lengths(data.evaluation):
+            held_long += 1
+            assert data.train_lengths == (1, 3) and not data.seen(10)
+    assert held_long > 0  # the case this test is about did happen

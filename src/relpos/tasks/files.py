@@ -18,8 +18,9 @@ count targets)::
 
 ``n_eval_seen`` counts *distinct* ``(source, target)`` examples: a held-out example is evaluated
 once, and every line repeating it leaves the training set with it, so no "seen-length" test
-example was trained on. (A separate ``eval_path`` file is taken as given: it is not checked
-against the training file.)
+example was trained on. ``train_lengths`` (the seen range) is the shortest and longest length
+left in training after the hold-out. (A separate ``eval_path`` file is taken as given: it is
+not checked against the training file.)
 
 ``"file:PATH"`` is short for ``get_task("tsv", path=PATH, ...)``. The file is read when the task
 is built, so a missing file (``FileNotFoundError`` with the path), an empty one or a malformed
@@ -192,9 +193,10 @@ class TsvTask:
         rng = random.Random(check_seed(seed))
         train = list(self._train)
         rng.shuffle(train)
+        train, held_out = hold_out(train, self.n_eval_seen, rng, option="n_eval_seen")
+        # "Seen" means seen in training: a length whose every example was held out is unseen.
         shortest = min(ex.length for ex in train)
         longest = max(ex.length for ex in train)
-        train, held_out = hold_out(train, self.n_eval_seen, rng, option="n_eval_seen")
         evaluation = sorted(held_out + self._evaluation, key=lambda ex: ex.length)
         return TaskData(train=train, evaluation=evaluation, train_lengths=(shortest, longest))
 
