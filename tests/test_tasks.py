@@ -405,3 +405,36 @@ def test_tsv_train_lengths_come_from_the_final_training_set(tmp_path):
             held_long += 1
             assert data.train_lengths == (1, 3) and not data.seen(10)
     assert held_long > 0  # the case this test is about did happen
+
+
+def test_tsv_byte_order_mark_is_not_part_of_the_first_token(tmp_path):
+    path = tmp_path / "bom.tsv"
+    path.write_bytes("\ufeff1 2\t2 1\n3\t3\n".encode())
+    assert read_tsv(path)[0].source == ("1", "2")
+
+
+def test_tsv_lines_break_only_at_newlines(tmp_path):
+    # A lone "\r" is whitespace inside line 1, not a line break: the error names line 2, as an
+    # editor or `wc -l` would.
+    path = tmp_path / "cr.tsv"
+    path.write_bytes(b"1 2\t2\r1\n3\t3\t3\r\n")
+    with pytest.raises(ValueError, match=r"cr\.tsv, line 2: .*found 2 tabs"):
+        read_tsv(path)
+    path.write_bytes(b"1 2\t2\r1\n3\t3\r\n")
+    assert [ex.target for ex in read_tsv(path)] == [("2", "1"), ("3",)]
+    # Old Mac line breaks make one long line; the error says why.
+    path.write_bytes(b"1\t1\r2\t2\r")
+    with pytest.raises(ValueError, match=r"line 1: .*lone '\\r' line breaks"):
+        read_tsv(path)
+
+
+def test_tsv_lines_without_tokens_are_blank_but_half_empty_lines_are_errors(tmp_path):
+    # A tab-only line (a spreadsheet's empty row) has no tokens on either side: it is blank.
+    path = write(tmp_path / "blank.tsv", "\t\n1\t1\n \t \n")
+    assert len(read_tsv(path)) == len(read_tsv(path, char_level=True)) == 1
+    path = write(tmp_path / "half.tsv", "1\t1\n3\t   \n")
+    with pytest.raises(ValueError, match=r"half\.tsv, line 2: the target is empty"):
+        read_tsv(path)
+    path = write(tmp_path / "half.tsv", "1\t1\n\t3\n")
+    with pytest.raises(ValueError, match=r"half\.tsv, line 2: the source is empty"):
+        read_tsv(path)

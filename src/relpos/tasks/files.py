@@ -1,8 +1,11 @@
 """A user's own task: a file of ``source<TAB>target`` lines, or a Python object.
 
-**From a file.** UTF-8 text, one example per line, source and target separated by exactly one
-tab; tokens are split on whitespace (``char_level=True``: every character of the field, after
-stripping its ends, is a token, a space included). Blank lines are skipped. For example::
+**From a file.** UTF-8 text (a leading byte-order mark is dropped), one example per line (lines
+end in LF or CR LF, so line numbers match an editor's), source and target separated by
+exactly one tab; tokens are split on whitespace (``char_level=True``: every character of the
+field, after stripping its ends, is a token, a space included). A line without any token, such as
+an empty line or a lone tab (a spreadsheet's empty row), holds nothing to lose and is skipped; a
+line with tokens on one side of the tab only is an error. For example::
 
     3 1 4<TAB>4 1 3
     jump twice<TAB>I_JUMP I_JUMP
@@ -87,16 +90,20 @@ def read_tsv(
         raise ValueError(f"task file {str(path)!r} is not a regular file")
     examples = []
     try:
-        with path.open(encoding="utf-8") as lines:
+        # newline="\n": break lines at "\n" only (then drop a "\r" before it), not at a lone
+        # "\r" as universal newlines would, so line numbers are an editor's.
+        with path.open(encoding="utf-8-sig", newline="\n") as lines:
             for number, line in enumerate(lines, start=1):
-                line = line.rstrip("\r\n")
+                line = line.removesuffix("\n").removesuffix("\r")
                 if not line.strip():
                     continue
                 fields = line.split("\t")
                 if len(fields) != 2:
+                    old_mac = " (lone '\\r' line breaks? end lines in \\n or \\r\\n)"
                     raise ValueError(
                         f"{path}, line {number}: expected 'source<TAB>target' (exactly one tab), "
                         f"found {len(fields) - 1} tabs in {_shown(line)}"
+                        + (old_mac if "\r" in line else "")
                     )
                 source, target = (_tokens(text, char_level) for text in fields)
                 if not source or not target:
