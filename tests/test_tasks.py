@@ -438,3 +438,8 @@ def test_tsv_lines_without_tokens_are_blank_but_half_empty_lines_are_errors(tmp_
     path = write(tmp_path / "half.tsv", "1\t1\n\t3\n")
     with pytest.raises(ValueError, match=r"half\.tsv, line 2: the source is empty"):
         read_tsv(path)
+
+
+def test_tsv_task_without_a_path_says_how_to_give_one():
+    with pytest.raises(ValueError, match=r"path=.*file:PATH"):
+        get_task("tsv", max_train_length=3)

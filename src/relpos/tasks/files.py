@@ -125,7 +125,8 @@ def read_tsv(
 class TsvTask:
     """A task read from a ``source<TAB>target`` file (see the module docstring)."""
 
-    path: str | os.PathLike
+    #: the file to read (required; ``None`` only so that a missing path gets a clear error).
+    path: str | os.PathLike | None = None
     #: a second file to evaluate on; otherwise split ``path`` by ``max_train_length``.
     eval_path: str | os.PathLike | None = None
     #: train on ``length <= max_train_length``, evaluate on the longer examples.
@@ -142,6 +143,11 @@ class TsvTask:
     _evaluation: list[Example] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.path is None:
+            raise ValueError(
+                "the tsv task needs a file: pass path=, e.g. get_task('tsv', path='data.tsv', "
+                "...), or name it get_task('file:PATH', ...)"
+            )
         if not isinstance(self.path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or path, got {type(self.path).__name__}")
         if not isinstance(self.char_level, bool):
