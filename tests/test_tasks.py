@@ -277,6 +277,13 @@ def test_scan_bad_options():
         ScanTask(n_eval=-1)
 
 
+def test_scan_refuses_an_empty_evaluation_set_when_built():
+    # Found when the task is built, not after a run has trained.
+    with pytest.raises(ValueError, match=r"n_eval=0 with n_eval_seen=0.*n_eval >= 1.*n_eval_seen"):
+        get_task("scan", n_eval=0, n_train=100)
+    assert len(ScanTask(n_eval=0, n_eval_seen=5).generate(0).evaluation) == 5
+
+
 # --- a user's own task ------------------------------------------------------------------------
 
 

@@ -37,7 +37,9 @@ Splits (registered as ``"scan"`` with ``split=``):
 
 The test set has only unseen lengths; ``n_eval_seen`` moves that many random training commands
 into the evaluation set to give a seen-length baseline (0 by default, keeping the published
-counts). ``n_train`` / ``n_eval`` subsample the training set / the unseen-length test set.
+counts). ``n_train`` / ``n_eval`` subsample the training set / the unseen-length test set
+(``n_eval=0`` drops it, which needs ``n_eval_seen > 0``). ``train_lengths`` is the split's range,
+1 to the cutoff, even where ``n_train`` or ``n_eval_seen`` leave a length out of training.
 """
 
 from __future__ import annotations
@@ -191,6 +193,12 @@ class ScanTask:
         _check_count("n_train", self.n_train, 1, allow_none=True)
         _check_count("n_eval", self.n_eval, 0, allow_none=True)
         _check_count("n_eval_seen", self.n_eval_seen, 0, allow_none=False)
+        if self.n_eval == 0 and self.n_eval_seen == 0:
+            raise ValueError(
+                "n_eval=0 with n_eval_seen=0 leaves SCAN with no evaluation examples; give "
+                "n_eval >= 1 (unseen-length test commands; None keeps all) or n_eval_seen > 0 "
+                "(training-length commands held out of training)"
+            )
 
     @property
     def vocabulary(self) -> list[str]:
