@@ -6,8 +6,9 @@
 * ``k-sweep`` — shaw with ``k = 0, 1, 2, 4, 16, 64``: Shaw et al. (2018) Table 2;
 * ``kv-ablation`` — shaw with both relative terms, the key term only, the value term only, and
   neither: Shaw et al. (2018) Table 3;
-* ``length-gen`` — every registered scheme on copy/reverse/duplicate (Ontañón et al. 2022), the
-  decoder-only copy/reverse of Kazemnejad et al. (2023), and SCAN's length split.
+* ``length-gen`` — every registered scheme on reverse/duplicate (Ontañón et al. 2022) and copy
+  on their lengths, the decoder-only copy/reverse of Kazemnejad et al. (2023), and SCAN's length
+  split.
 
 Each preset is a function returning fresh :class:`~relpos.experiments.compare.Experiment`
 objects, so callers may edit them (the CLI applies its flags that way).

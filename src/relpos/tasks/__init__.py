@@ -1,9 +1,9 @@
 """Synthetic tasks, generated in code (no downloads), and the protocol for a user's own task.
 
-Importing this package registers every task: ``copy``, ``reverse``, ``duplicate`` (Ontañón et al.
-2022), ``copy-kz``, ``reverse-kz`` (Kazemnejad et al. 2023), ``scan`` (Lake & Baroni 2018) and
-``tsv`` / ``"file:PATH"`` (a user's file). ``get_task(name, **options).generate(seed)`` gives a
-:class:`TaskData`.
+Importing this package registers every task: ``reverse``, ``duplicate`` (Ontañón et al. 2022)
+and ``copy`` on their lengths, ``copy-kz``, ``reverse-kz`` (Kazemnejad et al. 2023), ``scan``
+(Lake & Baroni 2018) and ``tsv`` / ``"file:PATH"`` (a user's file).
+``get_task(name, **options).generate(seed)`` gives a :class:`TaskData`.
 """
 
 from .base import (

@@ -1,10 +1,12 @@
 """Copy, reverse and duplicate strings of digits: algorithmic tests of length generalisation.
 
 Ontañón et al. 2022 ("Making Transformers Solve Compositional Tasks", ACL, arXiv:2108.04378)
-train on digit strings of length 1–16 and test on 17–24; Kazemnejad et al. 2023 ("The Impact of
-Positional Encoding on Length Generalization in Transformers", NeurIPS) train a decoder-only model
-on lengths ≤ 20 and test up to 40, with a small vocabulary. The data (from ``generate(0)``: the
-first evaluation example of length 3, and of length 5 for ``copy-kz``)::
+reverse and duplicate digit strings, training on lengths 1–16 and testing on 17–24; ``copy`` is
+not one of their tasks, but runs on the same lengths as the simplest of the three. Kazemnejad et
+al. 2023 ("The Impact of Positional Encoding on Length Generalization in Transformers", NeurIPS)
+train a decoder-only model on lengths ≤ 20 and test up to 40, with a small vocabulary. The data
+(from ``generate(0)``: the first evaluation example of length 3, and of length 5 for
+``copy-kz``)::
 
     task        source       target
     copy        8 9 4        8 9 4
@@ -21,7 +23,7 @@ e.g. ``get_task("reverse", max_eval_length=48, vocab_size=4)``):
 ============  ==========  ============  ==================  =========================
 name          operation   train         evaluation          protocol
 ============  ==========  ============  ==================  =========================
-copy          copy        1–16          1–32                Ontañón et al. 2022
+copy          copy        1–16          1–32                Ontañón's length protocol
 reverse       reverse     1–16          1–32                Ontañón et al. 2022
 duplicate     duplicate   1–16          1–32                Ontañón et al. 2022
 copy-kz       copy        1–20          1–40                Kazemnejad et al. 2023
@@ -207,7 +209,8 @@ class StringTask:
         )
 
 
-# Ontañón et al. 2022: train 1–16, test 17–24 (and beyond, to 32).
+# Ontañón et al. 2022's lengths (reverse and duplicate are their tasks, copy is ours): train
+# 1–16, test 17–24 (and beyond, to 32).
 for _operation in OPERATIONS:
     register_task(_operation)(functools.partial(StringTask, _operation, name=_operation))
 
