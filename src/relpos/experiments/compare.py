@@ -201,6 +201,14 @@ def summarise(runs: list[dict]) -> dict:
     for ``m`` in exact, token and any other measure the metrics hold (e.g. ``tf_token``);
     ``by_length`` entries also have ``seen`` and ``count``.
     The std is the sample standard deviation over seeds.
+
+    How ``by_length`` combines seeds: ``<m>_mean`` is the unweighted mean over seeds of each
+    seed's rate at that length (not pooled over examples), while ``count`` is the number of
+    examples *summed* over seeds (three seeds that each score the same 10 strings give 30). A
+    length present in only some seeds' evaluation data (SCAN's ``n_eval`` subsamples per seed)
+    gets its mean and std from those seeds only: from one seed the std is 0, which says nothing
+    about the spread. ``seen`` and ``unseen`` are each seed's pooled rate over its own examples,
+    then averaged over seeds the same way.
     """
     by_variant: dict[str, list[dict]] = {}
     for run in runs:
@@ -236,6 +244,21 @@ def _pm(stats: dict, key: str, spread: bool) -> str:
     return f"{mean:.2f} ± {std:.2f}" if spread else f"{mean:.2f}"
 
 
+def _span(lengths: list[int]) -> str:
+    return f"{min(lengths)}–{max(lengths)}" if min(lengths) != max(lengths) else str(min(lengths))
+
+
+def _unseen_text(unseen: list[int], low: int, high: int) -> str:
+    """The unseen lengths as spans below and above the training range (``"1, 5–6"``), so a
+    span never covers the seen lengths; a span may skip lengths the evaluation lacks."""
+    groups = [
+        [n for n in unseen if n < low],
+        [n for n in unseen if low <= n <= high],  # none when seen means "in the range"
+        [n for n in unseen if n > high],
+    ]
+    return ", ".join(_span(group) for group in groups if group) or "none"
+
+
 def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
     low, high = experiment["train_lengths"]
     unseen = [
@@ -243,11 +266,10 @@ def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
         for n, e in next(iter(experiment["summary"].values()))["by_length"].items()
         if not e["seen"]
     ]
-    unseen_text = f"{min(unseen)}–{max(unseen)}" if unseen else "none"
     header = [
         "variant",
         f"seen {low}–{high}",
-        f"unseen {unseen_text}",
+        f"unseen {_unseen_text(unseen, low, high)}",
         "unseen token",
         "unseen token, TF",
         "s/run",
@@ -431,6 +453,8 @@ def run_compare(
                 "variants": [dataclasses.asdict(v) for v in experiment.variants],
                 "train_lengths": list(data.train_lengths),
                 "train_examples": len(data.train),
+                # seeds[0]'s data: a task that subsamples per seed (SCAN's n_eval) may evaluate
+                # other seeds on other lengths; the summary's by_length has them all
                 "eval_lengths": sorted({ex.length for ex in data.evaluation}),
                 "runs": [],
                 "summary": {},
