@@ -284,6 +284,41 @@ def test_default_out_dir_is_fresh(tmp_path):
     assert second != first and second.name.startswith("compare-")
 
 
+def _quick_experiment(**changes) -> Experiment:
+    settings = {
+        "task": "copy",
+        "task_options": {"max_train_length": 2, "eval_lengths": [1, 2, 3], "n_train": 50},
+        "variants": [Variant("none"), Variant("shaw", {"max_distance": 1})],
+        "seeds": [0, 1],
+        "train": {"steps": 4, "batch_size": 8},
+    }
+    return Experiment(**{**settings, **changes})
+
+
+@pytest.mark.parametrize(
+    "experiments, expected",
+    [
+        ([_quick_experiment(), _quick_experiment(title="copy")], "same run folder"),
+        ([_quick_experiment(title="copy (a)"), _quick_experiment(title="copy [a]")],
+         "'copy (a)' and 'copy [a]'"),
+        ([_quick_experiment(variants=[Variant("none", label="a b"), Variant("none", label="a_b")])],
+         "'a b' and 'a_b'"),
+        ([_quick_experiment(seeds=[0, 0])], "seeds must not repeat"),
+    ],
+)  # fmt: skip
+def test_validate_catches_clashing_run_folders(experiments, expected):
+    with pytest.raises(ValueError) as error:
+        validate(experiments)
+    assert expected in str(error.value)
+
+
+def test_cli_rejects_repeated_seeds(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["compare", *TINY, "--seeds", "1,1", "--out", str(out)]) == 2
+    assert "seeds must not repeat" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_table_header_names_the_unseen_lengths_below_and_above_training():
     runs = [{"variant": "a", "seed": 0, "seconds": 1.0,
              "metrics": _metrics(1.0, 0.5, {n: 0.5 for n in range(1, 7)})}]  # fmt: skip

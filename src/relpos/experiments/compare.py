@@ -130,13 +130,24 @@ class Experiment:
 
 
 def validate(experiments: Sequence[Experiment]) -> None:
-    """Fail fast, before any training: every task, scheme and config field must exist."""
+    """Fail fast, before any training: every task, scheme and config field must exist, and every
+    run must have a folder of its own (``runs/<title>/<label>/seed<S>``, names reduced to
+    :func:`_slug`), so no seed may repeat."""
     from .. import get_scheme
     from ..tasks import get_task
 
     if not experiments:
         raise ValueError("nothing to compare: no experiments given")
+    _distinct_slugs([e.title for e in experiments], "experiments", "title")
     for experiment in experiments:
+        _distinct_slugs(
+            [v.label for v in experiment.variants], f"experiment {experiment.title!r}", "label"
+        )
+        if len(set(experiment.seeds)) != len(experiment.seeds):
+            raise ValueError(
+                f"experiment {experiment.title!r}: seeds must not repeat (a run is one variant "
+                f"and seed), got {experiment.seeds!r}"
+            )
         get_task(experiment.task, **experiment.task_options)  # unknown names list valid ones
         for variant in experiment.variants:
             get_scheme(variant.scheme, **variant.options)
@@ -159,6 +170,21 @@ def default_out_dir(root: str | Path = "runs") -> Path:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_") or "variant"
+
+
+def _distinct_slugs(names: list[str], where: str, fix: str) -> None:
+    """Two names whose run folders would be one (the same name, or one slug) are an error."""
+    first: dict[str, str] = {}
+    for name in names:
+        slug = _slug(name)
+        if slug in first:
+            other = first[slug]
+            how = "are the same" if other == name else f"both become {_slug(name)!r}"
+            raise ValueError(
+                f"{where}: {other!r} and {name!r} would share the same run folder (the names "
+                f"{how}); give one of them another {fix}"
+            )
+        first[slug] = name
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
