@@ -175,7 +175,7 @@ def test_resume_trains_only_the_missing_runs(tmp_path, monkeypatch):
     old_runs, new_runs = first["experiments"][0]["runs"], resumed["experiments"][0]["runs"]
     for old, new in zip(old_runs, new_runs, strict=True):
         assert (old["variant"], old["metrics"]) == (new["variant"], new["metrics"])
-    with pytest.raises(ValueError, match="different experiments"):
+    with pytest.raises(ValueError, match="task: .copy. → .reverse."):
         other = Experiment(task="reverse", variants=[Variant("none")], seeds=[0])
         run_compare([other], out, progress=False, log=None, resume=True)
 
@@ -293,6 +293,69 @@ def _quick_experiment(**changes) -> Experiment:
         "train": {"steps": 4, "batch_size": 8},
     }
     return Experiment(**{**settings, **changes})
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    """``relpos.training.train`` replaced by a stand-in that writes metrics.json at once; it
+    records each call as ``(scheme, seed, resume)`` and raises for the runs in ``fail``."""
+    import types
+
+    import relpos.training
+
+    calls, fail = [], set()
+
+    def train(config, run_dir, **kwargs):
+        calls.append((config.model.scheme, config.seed, kwargs["resume"]))
+        if (config.model.scheme, config.seed) in fail:
+            raise RuntimeError(f"boom for {config.model.scheme} seed {config.seed}")
+        metrics = _metrics(1.0, 0.5, {1: 1.0, 3: 0.5})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return types.SimpleNamespace(metrics=metrics, seconds=0.0)
+
+    monkeypatch.setattr(relpos.training, "train", train)
+    return calls, fail
+
+
+def _compare(experiment, out, **kwargs):
+    return run_compare([experiment], out, progress=False, log=None, plot=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"train": {"steps": 5, "batch_size": 8}}, "train.steps: 4 → 5"),
+        ({"task_options": {"max_train_length": 3, "eval_lengths": [1, 2, 3], "n_train": 50}},
+         "task_options.max_train_length: 2 → 3"),
+        ({"model": {"d_model": 32}}, "model.d_model: 64 → 32"),
+        ({"variants": [Variant("none"), Variant("shaw", {"max_distance": 2}, "shaw k=1")]},
+         "variant 'shaw k=1'"),
+        ({"seeds": [0]}, "seeds: [0, 1] → [0]"),
+        ({"task": "reverse"}, "task: 'copy' → 'reverse'"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_changed_settings(tmp_path, fake_train, changes, expected):
+    calls, _ = fake_train
+    out = tmp_path / "run"
+    _compare(_quick_experiment(), out, jobs=1)
+    calls.clear()
+    with pytest.raises(ValueError, match="cannot resume") as error:
+        _compare(_quick_experiment(**changes), out, resume=True, jobs=1)
+    assert expected in str(error.value)
+    assert calls == []  # nothing trained with the mixed settings
+
+
+def test_resume_accepts_changes_that_do_not_change_results(tmp_path, fake_train):
+    calls, _ = fake_train
+    out = tmp_path / "run"
+    _compare(_quick_experiment(), out, jobs=1)
+    calls.clear()
+    # the default lr spelled out, and the checkpoint interval (relpos.training's resume allows it)
+    same = _quick_experiment(train={"steps": 4, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2})
+    resumed = _compare(same, out, resume=True, jobs=2, device="cpu")
+    assert calls == [] and resumed["complete"] is True
+    assert len(resumed["experiments"][0]["runs"]) == 4
 
 
 @pytest.mark.parametrize(

@@ -430,7 +430,11 @@ def run_compare(
         device: overrides every experiment's ``train["device"]`` (``"cpu"``, ``"cuda"``, …).
         progress: show progress: each run's bar with one job, a bar over runs with several.
         resume: continue an interrupted compare in ``out``: finished runs are kept, an
-            interrupted one continues from its last checkpoint.
+            interrupted one continues from its last checkpoint, the others start. The
+            experiments must be the ones saved in ``results.json`` (``ValueError`` naming each
+            difference otherwise), except for settings that do not change what a run computes
+            (``relpos.training``'s ``RESUMABLE_CHANGES``: device, eval batch size, checkpoint
+            interval, threads).
         command: the command line, recorded in ``results.json``.
         log: where one-line status messages go (``None``: nowhere).
         plot: write ``accuracy.png`` (needs matplotlib).
@@ -449,6 +453,8 @@ def run_compare(
         available_device(device or experiment.train.get("device", "cpu"))
     out = Path(out) if out is not None else default_out_dir()
     previous = _prepare_out(out, resume)
+    if previous is not None:
+        _check_resume(previous, experiments, out)
     say = log or (lambda message: None)
 
     results = {
@@ -487,17 +493,8 @@ def run_compare(
             }
         )
     if previous is not None:
-        if [e["variants"] for e in previous["experiments"]] != [
-            e["variants"] for e in results["experiments"]
-        ] or [e["task"] for e in previous["experiments"]] != [
-            e["task"] for e in results["experiments"]
-        ]:
-            raise ValueError(
-                f"cannot resume {str(out)!r}: its results.json was written for different "
-                "experiments (tasks/variants); resume with the same command"
-            )
         for old, new in zip(previous["experiments"], results["experiments"], strict=True):
-            new["runs"] = [r for r in old["runs"] if r["seed"] in new["seeds"]]
+            new["runs"] = old["runs"]
         results["started"] = previous.get("started", results["started"])
 
     pending = []
@@ -582,6 +579,82 @@ def run_compare(
 
         plot_accuracy(results, out / PLOT_FILE)
     return results
+
+
+def _settings(experiment: Experiment) -> dict[str, object]:
+    """What an experiment's runs compute with, as ``{"train.steps": 800, ...}``: defaults filled
+    in and options as JSON gives them back (as ``TrainConfig.to_dict`` does for a run's resume),
+    without the settings a run may resume with changed (``RESUMABLE_CHANGES``)."""
+    from ..models.config import json_options
+    from ..training.loop import RESUMABLE_CHANGES
+
+    config = experiment.train_config(experiment.variants[0], experiment.seeds[0]).to_dict()
+    model = config.pop("model")
+    settings: dict[str, object] = {
+        "task": experiment.task,
+        "title": experiment.title,  # it names the run folders
+        "seeds": list(experiment.seeds),
+        "variants": [v.label for v in experiment.variants],
+    }
+    for variant in experiment.variants:
+        options = json_options(variant.options, f"variant {variant.label!r} options")
+        settings[f"variant {variant.label!r}"] = {"scheme": variant.scheme, "options": options}
+    for key, value in config.pop("task_options").items():
+        settings[f"task_options.{key}"] = value
+    for key, value in config.items():
+        if key not in ("task", "seed", *RESUMABLE_CHANGES):
+            settings[f"train.{key}"] = value
+    for key, value in model.items():
+        if key not in ("scheme", "scheme_options"):  # per variant, above
+            settings[f"model.{key}"] = value
+    return settings
+
+
+def _check_resume(previous: dict, experiments: list[Experiment], out: Path) -> None:
+    """Refuse to resume with experiments other than the saved ones: the finished runs would be
+    mixed with runs trained on other settings in one table."""
+    saved = previous.get("experiments", [])
+    if len(saved) != len(experiments):
+        raise ValueError(
+            f"cannot resume {str(out)!r}: its {RESULTS_FILE} was written for different "
+            f"experiments ({[e.get('title') for e in saved]} → {[e.title for e in experiments]}); "
+            "resume with the same command, or start a new run folder"
+        )
+    unset = object()
+
+    def shown(value: object) -> str:
+        return "(not set)" if value is unset else repr(value)
+
+    for record, experiment in zip(saved, experiments, strict=True):
+        try:
+            old = _settings(
+                Experiment(
+                    task=record["task"],
+                    variants=[Variant(**v) for v in record["variants"]],
+                    seeds=record["seeds"],
+                    task_options=record["task_options"],
+                    train=record["train"],
+                    model=record["model"],
+                    title=record["title"],
+                )
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"cannot resume {str(out)!r}: experiment {record.get('title')!r} in its "
+                f"{RESULTS_FILE} cannot be read back ({type(error).__name__}: {error})"
+            ) from None
+        new = _settings(experiment)
+        changed = [
+            f"{key}: {shown(old.get(key, unset))} → {shown(new.get(key, unset))}"
+            for key in dict.fromkeys([*old, *new])
+            if old.get(key, unset) != new.get(key, unset)
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume {str(out)!r}: experiment {record['title']!r} differs from the "
+                f"saved one its finished runs were trained with ({'; '.join(changed)}); resume "
+                "with the same settings, or start a new run folder"
+            )
 
 
 def default_jobs(device: str = "cpu") -> int:
