@@ -284,6 +284,9 @@ def test_default_out_dir_is_fresh(tmp_path):
     assert second != first and second.name.startswith("compare-")
 
 
+# --- resume, failures and run folders, with a stand-in for training ---------------------------
+
+
 def _quick_experiment(**changes) -> Experiment:
     settings = {
         "task": "copy",
@@ -356,6 +359,60 @@ def test_resume_accepts_changes_that_do_not_change_results(tmp_path, fake_train)
     resumed = _compare(same, out, resume=True, jobs=2, device="cpu")
     assert calls == [] and resumed["complete"] is True
     assert len(resumed["experiments"][0]["runs"]) == 4
+
+
+def test_results_json_is_written_before_the_first_run(tmp_path, fake_train):
+    calls, fail = fake_train
+    fail.add(("none", 0))  # the very first run fails
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="boom for none seed 0"):
+        _compare(_quick_experiment(), out, jobs=1)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["complete"] is False and saved["experiments"][0]["runs"] == []
+    fail.clear()
+    calls.clear()
+    resumed = _compare(_quick_experiment(), out, resume=True, jobs=1)  # not "no results.json"
+    assert resumed["complete"] is True and len(calls) == 4
+
+
+def test_a_failed_parallel_run_stops_the_queue_and_keeps_the_finished_runs(
+    tmp_path, fake_train, monkeypatch
+):
+    import threading
+    import time as time_module
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls, fail = fake_train
+    import relpos.training
+
+    first = relpos.training.train
+    started = threading.Event()
+
+    def train(config, run_dir, **kwargs):
+        if (config.model.scheme, config.seed) == ("none", 0):
+            started.wait(5)  # fail while the other worker's run is in progress
+            return first(config, run_dir, **kwargs)
+        started.set()
+        time_module.sleep(0.3)
+        return first(config, run_dir, **kwargs)
+
+    monkeypatch.setattr(relpos.training, "train", train)
+    # threads instead of processes, so that the stand-in for training reaches the workers
+    monkeypatch.setattr(compare_module, "_executor", lambda workers: ThreadPoolExecutor(workers))
+    fail.add(("none", 0))
+    out = tmp_path / "run"
+    experiment = _quick_experiment(seeds=[0, 1, 2, 3])  # 8 runs
+    with pytest.raises(RuntimeError, match="boom for none seed 0"):
+        _compare(experiment, out, jobs=2)
+    # the failed run and the one in progress; no other run started
+    assert calls == [("none", 0, False), ("none", 1, False)]
+    saved = json.loads((out / "results.json").read_text())
+    recorded = [(r["variant"], r["seed"]) for r in saved["experiments"][0]["runs"]]
+    assert recorded == [("none", 1)] and saved["complete"] is False  # it finished: recorded
+    fail.clear()
+    calls.clear()
+    resumed = _compare(experiment, out, resume=True, jobs=2)
+    assert len(calls) == 7 and ("none", 1, False) not in calls and resumed["complete"] is True
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,10 @@ def register(subparsers) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="run folder (default runs/compare-<timestamp>); must be new")
     output.add_argument(
-        "--resume", action="store_true", help="continue an interrupted compare in --out"
+        "--resume",
+        action="store_true",
+        help="continue an interrupted or failed compare in --out (same flags: finished runs are "
+        "kept, a changed setting is refused)",
     )
     output.add_argument("--quiet", action="store_true", help="no progress display, only the table")
     parser.set_defaults(func=run)

@@ -6,8 +6,9 @@ This is what ``relpos compare`` runs. An :class:`Experiment` is one task, a list
 of experiments (a preset may hold several tasks) into one run folder::
 
     OUT/
-      results.json        # the configs, every run's metrics, mean ± std over seeds (rewritten
-                          # after every run, so an interrupted compare can --resume)
+      results.json        # the configs, every run's metrics, mean ± std over seeds (written
+                          # before the first run and after every run, so a compare that was
+                          # interrupted or failed can --resume)
       table.md            # the summary table (also printed)
       accuracy.png        # exact-match accuracy vs. length, one line per variant
       runs/<task>/<variant>/seed<S>/   # each training run (config, checkpoint, metrics)
@@ -390,8 +391,8 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_out(out: Path, resume: bool) -> dict | None:
-    """Create ``out`` (never reusing a non-empty folder unless resuming); return prior results."""
+def _check_out(out: Path, resume: bool) -> dict | None:
+    """Check ``out`` can be used (never a non-empty folder unless resuming); the prior results."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {str(out)!r} exists and is not a folder")
     existing = out.is_dir() and any(out.iterdir())
@@ -404,7 +405,6 @@ def _prepare_out(out: Path, resume: bool) -> dict | None:
             f"run folder {str(out)!r} already exists and is not empty; choose another --out, "
             "or pass --resume to continue an interrupted compare there"
         )
-    out.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -429,8 +429,8 @@ def run_compare(
             raises ``FileExistsError`` unless ``resume``.
         device: overrides every experiment's ``train["device"]`` (``"cpu"``, ``"cuda"``, …).
         progress: show progress: each run's bar with one job, a bar over runs with several.
-        resume: continue an interrupted compare in ``out``: finished runs are kept, an
-            interrupted one continues from its last checkpoint, the others start. The
+        resume: continue a compare in ``out`` that was interrupted or failed: finished runs are
+            kept, an interrupted one continues from its last checkpoint, the others start. The
             experiments must be the ones saved in ``results.json`` (``ValueError`` naming each
             difference otherwise), except for settings that do not change what a run computes
             (``relpos.training``'s ``RESUMABLE_CHANGES``: device, eval batch size, checkpoint
@@ -440,7 +440,8 @@ def run_compare(
         plot: write ``accuracy.png`` (needs matplotlib).
         jobs: training runs at a time, each in its own process (default
             :func:`default_jobs`). Every run is deterministic given its seed, so the results do
-            not depend on ``jobs``.
+            not depend on ``jobs``. If a run fails, no further run starts; the runs in progress
+            finish and are recorded, and the first error is raised (``--resume`` continues).
     """
     from ..tasks import get_task
 
@@ -452,7 +453,7 @@ def run_compare(
     for experiment in experiments:  # before the run folder exists, like validate()'s checks
         available_device(device or experiment.train.get("device", "cpu"))
     out = Path(out) if out is not None else default_out_dir()
-    previous = _prepare_out(out, resume)
+    previous = _check_out(out, resume)
     if previous is not None:
         _check_resume(previous, experiments, out)
     say = log or (lambda message: None)
@@ -497,6 +498,13 @@ def run_compare(
             new["runs"] = old["runs"]
         results["started"] = previous.get("started", results["started"])
 
+    start = time.perf_counter()
+    spent_before = previous.get("seconds", 0.0) if previous else 0.0
+    # Written before any run, so a compare killed or failing before its first run finishes
+    # can still --resume (and a plain rerun is not refused for a folder without results).
+    out.mkdir(parents=True, exist_ok=True)
+    _update(results, out, spent_before)
+
     pending = []
     for index, experiment in enumerate(experiments):
         record = results["experiments"][index]
@@ -516,8 +524,6 @@ def run_compare(
                 label = f"{experiment.title} · {variant.label} · seed {seed}"
                 pending.append((index, variant.label, seed, config, run_dir, label))
 
-    start = time.perf_counter()
-    spent_before = previous.get("seconds", 0.0) if previous else 0.0
     total = sum(len(e.variants) * len(e.seeds) for e in experiments)
     finished = total - len(pending)
 
@@ -540,36 +546,76 @@ def run_compare(
 
         return f"{label}: seen {fmt('seen')}, unseen {fmt('unseen')} exact ({seconds:.0f} s)"
 
+    def failed(error: BaseException, title: str, waiting: int = 0) -> None:
+        recorded = sum(len(e["runs"]) for e in results["experiments"])
+        note = (
+            f"relpos compare: run {title} failed; {recorded} of {total} runs are recorded in "
+            f"{out / RESULTS_FILE} (rerun with --resume to continue)"
+        )
+        if waiting:
+            note += (
+                f"; no new run starts, and the {waiting} in progress will finish and be recorded"
+            )
+        say(f"{note}: {type(error).__name__}: {error}")
+        error.add_note(note)
+
     if workers == 1:
         for number, (index, label, seed, config, run_dir, title) in enumerate(pending, 1):
             say(f"[{finished + number}/{total}] {title}")
             interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
-            metrics, seconds = _train_one(config, run_dir, interrupted, progress)
+            try:
+                metrics, seconds = _train_one(config, run_dir, interrupted, progress)
+            except Exception as error:
+                failed(error, title)
+                raise
             say("  " + done_message(title, metrics, seconds))
             record_run(index, label, seed, run_dir, metrics, seconds)
     elif pending:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         say(f"{len(pending)} runs, {workers} at a time (--jobs)")
-        # "spawn": a fresh interpreter per worker; forking a process that has already used
-        # torch's thread pools is not safe.
-        context = multiprocessing.get_context("spawn")
-        with (
-            _RunsProgress(total, finished, enabled=progress) as bar,
-            ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
-        ):
-            futures = {}
-            for job in pending:
-                index, label, seed, config, run_dir, title = job
+        queue = iter(pending)
+        running = {}  # future -> job
+        first_error = None
+
+        def submit_next() -> None:
+            job = next(queue, None)
+            if job is not None:
+                run_dir = job[4]
                 interrupted = resume and run_dir.is_dir() and any(run_dir.iterdir())
-                futures[pool.submit(_train_one, config, run_dir, interrupted, False)] = job
-            for future in as_completed(futures):
-                index, label, seed, config, run_dir, title = futures[future]
-                metrics, seconds = future.result()
-                message = done_message(title, metrics, seconds)
-                bar.advance(message) if bar.enabled else say(message)
-                record_run(index, label, seed, run_dir, metrics, seconds)
+                running[pool.submit(_train_one, job[3], run_dir, interrupted, False)] = job
+
+        with _RunsProgress(total, finished, enabled=progress) as bar:
+            pool = _executor(workers)
+            try:
+                # One run per worker at a time, not all at once: after a failure no new run
+                # starts (a process pool hands queued runs to its workers early, and those
+                # can no longer be cancelled).
+                for _ in range(workers):
+                    submit_next()
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index, label, seed, config, run_dir, title = running.pop(future)
+                        try:
+                            metrics, seconds = future.result()
+                        except Exception as error:
+                            if first_error is None:
+                                first_error = error
+                                failed(error, title, len(running))
+                            else:
+                                say(f"run {title} failed too: {type(error).__name__}: {error}")
+                            continue
+                        message = done_message(title, metrics, seconds)
+                        bar.advance(message) if bar.enabled else say(message)
+                        record_run(index, label, seed, run_dir, metrics, seconds)
+                        if first_error is None:
+                            submit_next()
+            finally:
+                # On Ctrl-C as well: start nothing more, wait for the runs in progress.
+                pool.shutdown(wait=True, cancel_futures=True)
+        if first_error is not None:
+            raise first_error
 
     results["complete"] = True
     _update(results, out, spent_before + time.perf_counter() - start)
@@ -579,6 +625,17 @@ def run_compare(
 
         plot_accuracy(results, out / PLOT_FILE)
     return results
+
+
+def _executor(workers: int):
+    """The pool that trains runs in parallel (a seam: tests swap in threads)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # "spawn": a fresh interpreter per worker; forking a process that has already used torch's
+    # thread pools is not safe.
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def _settings(experiment: Experiment) -> dict[str, object]:
