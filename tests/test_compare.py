@@ -415,6 +415,21 @@ def test_a_failed_parallel_run_stops_the_queue_and_keeps_the_finished_runs(
     assert len(calls) == 7 and ("none", 1, False) not in calls and resumed["complete"] is True
 
 
+def test_resume_retrains_a_finished_run_whose_folder_was_deleted(tmp_path, fake_train):
+    import shutil
+
+    calls, _ = fake_train
+    out = tmp_path / "run"
+    first = _compare(_quick_experiment(), out, jobs=1)
+    run_dir = out / first["experiments"][0]["runs"][1]["run_dir"]
+    shutil.rmtree(run_dir)
+    calls.clear()
+    resumed = _compare(_quick_experiment(), out, resume=True, jobs=1)
+    assert calls == [("none", 1, False)]  # only the lost one, from the start
+    assert (run_dir / "metrics.json").is_file()
+    assert resumed["experiments"][0]["runs"] == first["experiments"][0]["runs"]
+
+
 @pytest.mark.parametrize(
     "experiments, expected",
     [

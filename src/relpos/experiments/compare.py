@@ -434,7 +434,9 @@ def run_compare(
             experiments must be the ones saved in ``results.json`` (``ValueError`` naming each
             difference otherwise), except for settings that do not change what a run computes
             (``relpos.training``'s ``RESUMABLE_CHANGES``: device, eval batch size, checkpoint
-            interval, threads).
+            interval, threads). A finished run whose folder no longer holds its
+            ``metrics.json`` (deleted by hand) is trained again, so every recorded run keeps the
+            files the plots read; training is deterministic, so it gets the same metrics.
         command: the command line, recorded in ``results.json``.
         log: where one-line status messages go (``None``: nowhere).
         plot: write ``accuracy.png`` (needs matplotlib).
@@ -495,7 +497,14 @@ def run_compare(
         )
     if previous is not None:
         for old, new in zip(previous["experiments"], results["experiments"], strict=True):
-            new["runs"] = old["runs"]
+            for run in old["runs"]:
+                if (out / run["run_dir"] / "metrics.json").is_file():
+                    new["runs"].append(run)
+                else:
+                    say(
+                        f"{new['title']} · {run['variant']} · seed {run['seed']}: finished, but "
+                        f"{out / run['run_dir'] / 'metrics.json'} is gone; training it again"
+                    )
         results["started"] = previous.get("started", results["started"])
 
     start = time.perf_counter()
