@@ -41,4 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"relpos {args.command}: error: {error}", file=sys.stderr)
+        for note in getattr(error, "__notes__", ()):  # e.g. which run failed, how to resume
+            print(note, file=sys.stderr)
         return 2

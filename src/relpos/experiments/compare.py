@@ -566,7 +566,8 @@ def run_compare(
                 f"; no new run starts, and the {waiting} in progress will finish and be recorded"
             )
         say(f"{note}: {type(error).__name__}: {error}")
-        error.add_note(note)
+        # BaseException.add_note is Python 3.11+; the attribute it sets works on 3.10 too.
+        error.__notes__ = [*getattr(error, "__notes__", []), note]
 
     if workers == 1:
         for number, (index, label, seed, config, run_dir, title) in enumerate(pending, 1):
