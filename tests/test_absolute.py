@@ -144,6 +144,20 @@ def test_learned_bad_input():
         module(torch.zeros(1, 3, 5))
 
 
+def test_integer_positions_add_p_times_one_direction():
+    """The seed's literal '0, 1, 2, …': row r at offset o gets (o + r) · w, with no length limit."""
+    module = get_scheme("integer").input_encoding(4, max_len=8)
+    x = torch.randn(2, 3, 4)
+    out = module(x, offset=5)
+    expected = x + torch.tensor([5.0, 6.0, 7.0])[:, None] * module.direction.detach()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert module(torch.zeros(1, 100, 4)).shape == (1, 100, 4)  # past max_len: no table to end
+    with pytest.raises(ValueError, match=r"offset must be a non-negative int .*got -1"):
+        module(x, offset=-1)
+    out.sum().backward()
+    assert module.direction.grad is not None
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from .base import (
     register_scheme,
 )
 from .huang import HuangScheme
+from .integer import IntegerPositions, IntegerScheme
 from .learned import LearnedPositionEmbedding, LearnedScheme
 from .none import NoPositionScheme
 from .rope import RoPEScheme, RotaryPosition, apply_rope, rope_angles, rope_frequencies
@@ -42,6 +43,8 @@ __all__ = [
     "ALiBiScheme",
     "alibi_slopes",
     "HuangScheme",
+    "IntegerPositions",
+    "IntegerScheme",
     "RoPEScheme",
     "RotaryPosition",
     "apply_rope",

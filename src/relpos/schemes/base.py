@@ -139,7 +139,8 @@ class PositionScheme:
     name: ClassVar[str] = ""
     #: citation shown by ``relpos`` listings.
     paper: ClassVar[str] = ""
-    #: True when the scheme knows positions only as absolute indices bounded by a table size.
+    #: True when the scheme knows positions only as absolute indices (sinusoidal, learned,
+    #: integer), not as distances between tokens.
     absolute: ClassVar[bool] = False
     #: T5 computes its bias once and shares it with every layer.
     shared_across_layers: ClassVar[bool] = False
