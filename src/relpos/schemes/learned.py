@@ -2,7 +2,7 @@
 
 A table of ``max_len`` rows is added to the token embeddings. A position ``>= max_len`` has no
 vector at all, and one never reached in training has an untrained vector — the sharpest form of
-the seed's question "why not just feed 0, 1, 2, …?".
+the seed's question "why not just feed 0, 1, 2, …?" (its literal form is the ``integer`` scheme).
 """
 
 from __future__ import annotations
