@@ -379,7 +379,7 @@ def test_window_bad_size(size):
 # ---------------------------------------------------------------------------------------------
 # Every scheme: registry, gradients, fused == manual, cached decoding
 
-FAMILY = ["t5", "alibi", "rope", "huang", "none"]
+FAMILY = ["t5", "alibi", "rope", "huang", "deberta", "transformer-xl", "none"]
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -402,7 +402,7 @@ def test_unknown_option_is_refused():
 
 def build(name, causal, heads=2, head_dim=4):
     position = relpos.get_scheme(name).attention_position(heads, head_dim, causal=causal)
-    if name == "huang":  # small tables so that the inputs below are clipped, too
+    if name in ("huang", "deberta"):  # small tables so that the inputs below are clipped, too
         position = relpos.get_scheme(name, max_distance=3).attention_position(
             heads, head_dim, causal=causal
         )
@@ -415,14 +415,21 @@ def test_gradients_reach_every_parameter(name):
     attn = relpos.MultiheadAttention(8, 2, position=build(name, causal=True))
     attn(torch.randn(2, 9, 8), is_causal=True).square().sum().backward()
     own = dict(attn.position.named_parameters())
-    expected = {"t5": {"bucket_weights"}, "huang": {"key_table"}}.get(name, set())
+    expected = {
+        "t5": {"bucket_weights"},
+        "huang": {"key_table"},
+        "deberta": {"key_table", "query_table"},
+        "transformer-xl": {"position_proj.weight", "content_bias", "position_bias"},
+    }.get(name, set())
     assert set(own) == expected
     # (A key-projection bias can get an exactly-zero gradient: softmax ignores q·b_k.)
     for param_name, param in [*own.items(), ("q_proj.weight", attn.q_proj.weight)]:
         assert param.grad is not None and param.grad.abs().sum() > 0, param_name
 
 
-@pytest.mark.parametrize("name", ["t5", "alibi", "rope", "huang", "swin"])
+@pytest.mark.parametrize(
+    "name", ["t5", "alibi", "rope", "huang", "deberta", "transformer-xl", "swin"]
+)
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_path_equals_manual_reference(name, masked):
     torch.manual_seed(1)

@@ -94,7 +94,7 @@ def register(subparsers) -> None:
         "-k",
         "--max-distance",
         type=_non_negative,
-        help="clipping distance k for the schemes that clip (shaw, huang)",
+        help="clipping distance k for the schemes that clip (shaw, huang, deberta)",
     )
     grid.add_argument(
         "--train-lengths",
@@ -199,7 +199,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
 
 
 #: schemes whose ``max_distance`` is a clipping distance k (T5's is where its log buckets end).
-CLIPPED_SCHEMES = ("shaw", "huang")
+CLIPPED_SCHEMES = ("shaw", "huang", "deberta")
 
 
 def _apply_k(experiment, k: int) -> None:

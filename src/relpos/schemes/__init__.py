@@ -8,11 +8,13 @@ from .base import (
     SCHEMES,
     AttentionPosition,
     DistanceBias,
+    PairBias,
     PositionScheme,
     available_schemes,
     get_scheme,
     register_scheme,
 )
+from .deberta import DebertaScheme, DisentangledPosition, deberta_log_bucket, deberta_relative_rows
 from .huang import HuangScheme
 from .integer import IntegerPositions, IntegerScheme
 from .learned import LearnedPositionEmbedding, LearnedScheme
@@ -22,11 +24,13 @@ from .shaw import ShawRelativePosition, ShawScheme
 from .sinusoidal import SinusoidalEncoding, SinusoidalScheme, sinusoidal_encoding
 from .swin import WindowRelativeBias, swin_relative_position_index
 from .t5 import T5RelativeBias, T5Scheme, t5_relative_bucket
+from .transformer_xl import TransformerXLPosition, TransformerXLScheme
 
 __all__ = [
     "SCHEMES",
     "AttentionPosition",
     "DistanceBias",
+    "PairBias",
     "PositionScheme",
     "available_schemes",
     "get_scheme",
@@ -42,6 +46,10 @@ __all__ = [
     "ALiBiBias",
     "ALiBiScheme",
     "alibi_slopes",
+    "DebertaScheme",
+    "DisentangledPosition",
+    "deberta_log_bucket",
+    "deberta_relative_rows",
     "HuangScheme",
     "IntegerPositions",
     "IntegerScheme",
@@ -55,4 +63,6 @@ __all__ = [
     "T5RelativeBias",
     "T5Scheme",
     "t5_relative_bucket",
+    "TransformerXLPosition",
+    "TransformerXLScheme",
 ]

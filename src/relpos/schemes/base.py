@@ -5,8 +5,8 @@ A scheme reaches a transformer in up to four places (see ``shared/reference/fami
 1. added to the input embeddings (absolute: sinusoidal, learned) —
    :meth:`PositionScheme.input_encoding`;
 2. rotating queries and keys (RoPE) — :meth:`AttentionPosition.rotate`;
-3. a bias on the logits (T5, ALiBi, Swin) or a key term (Shaw, Huang) —
-   :meth:`AttentionPosition.attend`;
+3. a bias on the logits (T5, ALiBi, Swin), a key term (Shaw, Huang) or a bias that reads the
+   content as well (Transformer-XL, DeBERTa) — :meth:`AttentionPosition.attend`;
 4. a value term (Shaw) — also :meth:`AttentionPosition.attend`.
 
 A :class:`PositionScheme` is a small config dataclass that builds those pieces for a model of a
@@ -22,12 +22,14 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from ..attention.checks import check_dropout, check_qkv
 from ..attention.flex_bias import distance_bias_attention, expand_distance_bias
-from ..attention.sdpa import sdpa_attention
+from ..attention.sdpa import reference_bias_attention, sdpa_attention
 
 __all__ = [
     "AttentionPosition",
     "DistanceBias",
+    "PairBias",
     "PositionScheme",
     "register_scheme",
     "get_scheme",
@@ -130,6 +132,90 @@ class DistanceBias(AttentionPosition):
             dropout_p=dropout_p,
             backend=backend,
         )
+
+
+class PairBias(AttentionPosition):
+    """A logit bias computed from the content *and* the pair's relative position (Transformer-XL,
+    DeBERTa): ``b_ij`` reads ``q_i`` or ``k_j`` as well as ``j - i``, so it is a full
+    ``(B, H, Lq, Lk)`` tensor rather than one value per distance.
+
+    Subclasses implement :meth:`pair_bias` (already scaled) and may change :meth:`logit_scale`,
+    the factor on ``q·k``. The bias is formed densely and added like a float mask, by SDPA
+    (any backend name) or by hand (``backend="reference"``). Its memory is ``O(B·H·Lq·Lk)`` as
+    in the papers' own code; the scores it is gathered from are only ``O(B·H·L·R)`` for ``R``
+    relative rows.
+    """
+
+    num_heads: int
+
+    def logit_scale(self, head_dim: int) -> float:
+        """The factor on ``q_i·k_j``; ``1/sqrt(D)`` unless the paper says otherwise."""
+        return head_dim**-0.5
+
+    def pair_bias(
+        self, query: Tensor, key: Tensor, *, query_offset: int = 0, key_offset: int = 0
+    ) -> Tensor:
+        """``(B, H, Lq, Lk)``: what this scheme adds to the scaled logit of each pair."""
+        raise NotImplementedError
+
+    def attend(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        dropout_p: float = 0.0,
+        query_offset: int = 0,
+        key_offset: int = 0,
+        backend: str = "auto",
+    ) -> Tensor:
+        heads = check_qkv(query, key, value)[1]
+        if heads != self.num_heads:
+            raise ValueError(
+                f"query has {heads} heads but this {type(self).__name__} was built for "
+                f"{self.num_heads}; build it with num_heads={heads}"
+            )
+        if check_dropout(dropout_p) > 0 and backend == "reference":
+            raise ValueError(
+                f"backend='reference' has no attention dropout, got dropout_p={dropout_p}; use "
+                "backend='auto' or dropout_p=0.0 (evaluation)"
+            )
+        bias = self.pair_bias(query, key, query_offset=query_offset, key_offset=key_offset)
+        scale = self.logit_scale(query.shape[-1])
+        if backend == "reference":
+            return reference_bias_attention(
+                query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale
+            )
+        return sdpa_attention(
+            query,
+            key,
+            value,
+            bias=bias,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            dropout_p=dropout_p,
+            scale=scale,
+        )
+
+
+def gather_pair_scores(scores: Tensor, rows: Tensor, *, per: str) -> Tensor:
+    """Read each pair's score from per-token scores against the relative rows of a table.
+
+    ``scores (B, H, L, R)``: the score of every query (``per="query"``, ``L = Lq``) or every key
+    (``per="key"``, ``L = Lk``) against each of ``R`` relative vectors; ``rows (Lq, Lk)``: the
+    row that pair ``(i, j)`` uses. Returns ``(B, H, Lq, Lk)`` with entry ``(i, j)`` equal to
+    ``scores[..., i, rows[i, j]]`` (query) or ``scores[..., j, rows[i, j]]`` (key). This is what
+    Transformer-XL's "relative shift" and DeBERTa's ``gather`` compute.
+    """
+    batch, heads = scores.shape[:2]
+    if per == "query":
+        return scores.gather(-1, rows.expand(batch, heads, *rows.shape))
+    if per == "key":
+        by_key = scores.gather(-1, rows.T.expand(batch, heads, *rows.T.shape))  # (B, H, Lk, Lq)
+        return by_key.transpose(-1, -2)
+    raise ValueError(f"per must be 'query' or 'key', got {per!r}")
 
 
 @dataclasses.dataclass

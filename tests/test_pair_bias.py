@@ -1,0 +1,265 @@
+"""Transformer-XL and DeBERTa (``shared/reference/family.md``): the schemes whose logit bias reads
+the content as well as the distance, against their formulas written out pair by pair, against
+the way the original code computes them (relative shift; gather and transpose), and known
+bucket values."""
+
+import math
+
+import pytest
+import torch
+
+import relpos
+from relpos.schemes.base import gather_pair_scores
+
+
+def _qkv(heads, q_len, k_len, dim, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, heads, q_len, dim, dtype=torch.float64, generator=generator)
+    k, v = torch.randn(2, 2, heads, k_len, dim, dtype=torch.float64, generator=generator)
+    return q, k, v
+
+
+def _randomise(position):
+    position = position.double()
+    torch.manual_seed(3)
+    for param in position.parameters():  # nonzero, so that every term matters
+        torch.nn.init.normal_(param)
+    return position
+
+
+def _softmax_attention(logits, v, mask=None):
+    if mask is not None:
+        logits = logits.masked_fill(~mask, -math.inf)
+    return torch.softmax(logits, dim=-1) @ v
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer-XL
+
+
+def txl_sinusoid(n: int, width: int) -> torch.Tensor:
+    """``R_n`` in float64: all sines, then all cosines, frequencies 10000^(-2t/width)."""
+    freqs = torch.tensor([10000.0 ** (-2 * t / width) for t in range(width // 2)])
+    return torch.cat(((n * freqs).sin(), (n * freqs).cos()))
+
+
+@pytest.mark.parametrize("offsets", [(0, 0), (3, 1), (7, 0)])
+def test_transformer_xl_matches_its_four_terms(offsets):
+    heads, dim, q_len, k_len = 2, 4, 5, 6
+    query_offset, key_offset = offsets
+    position = _randomise(
+        relpos.get_scheme("transformer-xl").attention_position(heads, dim, causal=False)
+    )
+    q, k, v = _qkv(heads, q_len, k_len, dim)
+    w_r = position.position_proj.weight.detach()  # (H·D, H·D)
+    u, v_bias = position.content_bias.detach(), position.position_bias.detach()  # (H, D)
+    logits = torch.empty(2, heads, q_len, k_len, dtype=torch.float64)
+    for i in range(q_len):
+        for j in range(k_len):
+            distance = (query_offset + i) - (key_offset + j)  # i - j
+            r = (w_r @ txl_sinusoid(distance, heads * dim).double()).view(heads, dim)  # W_R R
+            a = (q[..., i, :] * k[..., j, :]).sum(-1)
+            b = (q[..., i, :] * r).sum(-1)
+            c = (u * k[..., j, :]).sum(-1)
+            d = (v_bias * r).sum(-1)
+            logits[..., i, j] = (a + b + c + d) / math.sqrt(dim)
+    expected = _softmax_attention(logits, v)
+    for backend in ("auto", "reference"):
+        got = position.attend(
+            q, k, v, query_offset=query_offset, key_offset=key_offset, backend=backend
+        )
+        # R is computed in float32 (as sinusoidal_encoding gives it).
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_transformer_xl_equals_the_relative_shift_of_the_original_code():
+    # The official code scores each query against r_{L-1}, …, r_0 and then shifts each row i
+    # left by L-1-i (pad one zero column, reshape to (L+1, L), drop a row): the causal part
+    # of the result is (q_i + v)·r_{i-j}.
+    heads, dim, length = 2, 4, 7
+    position = _randomise(
+        relpos.get_scheme("transformer-xl").attention_position(heads, dim, causal=True)
+    )
+    q, k, _ = _qkv(heads, length, length, dim, seed=1)
+    vectors = position.relative_vectors(torch.arange(length - 1, -1, -1), torch.float64)
+    raw = (q + position.position_bias[:, None]) @ vectors.transpose(-1, -2)  # (B, H, L, L)
+    padded = torch.nn.functional.pad(raw, (1, 0))  # (B, H, L, L + 1)
+    shifted = padded.view(2, heads, length + 1, length)[:, :, 1:].view_as(raw)
+    content = (k @ position.content_bias[..., None]).transpose(-1, -2)  # u·k_j, (B, H, 1, L)
+    expected = (shifted + content) / math.sqrt(dim)
+    got = position.pair_bias(q, k)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    torch.testing.assert_close(got[..., causal], expected[..., causal].detach())
+
+
+def test_transformer_xl_switches_off_u_and_v():
+    position = relpos.get_scheme(
+        "transformer-xl", content_bias=False, position_bias=False
+    ).attention_position(2, 4, causal=True)
+    assert position.content_bias is None and position.position_bias is None
+    assert {name for name, _ in position.named_parameters()} == {"position_proj.weight"}
+
+
+# ---------------------------------------------------------------------------------------------
+# DeBERTa
+
+
+def plain_delta(n: int, k: int) -> int:
+    """δ for the query-minus-key distance n, without log buckets."""
+    return min(max(n + k, 0), 2 * k - 1)
+
+
+@pytest.mark.parametrize("offsets", [(0, 0), (3, 1), (0, 6)])
+@pytest.mark.parametrize("terms", [(True, True), (True, False), (False, True)])
+def test_deberta_matches_its_disentangled_terms(offsets, terms):
+    heads, dim, q_len, k_len, k = 2, 4, 5, 7, 3
+    c2p, p2c = terms
+    query_offset, key_offset = offsets
+    position = _randomise(
+        relpos.get_scheme("deberta", max_distance=k, c2p=c2p, p2c=p2c).attention_position(
+            heads, dim, causal=False
+        )
+    )
+    q, k_, v = _qkv(heads, q_len, k_len, dim, seed=2)
+    logits = torch.empty(2, heads, q_len, k_len, dtype=torch.float64)
+    for i in range(q_len):
+        for j in range(k_len):
+            delta = plain_delta((query_offset + i) - (key_offset + j), k)
+            total = (q[..., i, :] * k_[..., j, :]).sum(-1)
+            if c2p:
+                total = total + (q[..., i, :] * position.key_table[:, delta]).sum(-1)
+            if p2c:
+                total = total + (k_[..., j, :] * position.query_table[:, delta]).sum(-1)
+            logits[..., i, j] = total / math.sqrt(dim * (1 + c2p + p2c))
+    expected = _softmax_attention(logits.detach(), v)
+    for backend in ("auto", "reference"):
+        got = position.attend(
+            q, k_, v, query_offset=query_offset, key_offset=key_offset, backend=backend
+        )
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_deberta_position_to_content_as_the_original_code_gathers_it():
+    # key @ Q^rᵀ, gathered on a key-by-key grid at clamp(-(a - b) + k), then transposed.
+    heads, dim, length, k = 2, 4, 8, 3
+    position = _randomise(
+        relpos.get_scheme("deberta", max_distance=k, c2p=False).attention_position(
+            heads, dim, causal=False
+        )
+    )
+    q, key, _ = _qkv(heads, length, length, dim, seed=4)
+    ids = torch.arange(length)
+    grid = ids[:, None] - ids[None, :]  # (a, b) -> a - b
+    index = (-grid + k).clamp(0, 2 * k - 1)
+    scores = key @ position.query_table.transpose(-1, -2)  # (B, H, L, 2k)
+    gathered = scores.gather(-1, index.expand(2, heads, length, length)).transpose(-1, -2)
+    expected = gathered / math.sqrt(dim * 2)
+    torch.testing.assert_close(position.pair_bias(q, key), expected)
+
+
+def test_deberta_rows_are_asymmetric_and_clamped():
+    rows = relpos.deberta_relative_rows(1, 9, max_distance=3, query_offset=4)
+    # Query 4 against keys 0…8: i - j = 4 … -4, row clamp(i - j + 3, 0, 5).
+    assert rows.tolist() == [[5, 5, 5, 4, 3, 2, 1, 0, 0]]
+
+
+# DeBERTa V2's log buckets at its defaults (bucket_size 256, max_position 512), by hand:
+# |n| <= 128 exact; n = 129: ceil(log(129/128) / log(511/128) · 127) = ceil(0.714) = 1 -> 129;
+# n = 200: ceil(0.3224 · 127) = ceil(40.94) = 41 -> 169; n = 511: ceil(127) -> 255;
+# n = 1000: ceil(1.4849 · 127) = ceil(188.6) = 189 -> 317 (the row index clamps it).
+LOG_BUCKETS = {0: 0, 5: 5, -5: -5, 127: 127, 128: 128, -128: -128, 129: 129, 200: 169}
+LOG_BUCKETS |= {-200: -169, 511: 255, -511: -255, 1000: 317}
+
+
+def test_deberta_log_buckets_known_values():
+    distances = torch.tensor(list(LOG_BUCKETS))
+    got = relpos.deberta_log_bucket(distances, 256, 512)
+    assert got.dtype == torch.long
+    assert got.tolist() == list(LOG_BUCKETS.values())
+
+
+@pytest.mark.parametrize("bucket_size, max_position", [(256, 512), (8, 20), (16, 100), (4, 9)])
+def test_deberta_log_buckets_are_odd_monotone_and_reach_the_edge(bucket_size, max_position):
+    n = torch.arange(0, 3 * max_position)
+    buckets = relpos.deberta_log_bucket(n, bucket_size, max_position)
+    assert torch.equal(relpos.deberta_log_bucket(-n, bucket_size, max_position), -buckets)
+    assert (buckets.diff() >= 0).all()
+    mid = bucket_size // 2
+    assert torch.equal(buckets[: mid + 1], n[: mid + 1])  # exact near the query
+    assert buckets[max_position - 1] == bucket_size - 1
+
+
+def test_deberta_log_bucket_rows_stay_in_the_table():
+    position = relpos.get_scheme("deberta", max_distance=20, position_buckets=8)
+    layer = position.attention_position(2, 4, causal=False)
+    assert layer.key_table.shape == (2, 16, 4)
+    rows = relpos.deberta_relative_rows(50, 50, max_distance=20, position_buckets=8)
+    assert rows.min() == 0 and rows.max() == 15
+    q, k, v = _qkv(2, 50, 50, 4)
+    assert torch.isfinite(layer.double().attend(q, k, v)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Both: the shared gather, options, errors
+
+
+def test_gather_pair_scores_reads_query_and_key_rows():
+    scores = torch.arange(2 * 3 * 4, dtype=torch.float64).view(1, 2, 3, 4)  # (B, H, L, R)
+    rows = torch.tensor([[0, 3, 1], [2, 2, 0], [1, 0, 3]])  # (Lq, Lk)
+    by_query = gather_pair_scores(scores, rows, per="query")
+    by_key = gather_pair_scores(scores, rows, per="key")
+    for h in range(2):
+        for i in range(3):
+            for j in range(3):
+                assert by_query[0, h, i, j] == scores[0, h, i, rows[i, j]]
+                assert by_key[0, h, i, j] == scores[0, h, j, rows[i, j]]
+    with pytest.raises(ValueError, match="per must be"):
+        gather_pair_scores(scores, rows, per="value")
+
+
+@pytest.mark.parametrize(
+    "name, options, error, match",
+    [
+        ("deberta", {"max_distance": 0}, ValueError, "max_distance must be >= 1"),
+        ("deberta", {"max_distance": 2.5}, TypeError, "max_distance must be an int"),
+        ("deberta", {"position_buckets": 1}, ValueError, "position_buckets must be 0"),
+        ("deberta", {"position_buckets": -4}, ValueError, "position_buckets must be 0"),
+        (
+            "deberta",
+            {"max_distance": 5, "position_buckets": 8},
+            ValueError,
+            "max_distance must be >",
+        ),
+        ("deberta", {"p2c": "no"}, TypeError, "p2c must be a bool"),
+        ("transformer-xl", {"content_bias": "no"}, TypeError, "content_bias must be a bool"),
+        ("transformer-xl", {"base": 1.0}, ValueError, "base must be a number > 1"),
+    ],
+)
+def test_bad_options_are_refused(name, options, error, match):
+    with pytest.raises(error, match=match):
+        relpos.get_scheme(name, **options)
+
+
+@pytest.mark.parametrize("name", ["deberta", "transformer-xl"])
+def test_wrong_head_count_and_reference_dropout_are_refused(name):
+    position = relpos.get_scheme(name).attention_position(2, 4, causal=False)
+    q, k, v = torch.randn(3, 1, 3, 5, 4)
+    with pytest.raises(ValueError, match="built for 2; build it with num_heads=3"):
+        position.attend(q, k, v)
+    q, k, v = torch.randn(3, 1, 2, 5, 4)
+    with pytest.raises(ValueError, match="no attention dropout"):
+        position.attend(q, k, v, dropout_p=0.1, backend="reference")
+    assert position.attend(q, k, v, dropout_p=0.1).shape == (1, 2, 5, 4)
+
+
+@pytest.mark.parametrize("name", ["deberta", "transformer-xl"])
+def test_fully_masked_row_gives_zeros_and_finite_gradients(name):
+    position = _randomise(relpos.get_scheme(name).attention_position(2, 4, causal=False))
+    q, k, v = (t.requires_grad_() for t in _qkv(2, 4, 4, 4))
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[1] = False
+    out = position.attend(q, k, v, attn_mask=mask)
+    assert torch.equal(out[:, :, 1], torch.zeros_like(out[:, :, 1]))
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    assert all(torch.isfinite(p.grad).all() for p in position.parameters())
