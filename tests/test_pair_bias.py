@@ -263,3 +263,28 @@ def test_fully_masked_row_gives_zeros_and_finite_gradients(name):
     out.sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
     assert all(torch.isfinite(p.grad).all() for p in position.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("deberta", {}),
+        ("transformer-xl", {}),
+        ("huang", {}),
+        ("shaw", {"value_term": False}),
+    ],
+)
+def test_without_a_value_term_a_run_of_one_token_has_no_length(name, options):
+    # docs/experiments.md, section 1: every scheme without Shaw's a^V reverses "00" as "0".
+    # If every token is the same, every value is the same, so any attention weights average to
+    # that value: the outputs of "aa" are two copies of the output of "a". a^V breaks this.
+    torch.manual_seed(5)
+    position = _randomise(relpos.get_scheme(name, **options).attention_position(2, 4, causal=False))
+    token = torch.randn(1, 2, 1, 4, dtype=torch.float64)
+    for length in (1, 2, 5):
+        same = token.expand(1, 2, length, 4)
+        out = position.attend(same, same, same)
+        torch.testing.assert_close(out, same)
+    shaw = _randomise(relpos.get_scheme("shaw").attention_position(2, 4, causal=False))
+    out = shaw.attend(token.expand(1, 2, 2, 4), token.expand(1, 2, 2, 4), token.expand(1, 2, 2, 4))
+    assert not torch.allclose(out[..., 0, :], out[..., 1, :])  # a^V tells the two apart
