@@ -241,7 +241,7 @@ def test_bad_options_are_refused(name, options, error, match):
 
 
 @pytest.mark.parametrize("name", ["deberta", "transformer-xl"])
-def test_wrong_head_count_and_reference_dropout_are_refused(name):
+def test_wrong_heads_unknown_backend_and_reference_dropout_are_refused(name):
     position = relpos.get_scheme(name).attention_position(2, 4, causal=False)
     q, k, v = torch.randn(3, 1, 3, 5, 4)
     with pytest.raises(ValueError, match="built for 2; build it with num_heads=3"):
@@ -249,6 +249,10 @@ def test_wrong_head_count_and_reference_dropout_are_refused(name):
     q, k, v = torch.randn(3, 1, 2, 5, 4)
     with pytest.raises(ValueError, match="no attention dropout"):
         position.attend(q, k, v, dropout_p=0.1, backend="reference")
+    with pytest.raises(ValueError, match="unknown backend 'fused'; valid names: auto, eager"):
+        position.attend(q, k, v, backend="fused")
+    # A Shaw backend's name (a model passes its own to every layer) selects SDPA, as for T5.
+    torch.testing.assert_close(position.attend(q, k, v, backend="eager"), position.attend(q, k, v))
     assert position.attend(q, k, v, dropout_p=0.1).shape == (1, 2, 5, 4)
 
 

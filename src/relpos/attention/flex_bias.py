@@ -38,6 +38,7 @@ __all__ = [
     "flex_bias_attention",
     "flex_applies",
     "distance_bias_attention",
+    "dense_bias_attention",
 ]
 
 #: backends that mean something for a scalar bias; any other registered (Shaw) backend name
@@ -245,14 +246,7 @@ def distance_bias_attention(
     check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
     dropout_p = check_dropout(dropout_p)
     scale = check_scale(scale, head_dim)
-    if not isinstance(backend, str) or backend not in (*BIAS_BACKENDS, *available_backends()):
-        valid = sorted({*BIAS_BACKENDS, *available_backends()})
-        raise ValueError(f"unknown backend {backend!r}; valid names: {', '.join(valid)}")
-    if backend in ("reference", "flex") and dropout_p > 0:
-        raise ValueError(
-            f"backend={backend!r} has no attention dropout, got dropout_p={dropout_p}; use "
-            "backend='sdpa' (or 'auto'), or dropout_p=0.0 (evaluation)"
-        )
+    _check_bias_backend(backend, dropout_p, no_dropout=("reference", "flex"))
     if backend == "flex" or (
         backend == "auto"
         and flex_applies(
@@ -269,6 +263,46 @@ def distance_bias_attention(
             scale=scale,
         )
     bias = expand_distance_bias(distance_bias, q_len, k_len)  # (H, Lq, Lk)
+    return dense_bias_attention(
+        query,
+        key,
+        value,
+        bias,
+        attn_mask=attn_mask,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        scale=scale,
+        backend=backend,
+    )
+
+
+def _check_bias_backend(backend: str, dropout_p: float, *, no_dropout: tuple[str, ...]) -> None:
+    if not isinstance(backend, str) or backend not in (*BIAS_BACKENDS, *available_backends()):
+        valid = sorted({*BIAS_BACKENDS, *available_backends()})
+        raise ValueError(f"unknown backend {backend!r}; valid names: {', '.join(valid)}")
+    if backend in no_dropout and dropout_p > 0:
+        raise ValueError(
+            f"backend={backend!r} has no attention dropout, got dropout_p={dropout_p}; use "
+            "backend='sdpa' (or 'auto'), or dropout_p=0.0 (evaluation)"
+        )
+
+
+def dense_bias_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    bias: Tensor,
+    *,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """``softmax(scale · q kᵀ + bias + mask) v`` for a bias already formed densely (broadcasting
+    to ``(B, H, Lq, Lk)``): by hand for ``backend="reference"`` (no dropout), by SDPA for any
+    other valid name — a dense bias has no kernel of its own. Returns ``(B, H, Lq, Dv)``."""
+    _check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("reference",))
     if backend == "reference":
         return reference_bias_attention(
             query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale

@@ -22,9 +22,13 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..attention.checks import check_dropout, check_qkv
-from ..attention.flex_bias import distance_bias_attention, expand_distance_bias
-from ..attention.sdpa import reference_bias_attention, sdpa_attention
+from ..attention.checks import check_qkv
+from ..attention.flex_bias import (
+    dense_bias_attention,
+    distance_bias_attention,
+    expand_distance_bias,
+)
+from ..attention.sdpa import sdpa_attention
 
 __all__ = [
     "AttentionPosition",
@@ -140,8 +144,9 @@ class PairBias(AttentionPosition):
     ``(B, H, Lq, Lk)`` tensor rather than one value per distance.
 
     Subclasses implement :meth:`pair_bias` (already scaled) and may change :meth:`logit_scale`,
-    the factor on ``q·k``. The bias is formed densely and added like a float mask, by SDPA
-    (any backend name) or by hand (``backend="reference"``). Its memory is ``O(B·H·Lq·Lk)`` as
+    the factor on ``q·k``. The bias is formed densely and added like a float mask
+    (:func:`~relpos.attention.flex_bias.dense_bias_attention`: by hand for
+    ``backend="reference"``, by SDPA for any other backend name). Its memory is ``O(B·H·Lq·Lk)`` as
     in the papers' own code; the scores it is gathered from are only ``O(B·H·L·R)`` for ``R``
     relative rows.
     """
@@ -177,26 +182,17 @@ class PairBias(AttentionPosition):
                 f"query has {heads} heads but this {type(self).__name__} was built for "
                 f"{self.num_heads}; build it with num_heads={heads}"
             )
-        if check_dropout(dropout_p) > 0 and backend == "reference":
-            raise ValueError(
-                f"backend='reference' has no attention dropout, got dropout_p={dropout_p}; use "
-                "backend='auto' or dropout_p=0.0 (evaluation)"
-            )
         bias = self.pair_bias(query, key, query_offset=query_offset, key_offset=key_offset)
-        scale = self.logit_scale(query.shape[-1])
-        if backend == "reference":
-            return reference_bias_attention(
-                query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale
-            )
-        return sdpa_attention(
+        return dense_bias_attention(
             query,
             key,
             value,
-            bias=bias,
+            bias,
             attn_mask=attn_mask,
             is_causal=is_causal,
             dropout_p=dropout_p,
-            scale=scale,
+            scale=self.logit_scale(query.shape[-1]),
+            backend=backend,
         )
 
 
