@@ -377,6 +377,90 @@ def test_window_bad_size(size):
 
 
 # ---------------------------------------------------------------------------------------------
+# Swin V2: continuous position bias
+
+
+def plain_log_offset(delta: int, side: int) -> float:
+    """Swin V2's coordinate for one offset, in plain Python: to [-8, 8], then log-spaced."""
+    t = 8 * delta / (side - 1)
+    return math.copysign(math.log2(1 + abs(t)) / 3, t) if t else 0.0
+
+
+def test_swin_v2_log_offsets_known_values():
+    offsets = relpos.swin_v2_log_offsets(8, 8)
+    assert offsets.shape == (15, 15, 2) and offsets.dtype == torch.float32
+    centre = 7  # offset 0
+    assert offsets[centre, centre].tolist() == [0.0, 0.0]
+    # dy = 7: 8 · 7/7 = 8 -> log2(9)/3; dy = 1: 8/7 -> log2(15/7)/3; odd in the offset.
+    assert offsets[14, centre, 0].item() == pytest.approx(math.log2(9) / 3, abs=1e-6)
+    assert offsets[8, centre, 0].item() == pytest.approx(math.log2(15 / 7) / 3, abs=1e-6)
+    assert torch.equal(offsets[0, :, 0], -offsets[14, :, 0])
+    assert torch.equal(offsets[:, 3, 1], torch.full((15,), offsets[0, 3, 1].item()))
+
+
+@pytest.mark.parametrize("window, pretrained", [((3, 5), None), ((6, 4), (3, 2)), ((2, 2), None)])
+def test_swin_v2_log_offsets_match_the_formula(window, pretrained):
+    wh, ww = window
+    ph, pw = pretrained or window
+    offsets = relpos.swin_v2_log_offsets(wh, ww, pretrained_window_size=pretrained)
+    for dy in range(-(wh - 1), wh):
+        for dx in range(-(ww - 1), ww):
+            got = offsets[dy + wh - 1, dx + ww - 1].tolist()
+            assert got == pytest.approx([plain_log_offset(dy, ph), plain_log_offset(dx, pw)])
+
+
+def test_continuous_window_bias_is_the_mlp_of_each_pairs_offset():
+    torch.manual_seed(0)
+    wh, ww, heads = 3, 4, 2
+    position = relpos.ContinuousWindowBias((wh, ww), heads, hidden_dim=16).double()
+    for param in position.parameters():
+        torch.nn.init.normal_(param)
+    bias = position.bias()  # (H, N, N)
+    assert bias.shape == (heads, wh * ww, wh * ww)
+    assert 0 < bias.min() and bias.max() < 16
+    tokens = [(y, x) for y in range(wh) for x in range(ww)]  # row-major, as the windows
+    for i, (yi, xi) in enumerate(tokens):
+        for j, (yj, xj) in enumerate(tokens):
+            coords = torch.tensor(
+                [plain_log_offset(yi - yj, wh), plain_log_offset(xi - xj, ww)], dtype=torch.float64
+            )
+            expected = 16 * torch.sigmoid(position.mlp(coords))
+            torch.testing.assert_close(bias[:, i, j], expected, rtol=1e-6, atol=1e-6)
+    assert set(position.state_dict()) == {"mlp.0.weight", "mlp.0.bias", "mlp.2.weight"}
+
+
+def test_continuous_window_bias_transfers_to_a_larger_window():
+    # Swin V2's point: the MLP reads coordinates, so an 8x8 model runs on 16x16 windows.
+    torch.manual_seed(1)
+    small = relpos.ContinuousWindowBias(8, 2, hidden_dim=32)
+    large = relpos.ContinuousWindowBias(16, 2, hidden_dim=32, pretrained_window_size=8)
+    large.load_state_dict(small.state_dict())
+    small_bias, large_bias = small.bias(), large.bias()
+    # Token (0, 0) against (dy, dx) = (-3, -5): the same offset, the same bias, in both windows.
+    small_j, large_j = 3 * 8 + 5, 3 * 16 + 5
+    assert torch.allclose(small_bias[:, 0, small_j], large_bias[:, 0, large_j])
+    x = torch.randn(2, 256, 8)
+    out = relpos.MultiheadAttention(8, 2, position=large)(x)
+    assert out.shape == (2, 256, 8) and torch.isfinite(out).all()
+
+
+def test_continuous_window_bias_bad_input():
+    with pytest.raises(ValueError, match="each side must be >= 2, got 1x3; pass pretrained"):
+        relpos.ContinuousWindowBias((1, 3), 2)
+    assert (
+        relpos.ContinuousWindowBias((1, 3), 2, pretrained_window_size=(2, 3)).bias().shape[0] == 2
+    )
+    with pytest.raises(ValueError, match="hidden_dim must be a positive int"):
+        relpos.ContinuousWindowBias(4, 2, hidden_dim=0)
+    with pytest.raises(ValueError, match="window_size"):
+        relpos.ContinuousWindowBias(4, 2, pretrained_window_size=(4, 0))
+    position = relpos.ContinuousWindowBias(2, 2)
+    q = torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        position.attend(q, q, q, backend="fast")
+
+
+# ---------------------------------------------------------------------------------------------
 # Every scheme: registry, gradients, fused == manual, cached decoding
 
 FAMILY = ["t5", "alibi", "rope", "huang", "deberta", "transformer-xl", "none"]
@@ -428,7 +512,7 @@ def test_gradients_reach_every_parameter(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["t5", "alibi", "rope", "huang", "deberta", "transformer-xl", "swin"]
+    "name", ["t5", "alibi", "rope", "huang", "deberta", "transformer-xl", "swin", "swin-v2"]
 )
 @pytest.mark.parametrize("masked", [False, True])
 def test_fused_path_equals_manual_reference(name, masked):
@@ -436,6 +520,8 @@ def test_fused_path_equals_manual_reference(name, masked):
     length = 6
     if name == "swin":
         position, offsets = relpos.WindowRelativeBias((2, 3), 2), {}
+    elif name == "swin-v2":
+        position, offsets = relpos.ContinuousWindowBias((2, 3), 2, hidden_dim=8), {}
     else:
         position, offsets = build(name, causal=True), dict(query_offset=3, key_offset=1)
     position = position.double()

@@ -20,6 +20,7 @@ from .layers import KVCache, MultiheadAttention
 from .schemes import (
     ALiBiBias,
     AttentionPosition,
+    ContinuousWindowBias,
     DisentangledPosition,
     DistanceBias,
     LearnedPositionEmbedding,
@@ -41,6 +42,7 @@ from .schemes import (
     rope_frequencies,
     sinusoidal_encoding,
     swin_relative_position_index,
+    swin_v2_log_offsets,
     t5_relative_bucket,
 )
 
@@ -55,6 +57,7 @@ __all__ = [
     "KVCache",
     "MultiheadAttention",
     "AttentionPosition",
+    "ContinuousWindowBias",
     "DisentangledPosition",
     "DistanceBias",
     "LearnedPositionEmbedding",
@@ -77,6 +80,7 @@ __all__ = [
     "apply_rope",
     "rope_frequencies",
     "swin_relative_position_index",
+    "swin_v2_log_offsets",
     "t5_relative_bucket",
     "__version__",
 ]

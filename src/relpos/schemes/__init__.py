@@ -22,7 +22,12 @@ from .none import NoPositionScheme
 from .rope import RoPEScheme, RotaryPosition, apply_rope, rope_angles, rope_frequencies
 from .shaw import ShawRelativePosition, ShawScheme
 from .sinusoidal import SinusoidalEncoding, SinusoidalScheme, sinusoidal_encoding
-from .swin import WindowRelativeBias, swin_relative_position_index
+from .swin import (
+    ContinuousWindowBias,
+    WindowRelativeBias,
+    swin_relative_position_index,
+    swin_v2_log_offsets,
+)
 from .t5 import T5RelativeBias, T5Scheme, t5_relative_bucket
 from .transformer_xl import TransformerXLPosition, TransformerXLScheme
 
@@ -59,6 +64,8 @@ __all__ = [
     "rope_angles",
     "rope_frequencies",
     "WindowRelativeBias",
+    "ContinuousWindowBias",
+    "swin_v2_log_offsets",
     "swin_relative_position_index",
     "T5RelativeBias",
     "T5Scheme",

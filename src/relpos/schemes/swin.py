@@ -12,10 +12,20 @@ exactly timm's ``gen_relative_position_index``. It plays the part of Shaw's inde
 two dimensions, feeding one scalar per head (the seed post points to it), with two differences:
 the offsets are query minus key (``y_i - y_j``, ``x_i - x_j``) where Shaw's are key minus query
 (``j - i``), so along one axis the rows come in the opposite order; and nothing is clipped, since
-a window bounds every offset. Swin V2 replaces the table by a small MLP over log-spaced
-``(dy, dx)`` (continuous position bias); that is not implemented.
+a window bounds every offset.
 
-Use it with :class:`relpos.MultiheadAttention` on windows already flattened to ``(B·nW, N, C)``::
+Swin V2 (Liu et al., CVPR 2022, "Swin Transformer V2: Scaling Up Capacity and Resolution",
+Sec. 3.3) replaces the table by a *continuous* position bias: a small MLP (``2 → 512 → H``, ReLU)
+maps each offset to one value per head, ``B = 16 · sigmoid(MLP(Δ̂))``, where the offsets are
+first normalised by the window size (or by the window used in pre-training) to ``[-8, 8]`` and
+then log-spaced, ``Δ̂ = sign(Δ) · log2(1 + |Δ|) / log2(8)``. Because the MLP takes coordinates,
+not rows, a model trained on small windows runs on larger ones: the new offsets are just further
+along the same log scale (:class:`ContinuousWindowBias`, ``pretrained_window_size``). Swin V2
+also changes the attention itself to a scaled cosine; that is not a position scheme, and the
+bias here is added to the usual ``q·k / sqrt(d)``.
+
+Use either with :class:`relpos.MultiheadAttention` on windows already flattened to
+``(B·nW, N, C)``::
 
     attn = MultiheadAttention(C, H, position=WindowRelativeBias((7, 7), H))
     out = attn(windows)                                    # (B·nW, 49, C)
@@ -26,13 +36,20 @@ cached decoding is refused.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
-from ..attention.sdpa import reference_bias_attention, sdpa_attention
+from ..attention.flex_bias import dense_bias_attention
 from .base import AttentionPosition
 
-__all__ = ["swin_relative_position_index", "WindowRelativeBias"]
+__all__ = [
+    "swin_relative_position_index",
+    "swin_v2_log_offsets",
+    "WindowRelativeBias",
+    "ContinuousWindowBias",
+]
 
 
 def _window(window_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -63,16 +80,33 @@ def swin_relative_position_index(window_h: int, window_w: int) -> Tensor:
     return (dy + window_h - 1) * (2 * window_w - 1) + (dx + window_w - 1)
 
 
-class WindowRelativeBias(AttentionPosition):
-    """Swin's learned 2D relative bias, for attention within one ``Wh × Ww`` window.
+def swin_v2_log_offsets(
+    window_h: int, window_w: int, *, pretrained_window_size: tuple[int, int] | None = None
+) -> Tensor:
+    """``(2Wh - 1, 2Ww - 1, 2)`` float32: Swin V2's log-spaced ``(dy, dx)`` for every offset.
 
-    Args:
-        window_size: ``Wh`` (square) or ``(Wh, Ww)``.
-        num_heads: ``H``.
-
-    Parameters: ``bias_table ((2Wh-1)(2Ww-1), H)`` (timm's ``relative_position_bias_table``).
-    Buffer: ``rel_index (N, N)``, non-persistent (it is derived, never learned).
+    Entry ``[dy + Wh - 1, dx + Ww - 1]`` (the row order of
+    :func:`swin_relative_position_index`) is ``sign(t) · log2(1 + |t|) / 3`` for
+    ``t = 8 · (dy, dx) / (S - 1)``, with ``S`` the pre-training window's side if given, else this
+    window's: offsets of the pre-training window span ``[-1, 1]``, larger ones go beyond.
     """
+    window_h, window_w = _window((window_h, window_w))
+    norm_h, norm_w = _window(pretrained_window_size or (window_h, window_w))
+    if norm_h < 2 or norm_w < 2:
+        raise ValueError(
+            "the continuous bias divides offsets by the window side minus one, so each side "
+            f"must be >= 2, got {norm_h}x{norm_w}"
+            + ("" if pretrained_window_size else "; pass pretrained_window_size")
+        )
+    dy = torch.arange(-(window_h - 1), window_h, dtype=torch.float32) / (norm_h - 1)
+    dx = torch.arange(-(window_w - 1), window_w, dtype=torch.float32) / (norm_w - 1)
+    offsets = torch.stack(torch.meshgrid(dy, dx, indexing="ij"), dim=-1) * 8  # to [-8, 8]
+    return torch.sign(offsets) * torch.log2(offsets.abs() + 1.0) / math.log2(8)
+
+
+class _WindowBias(AttentionPosition):
+    """A scalar bias per head and 2D offset inside one ``Wh × Ww`` window; subclasses say where
+    the ``((2Wh-1)(2Ww-1), H)`` values come from (:meth:`table`)."""
 
     def __init__(self, window_size: int | tuple[int, int], num_heads: int) -> None:
         super().__init__()
@@ -80,29 +114,24 @@ class WindowRelativeBias(AttentionPosition):
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
         self.num_heads = num_heads
-        rows = (2 * self.window_h - 1) * (2 * self.window_w - 1)
-        self.bias_table = nn.Parameter(torch.empty(rows, num_heads))
         self.register_buffer(
             "rel_index",
             swin_relative_position_index(self.window_h, self.window_w),
             persistent=False,
         )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.bias_table, std=0.02)  # Swin's initialisation
 
     @property
     def window_tokens(self) -> int:
         return self.window_h * self.window_w
 
-    def extra_repr(self) -> str:
-        return f"window_size=({self.window_h}, {self.window_w}), num_heads={self.num_heads}"
+    def table(self) -> Tensor:
+        """``((2Wh-1)(2Ww-1), H)``: the bias of every offset, in index order."""
+        raise NotImplementedError
 
     def bias(self) -> Tensor:
-        """The bias ``(H, N, N)``: ``bias_table[rel_index[i, j], h]``."""
+        """The bias ``(H, N, N)``: ``table()[rel_index[i, j], h]``."""
         n = self.window_tokens
-        gathered = self.bias_table[self.rel_index.view(-1)]  # (N·N, H)
+        gathered = self.table()[self.rel_index.view(-1)]  # (N·N, H)
         return gathered.view(n, n, self.num_heads).permute(2, 0, 1)  # (H, N, N)
 
     def attend(
@@ -126,29 +155,104 @@ class WindowRelativeBias(AttentionPosition):
         n = self.window_tokens
         if q_len != n or k_len != n or query_offset or key_offset:
             raise ValueError(
-                f"WindowRelativeBias is for a {self.window_h}x{self.window_w} window of N = {n} "
-                f"tokens, got {q_len} queries and {k_len} keys (query_offset={query_offset}, "
-                f"key_offset={key_offset}); split the input into windows of exactly {n} tokens "
-                "(cached decoding does not apply to windows)"
+                f"{type(self).__name__} is for a {self.window_h}x{self.window_w} window of "
+                f"N = {n} tokens, got {q_len} queries and {k_len} keys (query_offset="
+                f"{query_offset}, key_offset={key_offset}); split the input into windows of "
+                f"exactly {n} tokens (cached decoding does not apply to windows)"
             )
         if query.shape[1] != self.num_heads:
             raise ValueError(
-                f"query has {query.shape[1]} heads, this bias table has {self.num_heads}"
+                f"query has {query.shape[1]} heads, this window bias has {self.num_heads}"
             )
-        if backend == "reference":
-            if dropout_p > 0:
-                raise ValueError(
-                    f"backend='reference' has no attention dropout, got dropout_p={dropout_p}"
-                )
-            return reference_bias_attention(
-                query, key, value, bias=self.bias(), attn_mask=attn_mask, is_causal=is_causal
-            )
-        return sdpa_attention(
+        return dense_bias_attention(
             query,
             key,
             value,
-            bias=self.bias(),
+            self.bias().to(query.dtype),
             attn_mask=attn_mask,
             is_causal=is_causal,
             dropout_p=dropout_p,
+            backend=backend,
+        )
+
+
+class WindowRelativeBias(_WindowBias):
+    """Swin's learned 2D relative bias, for attention within one ``Wh × Ww`` window.
+
+    Args:
+        window_size: ``Wh`` (square) or ``(Wh, Ww)``.
+        num_heads: ``H``.
+
+    Parameters: ``bias_table ((2Wh-1)(2Ww-1), H)`` (timm's ``relative_position_bias_table``).
+    Buffer: ``rel_index (N, N)``, non-persistent (it is derived, never learned).
+    """
+
+    def __init__(self, window_size: int | tuple[int, int], num_heads: int) -> None:
+        super().__init__(window_size, num_heads)
+        rows = (2 * self.window_h - 1) * (2 * self.window_w - 1)
+        self.bias_table = nn.Parameter(torch.empty(rows, num_heads))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.bias_table, std=0.02)  # Swin's initialisation
+
+    def table(self) -> Tensor:
+        return self.bias_table
+
+    def extra_repr(self) -> str:
+        return f"window_size=({self.window_h}, {self.window_w}), num_heads={self.num_heads}"
+
+
+class ContinuousWindowBias(_WindowBias):
+    """Swin V2's continuous position bias: ``16 · sigmoid(MLP(log-spaced offset))`` per head.
+
+    Args:
+        window_size: ``Wh`` (square) or ``(Wh, Ww)``.
+        num_heads: ``H``.
+        hidden_dim: the MLP's hidden width (Swin V2: 512).
+        pretrained_window_size: the window the MLP was trained on, if not this one; offsets are
+            normalised by it, so that a checkpoint of an ``8×8`` model loads unchanged into
+            ``ContinuousWindowBias((16, 16), H, pretrained_window_size=(8, 8))``.
+
+    Parameters: ``mlp`` (``Linear(2, hidden) → ReLU → Linear(hidden, H, bias=False)``, timm's
+    ``cpb_mlp``). Buffers (non-persistent): ``rel_index (N, N)``, ``log_offsets``.
+    """
+
+    def __init__(
+        self,
+        window_size: int | tuple[int, int],
+        num_heads: int,
+        *,
+        hidden_dim: int = 512,
+        pretrained_window_size: int | tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(window_size, num_heads)
+        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
+        pretrained = None if pretrained_window_size is None else _window(pretrained_window_size)
+        self.pretrained_window_size = pretrained
+        self.mlp = nn.Sequential(
+            nn.Linear(2, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_heads, bias=False)
+        )
+        offsets = swin_v2_log_offsets(
+            self.window_h, self.window_w, pretrained_window_size=pretrained
+        )
+        self.register_buffer("log_offsets", offsets.view(-1, 2), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Swin V2 (timm) initialises every Linear as trunc_normal(0.02) with zero bias.
+        for layer in (self.mlp[0], self.mlp[2]):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+    def table(self) -> Tensor:
+        # sigmoid bounds every bias to (0, 16), however far the offsets extrapolate.
+        return 16 * torch.sigmoid(self.mlp(self.log_offsets.to(self.mlp[0].weight.dtype)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"window_size=({self.window_h}, {self.window_w}), num_heads={self.num_heads}, "
+            f"pretrained_window_size={self.pretrained_window_size}"
         )
