@@ -272,11 +272,60 @@ def test_rope_ntk_scaling_raises_the_base():
     assert torch.allclose(angles[0], 3 * ntk)
 
 
+def test_yarn_ramp_known_values_for_a_llama_sized_head():
+    # d = 128, base 10^4, trained on 4,096: pair t turns 4096·θ_t/2π times. 32 turns at
+    # t = 128·ln(4096/64π)/(2 ln 10^4) = 20.94, one turn at t = 45.03: the ramp runs from pair
+    # floor(20.94) = 20 to ceil(45.03) = 46, so pair 33 is halfway.
+    ramp = relpos.schemes.rope.yarn_ramp(128, base=10000.0, original_max_len=4096)
+    assert ramp.shape == (64,)
+    assert ramp[[0, 20, 33, 46, 63]].tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("d, length, s", [(128, 4096, 4.0), (64, 2048, 8.0), (16, 64, 2.0)])
+def test_yarn_keeps_fast_pairs_and_interpolates_slow_ones(d, length, s):
+    plain = relpos.rope_frequencies(d)
+    yarn = relpos.rope_frequencies(d, scaling="yarn", scaling_factor=s, original_max_len=length)
+    turns = length * plain / (2 * math.pi)  # over the training context
+    ramp = (plain - yarn) / (plain - plain / s)  # 0: kept, 1: divided by s
+    kept, divided = ramp.abs() < 1e-12, (ramp - 1).abs() < 1e-12
+    assert kept[turns >= 32].all() and divided[turns <= 1].all()
+    # A kept pair turns >= 32 times, unless the ramp starts at pair 0 (d = 16: pair 0 turns 10).
+    assert (turns[1:][kept[1:]] >= 32).all()
+    assert (turns[divided] <= 1).all()
+    steps = ramp.diff()
+    assert (steps >= 0).all()  # monotone, and linear between its ends:
+    rising = steps[steps > 1e-12]
+    assert torch.allclose(rising, rising[0].expand_as(rising))
+
+
+def test_yarn_scales_cos_and_sin_and_keeps_logits_relative():
+    s, d = 4.0, 16
+    options = dict(scaling="yarn", scaling_factor=s, original_max_len=32)
+    factor = 0.1 * math.log(s) + 1
+    assert relpos.schemes.rope.yarn_attention_factor(s) == pytest.approx(factor)
+    x = torch.randn(3, d, dtype=torch.float64)
+    assert torch.allclose(relpos.apply_rope(x, positions=torch.zeros(3), **options), x * factor)
+    q, k = torch.randn(2, 1, d, dtype=torch.float64)
+
+    def logit(p, t):
+        rq = relpos.apply_rope(q, positions=torch.tensor([p]), **options)
+        rk = relpos.apply_rope(k, positions=torch.tensor([t]), **options)
+        return (rq * rk).sum().item()
+
+    assert logit(5, 40) == pytest.approx(logit(105, 140), abs=1e-9)
+    assert logit(0, 0) == pytest.approx(factor**2 * (q * k).sum().item())
+    position = relpos.get_scheme("rope", **options).attention_position(2, d, causal=True)
+    assert position.original_max_len == 32 and "original_max_len=32" in repr(position)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(layout="rotated"), "unknown RoPE layout 'rotated'"),
-        (dict(scaling="yarn", scaling_factor=2.0), "unknown RoPE scaling 'yarn'"),
+        (dict(scaling="dynamic", scaling_factor=2.0), "unknown RoPE scaling 'dynamic'"),
+        (dict(scaling="yarn", scaling_factor=2.0), "scaling='yarn' needs original_max_len"),
+        (dict(scaling="yarn", original_max_len=0), "needs original_max_len.*got 0"),
+        (dict(scaling="ntk", original_max_len=16), "only used by scaling='yarn'"),
         (dict(scaling_factor=2.0), "has no effect without scaling"),
         (dict(scaling="linear", scaling_factor=0.0), "scaling_factor must be a number > 0"),
         (dict(base=1.0), "base must be a number > 1"),

@@ -291,7 +291,7 @@ def dense_bias_attention(
     query: Tensor,
     key: Tensor,
     value: Tensor,
-    bias: Tensor,
+    bias: Tensor | None,
     *,
     attn_mask: Tensor | None = None,
     is_causal: bool = False,
@@ -300,8 +300,9 @@ def dense_bias_attention(
     backend: str = "auto",
 ) -> Tensor:
     """``softmax(scale · q kᵀ + bias + mask) v`` for a bias already formed densely (broadcasting
-    to ``(B, H, Lq, Lk)``): by hand for ``backend="reference"`` (no dropout), by SDPA for any
-    other valid name — a dense bias has no kernel of its own. Returns ``(B, H, Lq, Dv)``."""
+    to ``(B, H, Lq, Lk)``; None for none): by hand for ``backend="reference"`` (no dropout), by
+    SDPA for any other valid name — a dense bias has no kernel of its own.
+    Returns ``(B, H, Lq, Dv)``."""
     _check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("reference",))
     if backend == "reference":
         return reference_bias_attention(
