@@ -279,7 +279,7 @@ def test_fully_masked_row_gives_zeros_and_finite_gradients(name):
     ],
 )
 def test_without_a_value_term_a_run_of_one_token_has_no_length(name, options):
-    # docs/experiments.md, section 1: every scheme without Shaw's a^V reverses "00" as "0".
+    # docs/experiments.md, section 1: relative schemes without Shaw's a^V reverse "00" as "0".
     # If every token is the same, every value is the same, so any attention weights average to
     # that value: the outputs of "aa" are two copies of the output of "a". a^V breaks this.
     torch.manual_seed(5)
