@@ -119,6 +119,42 @@ def test_task_options_reach_the_task_and_the_recorded_command(tmp_path):
         validate(build_experiments(args)[0])  # a minimum the task cannot take is an error
 
 
+def test_scheme_options_after_colons_and_k_for_the_rest():
+    flags = ["compare", "--schemes", "shaw,shaw:value_term=false,deberta:c2p=false:max_distance=8,"
+             "transformer-xl", "-k", "4"]  # fmt: skip
+    args = build_parser().parse_args(flags)
+    (experiment,) = build_experiments(args)[0]
+    assert [(v.scheme, v.options, v.label) for v in experiment.variants] == [
+        ("shaw", {"max_distance": 4}, "shaw k=4"),
+        ("shaw", {"value_term": False, "max_distance": 4}, "shaw value_term=False k=4"),
+        # A k written out for one scheme is kept; -k sets it for the others.
+        ("deberta", {"c2p": False, "max_distance": 8}, "deberta c2p=False k=8"),
+        ("transformer-xl", {}, "transformer-xl"),
+    ]
+    assert "--schemes shaw,shaw:value_term=false" in _command_line(args)
+    validate([experiment])
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        (
+            "shaw:value_term=maybe",
+            "--schemes item 'shaw:value_term=maybe': value_term must be a bool",
+        ),
+        ("deberta:spread=2", "--schemes item 'deberta:spread=2': scheme 'deberta' has no option"),
+        ("shaw:k4", "--schemes item 'shaw:k4': expected KEY=VALUE, got 'k4'"),
+        ("rotary:base=10", "unknown position scheme 'rotary'"),
+    ],
+)
+def test_bad_scheme_options_exit_2_naming_the_item(tmp_path, capsys, item, match):
+    out = tmp_path / "run"
+    assert main(["compare", "--schemes", item, "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert match in error and "Traceback" not in error
+    assert not out.exists()
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

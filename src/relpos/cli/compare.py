@@ -10,6 +10,7 @@ task, schemes, lengths and budget; see docs/experiments.md for the results and t
 Examples:
   relpos compare                                  # the default grid
   relpos compare --schemes none,shaw -k 2 --steps 300 --seeds 0
+  relpos compare --schemes shaw,shaw:value_term=false,deberta -k 4   # options after colons
   relpos compare --task copy --train-lengths 1-8 --eval-lengths 1-16
   relpos compare --preset k-sweep                 # the paper's Table 2 analogue
 """
@@ -44,6 +45,24 @@ def parse_list(text: str) -> list[str]:
     if not items:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
     return items
+
+
+def parse_scheme(text: str) -> tuple[str, dict]:
+    """``"deberta:max_distance=4:p2c=false"`` → ``("deberta", {"max_distance": 4, "p2c": False})``.
+
+    The options are checked by building the scheme, so a wrong name or value fails before any
+    training, naming the item of ``--schemes`` it came from.
+    """
+    from .. import get_scheme
+    from .train import parse_option
+
+    name, *items = (part.strip() for part in text.split(":"))
+    try:
+        options = dict(map(parse_option, items))
+        get_scheme(name, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--schemes item {text!r}: {error}") from None
+    return name, options
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -88,7 +107,10 @@ def register(subparsers) -> None:
     grid = parser.add_argument_group("what to train (default: the built-in default experiment)")
     grid.add_argument("--task", help="task name (relpos.tasks), or file:PATH for a TSV file")
     grid.add_argument(
-        "--schemes", type=parse_list, help="comma-separated scheme names, e.g. none,sinusoidal,shaw"
+        "--schemes",
+        type=parse_list,
+        help="comma-separated scheme names, e.g. none,sinusoidal,shaw; options after colons, "
+        "e.g. shaw:value_term=false,deberta:c2p=false:max_distance=8",
     )
     grid.add_argument(
         "-k",
@@ -186,9 +208,10 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
             experiment.task_options["eval_lengths"] = list(range(low, high + 1))
             experiment.task_options.pop("max_eval_length", None)
         if args.schemes is not None:
-            experiment.variants = [Variant(scheme) for scheme in args.schemes]
+            experiment.variants = [Variant(*parse_scheme(item)) for item in args.schemes]
         if args.max_distance is not None:
-            _apply_k(experiment, args.max_distance)
+            # -k replaces a preset's k, but not one written out in --schemes.
+            _apply_k(experiment, args.max_distance, keep_given=args.schemes is not None)
         if args.arch is not None:
             experiment.model["arch"] = args.arch
         if args.steps is not None:
@@ -202,7 +225,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
 CLIPPED_SCHEMES = ("shaw", "huang", "deberta")
 
 
-def _apply_k(experiment, k: int) -> None:
+def _apply_k(experiment, k: int, *, keep_given: bool = False) -> None:
     from .. import get_scheme
     from ..experiments.compare import Variant
 
@@ -215,7 +238,9 @@ def _apply_k(experiment, k: int) -> None:
             f"(those that do: {', '.join(CLIPPED_SCHEMES)})"
         )
     experiment.variants = [
-        Variant(v.scheme, {**v.options, "max_distance": k}) if v.scheme in CLIPPED_SCHEMES else v
+        Variant(v.scheme, {**v.options, "max_distance": k})
+        if v.scheme in CLIPPED_SCHEMES and not (keep_given and "max_distance" in v.options)
+        else v
         for v in experiment.variants
     ]
 
