@@ -10,7 +10,9 @@ A scheme is two small pieces, written like the built-in ones in ``relpos/schemes
 
 * an :class:`relpos.schemes.AttentionPosition` that lives in each attention layer. A scalar bias
   that depends only on ``j - i`` subclasses :class:`relpos.schemes.DistanceBias` and implements
-  one method, ``distance_bias``; the attention kernels (SDPA, FlexAttention) do the rest;
+  one method, ``distance_bias``; the attention kernels (SDPA, FlexAttention) do the rest. A bias
+  that also reads the query or key (as Transformer-XL's and DeBERTa's do) subclasses
+  :class:`relpos.schemes.PairBias` and implements ``pair_bias`` instead;
 * a :class:`relpos.PositionScheme` dataclass, registered by name with ``@relpos.register_scheme``,
   whose fields are the scheme's options and which builds that module for a model.
 
