@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import relpos
 from relpos.schemes.base import gather_pair_scores
@@ -292,3 +294,63 @@ def test_without_a_value_term_a_run_of_one_token_has_no_length(name, options):
     shaw = _randomise(relpos.get_scheme("shaw").attention_position(2, 4, causal=False))
     out = shaw.attend(token.expand(1, 2, 2, 4), token.expand(1, 2, 2, 4), token.expand(1, 2, 2, 4))
     assert not torch.allclose(out[..., 0, :], out[..., 1, :])  # a^V tells the two apart
+
+
+def literal_pair_bias(position, q, k, query_offset, key_offset):
+    """Each scheme's bias, one (i, j) pair at a time, from the papers' terms."""
+    heads, dim = q.shape[1], q.shape[-1]
+    bias = torch.empty(*q.shape[:-1], k.shape[-2], dtype=torch.float64)
+    for i in range(q.shape[-2]):
+        for j in range(k.shape[-2]):
+            n = (query_offset + i) - (key_offset + j)  # i - j
+            if isinstance(position, relpos.DisentangledPosition):
+                span = position.position_buckets or position.max_distance
+                if position.position_buckets:
+                    n = relpos.deberta_log_bucket(torch.tensor(n), span, position.max_distance)
+                row = int(min(max(n + span, 0), 2 * span - 1))
+                total = 0.0
+                if position.key_table is not None:
+                    total = total + (q[..., i, :] * position.key_table[:, row]).sum(-1)
+                if position.query_table is not None:
+                    total = total + (k[..., j, :] * position.query_table[:, row]).sum(-1)
+                bias[..., i, j] = total * position.logit_scale(dim)
+            else:
+                w_r = position.position_proj.weight
+                r = (w_r @ txl_sinusoid(n, heads * dim).double()).view(heads, dim)
+                total = ((q[..., i, :] + position.position_bias) * r).sum(-1)
+                total = total + (position.content_bias * k[..., j, :]).sum(-1)
+                bias[..., i, j] = total / math.sqrt(dim)
+    return bias
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    name=st.sampled_from(["deberta", "deberta-log", "transformer-xl"]),
+    heads=st.integers(1, 3),
+    half_dim=st.integers(1, 3),
+    q_len=st.integers(1, 6),
+    k_len=st.integers(1, 7),
+    query_offset=st.integers(0, 9),
+    key_offset=st.integers(0, 9),
+    seed=st.integers(0, 2**16),
+)
+def test_pair_bias_equals_the_literal_terms_on_random_blocks(
+    name, heads, half_dim, q_len, k_len, query_offset, key_offset, seed
+):
+    dim = 2 * half_dim  # TXL's sinusoids are H·D wide; any D works, even keeps the check exact
+    if name == "transformer-xl":
+        scheme = relpos.get_scheme(name)
+    elif name == "deberta":
+        scheme = relpos.get_scheme(name, max_distance=3)
+    else:  # log buckets reached inside these blocks: |i - j| runs up to 15
+        scheme = relpos.get_scheme("deberta", max_distance=8, position_buckets=4)
+    torch.manual_seed(seed)
+    position = _randomise(scheme.attention_position(heads, dim, causal=False))
+    q = torch.randn(2, heads, q_len, dim, dtype=torch.float64)
+    k = torch.randn(2, heads, k_len, dim, dtype=torch.float64)
+    with torch.no_grad():
+        got = position.pair_bias(q, k, query_offset=query_offset, key_offset=key_offset)
+        expected = literal_pair_bias(position, q, k, query_offset, key_offset)
+    # TXL's sinusoids are float32 (sinusoidal_encoding); DeBERTa is exact in float64.
+    tolerance = 1e-5 if name == "transformer-xl" else 1e-12
+    torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
