@@ -105,6 +105,7 @@ def test_k0_reads_as_one_vector(capsys):
 def test_json_with_tokens_and_k0(capsys):
     data = json.loads(show(capsys, "--format", "json", "--tokens", "x y z", "-k", "0"))
     assert data == {
+        "scheme": "shaw",
         "max_distance": 0,
         "tokens": ["x", "y", "z"],
         "num_vectors": 1,
@@ -202,11 +203,45 @@ def test_t5_ranges_agree_with_the_bucket_function():
     "args, message",
     [
         (["--t5", "--length", "5"], "--length apply without --t5"),
-        (["--t5", "--2d"], "--2d and --t5 are two different pictures"),
+        (["--t5", "--2d"], "--2d and --t5 are different pictures"),
         (["--buckets", "8"], "--buckets and --causal describe T5's buckets: add --t5"),
         (["--t5", "--buckets", "32", "-k", "8"], "max_distance"),
     ],
 )
 def test_t5_flag_errors(capsys, args, message):
+    assert main(["show", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_deberta_rows_for_the_seed_sentence(capsys):
+    out = show(capsys, "--deberta", "--tokens", "I think therefore I am", "-k", "2")
+    assert out.splitlines()[0].startswith(
+        "DeBERTa's relative row clamp(i - j + 2, 0, 3): 4 vectors"
+    )
+    rows = table_rows(out)
+    # Earlier keys (left of the diagonal) share row 3 from i - j = 1 on; later keys use row 1 at
+    # j - i = 1 and share row 0 from 2 on.
+    assert rows["think"] == [[3, 2, 1, 0, 0]]
+    assert rows["am"] == [[3, 3, 3, 3, 2]]
+    assert rows["I"] == [[2, 1, 0, 0, 0], [3, 3, 3, 2, 1]]
+    data = json.loads(show(capsys, "--deberta", "--length", "3", "-k", "1", "--format", "json"))
+    assert data == {
+        "scheme": "deberta",
+        "max_distance": 1,
+        "tokens": ["0", "1", "2"],
+        "num_vectors": 2,
+        "index": [[1, 0, 0], [1, 1, 0], [1, 1, 1]],
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--deberta", "-k", "0"], "-k must be >= 1 for --deberta"),
+        (["--deberta", "--t5"], "--t5 and --deberta are different pictures: choose one"),
+        (["--deberta", "--2d"], "--2d and --deberta are different pictures: choose one"),
+    ],
+)
+def test_deberta_flag_errors(capsys, args, message):
     assert main(["show", *args]) == 2
     assert message in capsys.readouterr().err

@@ -2,8 +2,11 @@
 
 Entry ``(i, j)`` is ``clip(j - i, -k, k) + k``: the row of the relative table that token ``i``
 uses for token ``j``. The default is the seed's picture: a sentence of length 10 with ``k = 3``.
-``--2d`` prints Swin's window index instead, and ``--t5`` which distances share each of T5's
-buckets (exact near the token, logarithmic further away, where Shaw's clipping merges them all).
+``--2d`` prints Swin's window index instead, ``--t5`` which distances share each of T5's
+buckets (exact near the token, logarithmic further away, where Shaw's clipping merges them all),
+and ``--deberta`` DeBERTa's row ``clamp(i - j + k, 0, 2k - 1)``: query minus key, ``2k`` rows,
+so earlier keys share the last row from ``i - j = k - 1`` on, one step sooner than later keys
+share row 0 (from ``j - i = k``, where Shaw clips on both sides).
 """
 
 from __future__ import annotations
@@ -63,16 +66,32 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--buckets", type=int, default=None, help="T5's num_buckets (default 32)")
     parser.add_argument(
+        "--deberta",
+        action="store_true",
+        help="DeBERTa's relative row clamp(i - j + k, 0, 2k - 1) instead of Shaw's (with --length, "
+        "--tokens, -k)",
+    )
+    parser.add_argument(
         "--causal", action="store_true", help="T5's unidirectional buckets (decoder self-attention)"
     )
     parser.set_defaults(func=run)
 
 
-def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) -> str:
-    """Render the index matrix with row/column labels as a table, CSV or JSON."""
+def format_index(
+    index: list[list[int]], labels: list[str], k: int, fmt: str, *, deberta: bool = False
+) -> str:
+    """Render the index matrix with row/column labels as a table, CSV or JSON (Shaw's index, or
+    DeBERTa's rows with ``deberta=True``)."""
+    num_vectors = 2 * k if deberta else 2 * k + 1
     if fmt == "json":
         return json.dumps(
-            {"max_distance": k, "tokens": labels, "num_vectors": 2 * k + 1, "index": index},
+            {
+                "scheme": "deberta" if deberta else "shaw",
+                "max_distance": k,
+                "tokens": labels,
+                "num_vectors": num_vectors,
+                "index": index,
+            },
             indent=None,
         )
     if fmt == "csv":
@@ -82,11 +101,20 @@ def format_index(index: list[list[int]], labels: list[str], k: int, fmt: str) ->
         for label, row in zip(labels, index, strict=True):
             writer.writerow([label, *row])
         return buffer.getvalue().rstrip("\n")
-    width = max(len(str(2 * k)), *(len(label) for label in labels))
+    width = max(len(str(num_vectors - 1)), *(len(label) for label in labels))
     row_head = max(len(label) for label in labels)
-    vectors = f"{2 * k + 1} vector{'s' if k else ''}"
+    vectors = f"{num_vectors} vector{'s' if num_vectors > 1 else ''}"
+    if deberta:
+        title = (
+            f"DeBERTa's relative row clamp(i - j + {k}, 0, {2 * k - 1}): {vectors}, entry {k} is "
+            f"the token itself, rows above {k} are earlier keys"
+        )
+    else:
+        title = (
+            f"relative index clip(j - i, {-k}, {k}) + {k}: {vectors}, entry {k} is the token itself"
+        )
     lines = [
-        f"relative index clip(j - i, {-k}, {k}) + {k}: {vectors}, entry {k} is the token itself",
+        title,
         " " * (row_head + 3) + " ".join(label.rjust(width) for label in labels),
         " " * (row_head + 3) + "-" * ((width + 1) * len(labels) - 1),
     ]
@@ -197,8 +225,13 @@ def format_t5_buckets(ranges, num_buckets: int, max_distance: int, causal: bool,
 def run(args: argparse.Namespace) -> int:
     # Flags of another picture would be silently ignored: refuse them instead.
     one_d = {"--tokens": args.tokens, "--length": args.length}
-    if args.two_d and args.t5:
-        raise ValueError("--2d and --t5 are two different pictures: choose one")
+    pictures = [
+        flag
+        for flag, on in (("--2d", args.two_d), ("--t5", args.t5), ("--deberta", args.deberta))
+        if on
+    ]
+    if len(pictures) > 1:
+        raise ValueError(f"{' and '.join(pictures)} are different pictures: choose one")
     if args.two_d or args.t5:
         given = {**one_d, "-k": None if args.t5 else args.max_distance}
         given = ", ".join(flag for flag, value in given.items() if value is not None)
@@ -240,9 +273,16 @@ def run(args: argparse.Namespace) -> int:
     if length <= 0:
         raise ValueError(f"--length must be > 0, got {length}")
     k = 3 if args.max_distance is None else args.max_distance
-    if k < 0:
-        raise ValueError(f"-k must be >= 0, got {k}")
     labels = tokens or [str(i) for i in range(length)]
-    index = relative_position_index(length, length, k).tolist()
-    print(format_index(index, labels, k, args.format))
+    if args.deberta:
+        from ..schemes.deberta import deberta_relative_rows
+
+        if k < 1:
+            raise ValueError(f"-k must be >= 1 for --deberta (its table has 2k rows), got {k}")
+        index = deberta_relative_rows(length, length, max_distance=k).tolist()
+    else:
+        if k < 0:
+            raise ValueError(f"-k must be >= 0, got {k}")
+        index = relative_position_index(length, length, k).tolist()
+    print(format_index(index, labels, k, args.format, deberta=args.deberta))
     return 0
