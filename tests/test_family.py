@@ -373,6 +373,28 @@ def test_huang_method_4_formula():
     assert not method_3.key_query
 
 
+def test_huang_with_shaws_value_term():
+    torch.manual_seed(1)
+    scheme = relpos.get_scheme("huang", max_distance=2, per_head=True, value_term=True)
+    position = scheme.attention_position(2, 4, causal=False).double()
+    q, k, v = torch.randn(3, 1, 2, 5, 4, dtype=torch.float64)
+    a, a_v = position.key_table.detach(), position.value_table.detach()  # (H, 2k + 1, D) each
+    rows = [[max(-2, min(2, j - i)) + 2 for j in range(5)] for i in range(5)]
+    logits = torch.empty(1, 2, 5, 5, dtype=torch.float64)
+    for i in range(5):
+        for j in range(5):
+            r = a[:, rows[i][j]]  # (H, D)
+            logits[..., i, j] = (
+                (q[..., i, :] * (k[..., j, :] + r)).sum(-1) + (k[..., j, :] * r).sum(-1)
+            ) / 2.0
+    weights = torch.softmax(logits, dim=-1)
+    expected = weights @ v + torch.einsum("bhij,hijd->bhid", weights, a_v[:, torch.tensor(rows)])
+    for backend in ("auto", "reference"):
+        torch.testing.assert_close(position.attend(q, k, v, backend=backend), expected)
+    with pytest.raises(TypeError, match="value_term must be a bool"):
+        relpos.get_scheme("huang", value_term="yes")
+
+
 # ---------------------------------------------------------------------------------------------
 # Swin
 

@@ -4,7 +4,9 @@
 Method 4 lets the relative vector interact with the key as well as with the query:
 ``e_ij = (q_i·k_j + q_i·a_ij + k_j·a_ij) / sqrt(d)`` — Shaw et al.'s key term plus ``k_j·a_ij``,
 with one table ``a`` per layer shared by all heads and no value term. ``key_query=False`` keeps
-only ``q_i·a_ij``: Shaw et al.'s key term without their value term. That is what Hugging Face
+only ``q_i·a_ij``: Shaw et al.'s key term without their value term. ``value_term=True`` adds
+Shaw's value term ``Σ_j α_ij a^V_ij`` (a second table; not in Huang et al.), for experiments
+that combine the two. That is what Hugging Face
 BERT calls ``"relative_key"``, and HF attributes it to Shaw et al. 2018, not to Huang et al.;
 ``shared/reference/family.md`` lists the same formula as Huang et al.'s "method 3".
 
@@ -40,11 +42,12 @@ class HuangScheme(PositionScheme):
     max_distance: int = 128
     key_query: bool = True  # False: the query term alone (HF BERT's "relative_key")
     per_head: bool = False  # BERT shares one table across the heads of a layer
+    value_term: bool = False  # Shaw's a^V as well (not part of Huang et al.)
 
     def __post_init__(self) -> None:
         resolve_clipping(self.max_distance)
-        check_bool(self.key_query, "key_query")
-        check_bool(self.per_head, "per_head")
+        for name in ("key_query", "per_head", "value_term"):
+            check_bool(getattr(self, name), name)
 
     def attention_position(self, num_heads: int, head_dim: int, *, causal: bool):
         return ShawRelativePosition(
@@ -52,7 +55,7 @@ class HuangScheme(PositionScheme):
             self.max_distance,
             num_heads=num_heads,
             key_term=True,
-            value_term=False,
+            value_term=self.value_term,
             per_head=self.per_head,
             key_query=self.key_query,
         )
