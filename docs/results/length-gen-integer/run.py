@@ -1,4 +1,5 @@
 """length-gen's six experiments with the integer scheme alone (the preset keeps its eight)."""
+
 from relpos.experiments import Variant, get_preset, run_compare
 
 if __name__ == "__main__":  # run_compare's worker processes re-import this file

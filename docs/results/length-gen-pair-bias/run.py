@@ -1,5 +1,6 @@
 """length-gen's six experiments with transformer-xl and deberta (k = 4, as shaw in the preset)
 alone; the preset keeps its eight schemes so that its stored results still match it."""
+
 from relpos.experiments import Variant, get_preset, run_compare
 
 if __name__ == "__main__":  # run_compare's worker processes re-import this file

@@ -2,6 +2,7 @@
 strings of each length 9-16 (seed 1234, not the evaluation set), count outputs that are right,
 that stop early (shorter than the input), that run long, or that have the right length and a
 wrong digit (usage: python error_types.py RUN_FOLDER ...; runs/ folders are not in git)."""
+
 import random
 import sys
 from collections import Counter

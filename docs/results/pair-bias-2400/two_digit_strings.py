@@ -1,6 +1,7 @@
 """Decode all 100 two-digit strings with every model of a compare run folder and list the ones it
 reverses wrongly (usage: python two_digit_strings.py RUN_FOLDER ...; the run folders under runs/
 are not kept in git, so rerun the compare first)."""
+
 import sys
 from pathlib import Path
 

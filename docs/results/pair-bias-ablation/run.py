@@ -1,6 +1,7 @@
 """Which part of DeBERTa's terms extrapolates? The default grid at 2,400 steps (as
 docs/results/pair-bias-2400) with DeBERTa's two position terms one at a time, and Huang et al.'s
 key-query term (one table for both directions, no value term) at the same k = 4."""
+
 from relpos.experiments import Variant, get_preset, run_compare
 
 if __name__ == "__main__":  # run_compare's worker processes re-import this file

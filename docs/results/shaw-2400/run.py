@@ -1,6 +1,7 @@
 """Shaw's variants at the longer budget of docs/results/pair-bias-2400 (the default grid at
 2,400 steps): the key term alone, and per-head tables, to tell apart what DeBERTa's and Huang's
 runs there differ from Shaw in (no value term; a table per head)."""
+
 from relpos.experiments import Variant, get_preset, run_compare
 
 if __name__ == "__main__":  # run_compare's worker processes re-import this file
