@@ -35,6 +35,7 @@ __all__ = [
     "BIAS_BACKENDS",
     "relative_distances",
     "expand_distance_bias",
+    "distance_columns",
     "flex_bias_attention",
     "flex_applies",
     "distance_bias_attention",
@@ -97,13 +98,18 @@ def _check_distance_bias(distance_bias: Tensor, heads: int, q_len: int, k_len: i
         )
 
 
+def distance_columns(query_len: int, key_len: int, device=None) -> Tensor:
+    """``LongTensor (Lq, Lk)``: the column ``c - r + Lq - 1`` of :func:`relative_distances`'s
+    order that query row ``r`` and key column ``c`` read (constant along diagonals)."""
+    rows = torch.arange(query_len, device=device)
+    cols = torch.arange(key_len, device=device)
+    return cols[None, :] - rows[:, None] + (query_len - 1)
+
+
 def expand_distance_bias(distance_bias: Tensor, query_len: int, key_len: int) -> Tensor:
     """``(H, Lq + Lk - 1)`` per-distance biases → the dense ``(H, Lq, Lk)`` bias."""
     _check_distance_bias(distance_bias, distance_bias.shape[0], query_len, key_len)
-    rows = torch.arange(query_len, device=distance_bias.device)
-    cols = torch.arange(key_len, device=distance_bias.device)
-    column = cols[None, :] - rows[:, None] + (query_len - 1)  # (Lq, Lk): constant along diagonals
-    return distance_bias[:, column]  # (H, Lq, Lk)
+    return distance_bias[:, distance_columns(query_len, key_len, distance_bias.device)]
 
 
 def _causal_mask_mod(batch, head, q_idx, kv_idx):

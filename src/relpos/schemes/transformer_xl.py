@@ -32,7 +32,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..attention.flex_bias import relative_distances
+from ..attention.flex_bias import distance_columns, relative_distances
 from .base import (
     PairBias,
     PositionScheme,
@@ -107,9 +107,7 @@ class TransformerXLPosition(PairBias):
         if self.position_bias is not None:
             position_query = query + self.position_bias.to(query.dtype)[:, None]  # q_i + v
         position_scores = position_query @ vectors.transpose(-1, -2)  # (B, H, Lq, Lq + Lk - 1)
-        rows = torch.arange(q_len, device=query.device)
-        cols = torch.arange(k_len, device=query.device)
-        column = cols[None, :] - rows[:, None] + (q_len - 1)  # (Lq, Lk)
+        column = distance_columns(q_len, k_len, query.device)  # (Lq, Lk)
         bias = gather_pair_scores(position_scores, column, per="query")  # (b) + (d)
         if self.content_bias is not None:
             # (c): u·k_j, the same for every query.
