@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import relpos
-from relpos.schemes.base import gather_pair_scores
+from relpos.attention import RelativeScores, flex_bias_attention, gather_pair_scores
+from relpos.attention.flex_bias import distance_columns
 
 
 def _qkv(heads, q_len, k_len, dim, seed=0):
@@ -354,3 +355,135 @@ def test_pair_bias_equals_the_literal_terms_on_random_blocks(
     # TXL's sinusoids are float32 (sinusoidal_encoding); DeBERTa is exact in float64.
     tolerance = 1e-5 if name == "transformer-xl" else 1e-12
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeBERTa's factored bias through FlexAttention (never forms the (Lq, Lk) bias)
+
+
+def _deberta(heads, dim, **options):
+    scheme = relpos.get_scheme("deberta", **options)
+    return _randomise(scheme.attention_position(heads, dim, causal=False))
+
+
+def _mask(kind, q_len, k_len):
+    if kind == "bool":
+        mask = torch.rand(2, 1, q_len, k_len, generator=torch.Generator().manual_seed(1)) > 0.4
+        mask[1, 0, 0] = False  # a row with no key at all: zeros, as with SDPA
+        return mask, False
+    if kind == "float":
+        return torch.randn(q_len, k_len, dtype=torch.float64), False
+    return None, kind == "causal"
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "bool", "float"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_distance": 2},
+        {"max_distance": 3, "c2p": False},
+        {"max_distance": 3, "p2c": False},
+        {"max_distance": 6, "position_buckets": 4},  # log buckets reached: |i - j| up to 10
+    ],
+)
+@pytest.mark.parametrize("shape", [(5, 5, 0, 0), (3, 8, 5, 0), (6, 4, 0, 3)])
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_deberta_flex_equals_the_dense_bias(mask_kind, options, shape):
+    q_len, k_len, query_offset, key_offset = shape
+    position = _deberta(3, 4, **options)
+    q, k, v = _qkv(3, q_len, k_len, 4)
+    attn_mask, is_causal = _mask(mask_kind, q_len, k_len)
+    kwargs = dict(
+        attn_mask=attn_mask, is_causal=is_causal, query_offset=query_offset, key_offset=key_offset
+    )
+    with torch.no_grad():  # FlexAttention has no backward on the CPU
+        flex = position.attend(q, k, v, backend="flex", **kwargs)
+        reference = position.attend(q, k, v, backend="reference", **kwargs)
+    torch.testing.assert_close(flex, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_relative_scores_form_the_literal_bias():
+    position = _deberta(2, 4, max_distance=8, position_buckets=4)
+    q, k, _ = _qkv(2, 5, 7, 4)
+    with torch.no_grad():
+        factored = position.relative_scores(q, k, query_offset=9, key_offset=0)
+        expected = literal_pair_bias(position, q, k, 9, 0)
+    assert factored.query_scores.shape == (2, 2, 5, 8) and factored.rows.shape == (11,)
+    torch.testing.assert_close(factored.dense(5, 7), expected, rtol=1e-12, atol=1e-12)
+    pair_rows = relpos.deberta_relative_rows(
+        5, 7, max_distance=8, position_buckets=4, query_offset=9
+    )
+    assert torch.equal(factored.rows[distance_columns(5, 7)], pair_rows)
+
+
+def test_relative_scores_with_bad_shapes_are_refused():
+    q = k = v = torch.randn(2, 3, 4, 8, dtype=torch.float64)  # float64: no compile wait
+    rows = torch.zeros(7, dtype=torch.long)
+    scores = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    cases = [
+        (RelativeScores(rows[:6], scores), ValueError, r"rows must have Lq \+ Lk - 1 = 7 entries"),
+        (RelativeScores(rows.float(), scores), TypeError, "rows must be a 1-D LongTensor"),
+        (RelativeScores(rows, scores[:1]), ValueError, r"query_scores must have shape \(B, H, L"),
+        (RelativeScores(rows, None, scores[..., :3]), None, None),
+        (RelativeScores(rows, scores, scores[..., :3]), ValueError, "same R relative rows"),
+        (RelativeScores(rows + 5, scores), ValueError, r"rows must lie in \[0, R\) = \[0, 5\)"),
+        (RelativeScores(rows, scores.long()), TypeError, "query_scores must be a floating-point"),
+    ]
+    for factored, error, match in cases:
+        if error is None:
+            with torch.no_grad():
+                assert flex_bias_attention(q, k, v, relative_scores=factored).shape == q.shape
+            continue
+        with pytest.raises(error, match=match):
+            flex_bias_attention(q, k, v, relative_scores=factored)
+
+
+def test_deberta_flex_refuses_dropout_and_cpu_gradients():
+    position = _deberta(2, 4)
+    q, k, v = _qkv(2, 5, 5, 4)
+    with pytest.raises(ValueError, match="backend='flex' has no attention dropout"):
+        position.attend(q, k, v, backend="flex", dropout_p=0.1)
+    # The tables need gradients, so the captured scores do, even for inputs that do not.
+    with pytest.raises(ValueError, match="no backward on the CPU"):
+        position.attend(q, k, v, backend="flex")
+    # Transformer-XL has no factored form (one vector per distance): "flex" runs SDPA, as any
+    # name a dense bias has no kernel for.
+    txl = _randomise(relpos.get_scheme("transformer-xl").attention_position(2, 4, causal=False))
+    torch.testing.assert_close(
+        txl.attend(q, k, v, backend="flex"), txl.attend(q, k, v, backend="reference")
+    )
+
+
+@pytest.mark.slow
+def test_deberta_flex_compiled_equals_the_dense_bias():
+    # Compiled CPU FlexAttention (float32): the fused kernel reading both gathers in score_mod,
+    # at two shapes (a second shape once got a recompiled kernel that indexed out of bounds).
+    position = _deberta(2, 16, max_distance=4).float()
+    for q_len, k_len, offset in ((6, 9, 3), (5, 5, 0)):
+        q, k, v = (t.float() for t in _qkv(2, q_len, k_len, 16))
+        kwargs = dict(is_causal=True, query_offset=offset)
+        with torch.no_grad():
+            flex = position.attend(q, k, v, backend="flex", **kwargs)
+            reference = position.attend(q, k, v, backend="reference", **kwargs)
+        torch.testing.assert_close(flex, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_deberta_flex_forward_and_gradients_on_gpu(is_causal):
+    position = _deberta(4, 32, max_distance=16, position_buckets=8).float().cuda()
+    q, k, v = (t.float().cuda().requires_grad_() for t in _qkv(4, 300, 300, 32))
+    leaves = [q, k, v, position.key_table, position.query_table]
+    out = position.attend(q, k, v, backend="flex", is_causal=is_causal)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, upstream)
+    exact = _randomise(position.cpu().double())  # the same parameters (same seed) in float64
+    cpu = [t.detach().cpu().double().requires_grad_() for t in (q, k, v)]
+    reference = exact.attend(*cpu, backend="reference", is_causal=is_causal)
+    ref_leaves = [*cpu, exact.key_table, exact.query_table]
+    ref_grads = torch.autograd.grad(reference, ref_leaves, upstream.cpu().double())
+    torch.testing.assert_close(out.cpu().double(), reference, rtol=1e-4, atol=1e-4)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        atol = 1e-4 * max(1.0, ref_grad.abs().max().item())
+        torch.testing.assert_close(grad.cpu().double(), ref_grad, rtol=1e-4, atol=atol)

@@ -14,9 +14,11 @@ from .api import (
     shaw_attention,
 )
 from .flex_bias import (
+    RelativeScores,
     distance_bias_attention,
     expand_distance_bias,
     flex_bias_attention,
+    gather_pair_scores,
     relative_distances,
 )
 from .index import RelativeIndex, relative_position_index, resolve_clipping, table_size
@@ -32,7 +34,9 @@ __all__ = [
     "distance_bias_attention",
     "expand_distance_bias",
     "flex_bias_attention",
+    "gather_pair_scores",
     "relative_distances",
+    "RelativeScores",
     "RelativeIndex",
     "relative_position_index",
     "resolve_clipping",

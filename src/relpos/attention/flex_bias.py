@@ -15,12 +15,21 @@ The same table runs three ways, all computing ``softmax(scale · q kᵀ + b + ma
 * ``flex``: FlexAttention reads the table inside its ``score_mod``, so the ``(Lq, Lk)`` bias is
   never formed. It is fused only under ``torch.compile``, and its backward runs only on CUDA.
 
+A bias that reads the content as well as the distance (DeBERTa's content-to-position and
+position-to-content terms) is not Toeplitz, but when its relative vectors are few it factors the
+same way: :class:`RelativeScores` holds each query's and each key's score against the ``R``
+relative vectors and the row each distance uses, ``O(B·H·L·R)`` numbers, and
+``b(r, c) = query_scores[r, ρ] + key_scores[c, ρ]`` with ``ρ = rows[c - r + Lq - 1]``.
+:meth:`RelativeScores.dense` forms the ``(B, H, Lq, Lk)`` bias (the SDPA path, and the oracle);
+:func:`flex_bias_attention` reads the two gathers inside ``score_mod`` instead.
+
 Shape legend: ``B`` batch, ``H`` heads, ``Lq`` / ``Lk`` query / key length, ``D`` head size,
 ``Dv`` value head size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -36,6 +45,8 @@ __all__ = [
     "relative_distances",
     "expand_distance_bias",
     "distance_columns",
+    "gather_pair_scores",
+    "RelativeScores",
     "flex_bias_attention",
     "flex_applies",
     "distance_bias_attention",
@@ -112,6 +123,99 @@ def expand_distance_bias(distance_bias: Tensor, query_len: int, key_len: int) ->
     return distance_bias[:, distance_columns(query_len, key_len, distance_bias.device)]
 
 
+def gather_pair_scores(scores: Tensor, rows: Tensor, *, per: str) -> Tensor:
+    """Read each pair's score from per-token scores against the relative rows of a table.
+
+    ``scores (B, H, L, R)``: the score of every query (``per="query"``, ``L = Lq``) or every key
+    (``per="key"``, ``L = Lk``) against each of ``R`` relative vectors; ``rows (Lq, Lk)``: the
+    row that pair ``(i, j)`` uses. Returns ``(B, H, Lq, Lk)`` with entry ``(i, j)`` equal to
+    ``scores[..., i, rows[i, j]]`` (query) or ``scores[..., j, rows[i, j]]`` (key). This is what
+    Transformer-XL's "relative shift" and DeBERTa's ``gather`` compute.
+    """
+    batch, heads = scores.shape[:2]
+    if per == "query":
+        return scores.gather(-1, rows.expand(batch, heads, *rows.shape))
+    if per == "key":
+        by_key = scores.gather(-1, rows.T.expand(batch, heads, *rows.T.shape))  # (B, H, Lk, Lq)
+        return by_key.transpose(-1, -2)
+    raise ValueError(f"per must be 'query' or 'key', got {per!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RelativeScores:
+    """A bias that reads content and distance, in factored form (see the module docstring)::
+
+        b[·, r, c] = query_scores[·, r, ρ] + key_scores[·, c, ρ],   ρ = rows[c - r + Lq - 1]
+
+    Attributes:
+        rows: ``LongTensor (Lq + Lk - 1,)``, the relative row of each distance, in
+            :func:`relative_distances`'s order (smallest ``j - i`` first).
+        query_scores: ``(B, H, Lq, R)``, each query against the ``R`` relative vectors (already
+            scaled), or None.
+        key_scores: ``(B, H, Lk, R)``, each key against ``R`` relative vectors, or None.
+    """
+
+    rows: Tensor
+    query_scores: Tensor | None = None
+    key_scores: Tensor | None = None
+
+    def check(self, batch: int, heads: int, q_len: int, k_len: int) -> None:
+        """Raise a ``ValueError`` naming the field whose shape does not fit the block."""
+        rows = self.rows
+        if not isinstance(rows, Tensor) or rows.dtype != torch.long or rows.dim() != 1:
+            raise TypeError(f"rows must be a 1-D LongTensor, got {_describe(rows)}")
+        if rows.shape[0] != q_len + k_len - 1:
+            raise ValueError(
+                f"rows must have Lq + Lk - 1 = {q_len + k_len - 1} entries, got {rows.shape[0]}"
+            )
+        widths = set()
+        for scores, name, length in (
+            (self.query_scores, "query_scores", q_len),
+            (self.key_scores, "key_scores", k_len),
+        ):
+            if scores is None:
+                continue
+            if not isinstance(scores, Tensor) or not scores.is_floating_point():
+                raise TypeError(f"{name} must be a floating-point Tensor, got {_describe(scores)}")
+            if scores.dim() != 4 or tuple(scores.shape[:3]) != (batch, heads, length):
+                raise ValueError(
+                    f"{name} must have shape (B, H, L, R) = ({batch}, {heads}, {length}, R), "
+                    f"got {tuple(scores.shape)}"
+                )
+            widths.add(scores.shape[-1])
+        if len(widths) > 1:
+            raise ValueError(
+                "query_scores and key_scores must score the same R relative rows, got "
+                f"R = {self.query_scores.shape[-1]} and {self.key_scores.shape[-1]}"
+            )
+        width = widths.pop() if widths else None
+        if (
+            width is not None
+            and rows.numel()
+            and not 0 <= int(rows.min()) <= int(rows.max()) < width
+        ):
+            raise ValueError(
+                f"rows must lie in [0, R) = [0, {width}), got [{rows.min()}, {rows.max()}]"
+            )
+
+    def dense(self, query_len: int, key_len: int) -> Tensor | None:
+        """The bias ``(B, H, Lq, Lk)`` (None when neither term is present)."""
+        pair_rows = self.rows[distance_columns(query_len, key_len, self.rows.device)]  # (Lq, Lk)
+        bias = None
+        if self.query_scores is not None:
+            bias = gather_pair_scores(self.query_scores, pair_rows, per="query")
+        if self.key_scores is not None:
+            by_key = gather_pair_scores(self.key_scores, pair_rows, per="key")
+            bias = by_key if bias is None else bias + by_key
+        return bias
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dim()}-D {value.dtype} Tensor"
+    return type(value).__name__
+
+
 def _causal_mask_mod(batch, head, q_idx, kv_idx):
     # Top-left aligned, as SDPA's is_causal: row r sees columns c <= r.
     return kv_idx <= q_idx
@@ -122,8 +226,10 @@ def _compiled_flex_attention():
     from torch.nn.attention.flex_attention import flex_attention
 
     # Without torch.compile FlexAttention falls back to an unfused path that forms the full
-    # score matrix, which would defeat its purpose here.
-    return torch.compile(flex_attention)
+    # score matrix, which would defeat its purpose here. dynamic=False: a second shape would
+    # otherwise be recompiled with symbolic sizes, and on the CPU (torch 2.13) that kernel
+    # indexes captured tensors out of bounds (a gather by a captured row index failed so).
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def unfused_flex_attention(*args, **kwargs):
@@ -144,6 +250,7 @@ def flex_bias_attention(
     value: Tensor,
     *,
     distance_bias: Tensor | None = None,
+    relative_scores: RelativeScores | None = None,
     attn_mask: Tensor | None = None,
     is_causal: bool = False,
     scale: float | None = None,
@@ -154,6 +261,9 @@ def flex_bias_attention(
     Args:
         query: ``(B, H, Lq, D)``; key ``(B, H, Lk, D)``; value ``(B, H, Lk, Dv)``.
         distance_bias: ``(H, Lq + Lk - 1)`` (or one shared row), see the module docstring.
+        relative_scores: a content-reading bias in factored form (:class:`RelativeScores`),
+            read by two gathers per score; its scores may need gradients (on CUDA they reach
+            them through FlexAttention's gradients for captured tensors).
         attn_mask: bool (True = may attend) or float, broadcasting to ``(B, H, Lq, Lk)``; it is
             read inside ``score_mod`` too, so it gives no block sparsity.
         is_causal: top-left aligned causal mask; alone it becomes a block mask, so fully masked
@@ -176,6 +286,23 @@ def flex_bias_attention(
         _check_distance_bias(distance_bias, heads, q_len, k_len)
         # SDPA's path casts the bias to the query dtype too; keep the two paths alike.
         distance_bias = distance_bias.to(query.dtype).expand(heads, -1)  # (H, Lq + Lk - 1)
+    rows = query_scores = key_scores = None
+    needs_grad = [query, key, value, distance_bias]
+    if relative_scores is not None:
+        needs_grad += [relative_scores.query_scores, relative_scores.key_scores]
+    if (
+        not query.is_cuda
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in needs_grad)
+    ):
+        raise ValueError(
+            "backend='flex' has no backward on the CPU (FlexAttention's limit); run it under "
+            "torch.no_grad(), on CUDA, or use backend='sdpa'"
+        )
+    if relative_scores is not None:
+        relative_scores.check(batch, heads, q_len, k_len)
+        rows = relative_scores.rows.to(query.device)  # (Lq + Lk - 1,)
+        query_scores, key_scores = relative_scores.query_scores, relative_scores.key_scores
 
     block_mask, dense_mask, empty = None, None, None
     if attn_mask is not None:
@@ -193,6 +320,12 @@ def flex_bias_attention(
     def score_mod(score, b, h, q_idx, kv_idx):
         if distance_bias is not None:
             score = score + distance_bias[h, kv_idx - q_idx + (q_len - 1)]
+        if rows is not None:
+            row = rows[kv_idx - q_idx + (q_len - 1)]
+            if query_scores is not None:
+                score = score + query_scores[b, h, q_idx, row]
+            if key_scores is not None:
+                score = score + key_scores[b, h, kv_idx, row]
         if dense_mask is not None:
             score = score + dense_mask[b, h, q_idx, kv_idx]
         return score
@@ -252,7 +385,7 @@ def distance_bias_attention(
     check_attn_mask(attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query)
     dropout_p = check_dropout(dropout_p)
     scale = check_scale(scale, head_dim)
-    _check_bias_backend(backend, dropout_p, no_dropout=("reference", "flex"))
+    check_bias_backend(backend, dropout_p, no_dropout=("reference", "flex"))
     if backend == "flex" or (
         backend == "auto"
         and flex_applies(
@@ -282,7 +415,9 @@ def distance_bias_attention(
     )
 
 
-def _check_bias_backend(backend: str, dropout_p: float, *, no_dropout: tuple[str, ...]) -> None:
+def check_bias_backend(backend: str, dropout_p: float, *, no_dropout: tuple[str, ...]) -> None:
+    """A backend name for a bias (or any registered Shaw backend), and no dropout asked of the
+    backends in ``no_dropout``."""
     if not isinstance(backend, str) or backend not in (*BIAS_BACKENDS, *available_backends()):
         valid = sorted({*BIAS_BACKENDS, *available_backends()})
         raise ValueError(f"unknown backend {backend!r}; valid names: {', '.join(valid)}")
@@ -309,7 +444,7 @@ def dense_bias_attention(
     to ``(B, H, Lq, Lk)``; None for none): by hand for ``backend="reference"`` (no dropout), by
     SDPA for any other valid name — a dense bias has no kernel of its own.
     Returns ``(B, H, Lq, Dv)``."""
-    _check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("reference",))
+    check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("reference",))
     if backend == "reference":
         return reference_bias_attention(
             query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale

@@ -22,11 +22,14 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..attention.checks import check_qkv
+from ..attention.checks import check_dropout, check_qkv
 from ..attention.flex_bias import (
+    RelativeScores,
+    check_bias_backend,
     dense_bias_attention,
     distance_bias_attention,
     expand_distance_bias,
+    flex_bias_attention,
 )
 from ..attention.sdpa import sdpa_attention
 
@@ -143,12 +146,14 @@ class PairBias(AttentionPosition):
     DeBERTa): ``b_ij`` reads ``q_i`` or ``k_j`` as well as ``j - i``, so it is a full
     ``(B, H, Lq, Lk)`` tensor rather than one value per distance.
 
-    Subclasses implement :meth:`pair_bias` (already scaled) and may change :meth:`logit_scale`,
-    the factor on ``q·k``. The bias is formed densely and added like a float mask
-    (:func:`~relpos.attention.flex_bias.dense_bias_attention`: by hand for
-    ``backend="reference"``, by SDPA for any other backend name). Its memory is ``O(B·H·Lq·Lk)`` as
-    in the papers' own code; the scores it is gathered from are only ``O(B·H·L·R)`` for ``R``
-    relative rows.
+    Subclasses implement :meth:`pair_bias` (already scaled), or, when their relative vectors are
+    few (clipped, as DeBERTa's), :meth:`relative_scores`, the same bias in factored form; they may
+    change :meth:`logit_scale`, the factor on ``q·k``. The bias is formed densely and added like a
+    float mask (:func:`~relpos.attention.flex_bias.dense_bias_attention`: by hand for
+    ``backend="reference"``, by SDPA for any other backend name), memory ``O(B·H·Lq·Lk)`` as in
+    the papers' own code. ``backend="flex"`` with a factored bias never forms it: FlexAttention
+    gathers each score from the ``O(B·H·L·R)`` per-token scores (forward only on the CPU; ``auto``
+    does not pick it, as its speed on a GPU is not measured yet).
     """
 
     num_heads: int
@@ -161,7 +166,21 @@ class PairBias(AttentionPosition):
         self, query: Tensor, key: Tensor, *, query_offset: int = 0, key_offset: int = 0
     ) -> Tensor:
         """``(B, H, Lq, Lk)``: what this scheme adds to the scaled logit of each pair."""
-        raise NotImplementedError
+        factored = self.relative_scores(
+            query, key, query_offset=query_offset, key_offset=key_offset
+        )
+        if factored is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} implements neither pair_bias nor relative_scores"
+            )
+        bias = factored.dense(query.shape[-2], key.shape[-2])
+        return query.new_zeros(*query.shape[:-1], key.shape[-2]) if bias is None else bias
+
+    def relative_scores(
+        self, query: Tensor, key: Tensor, *, query_offset: int = 0, key_offset: int = 0
+    ) -> RelativeScores | None:
+        """The bias in factored form (already scaled), or None when the scheme has none."""
+        return None
 
     def attend(
         self,
@@ -182,6 +201,22 @@ class PairBias(AttentionPosition):
                 f"query has {heads} heads but this {type(self).__name__} was built for "
                 f"{self.num_heads}; build it with num_heads={heads}"
             )
+        scale = self.logit_scale(query.shape[-1])
+        if backend == "flex":
+            factored = self.relative_scores(
+                query, key, query_offset=query_offset, key_offset=key_offset
+            )
+            if factored is not None:
+                check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("flex",))
+                return flex_bias_attention(
+                    query,
+                    key,
+                    value,
+                    relative_scores=factored,
+                    attn_mask=attn_mask,
+                    is_causal=is_causal,
+                    scale=scale,
+                )
         bias = self.pair_bias(query, key, query_offset=query_offset, key_offset=key_offset)
         return dense_bias_attention(
             query,
@@ -191,27 +226,9 @@ class PairBias(AttentionPosition):
             attn_mask=attn_mask,
             is_causal=is_causal,
             dropout_p=dropout_p,
-            scale=self.logit_scale(query.shape[-1]),
+            scale=scale,
             backend=backend,
         )
-
-
-def gather_pair_scores(scores: Tensor, rows: Tensor, *, per: str) -> Tensor:
-    """Read each pair's score from per-token scores against the relative rows of a table.
-
-    ``scores (B, H, L, R)``: the score of every query (``per="query"``, ``L = Lq``) or every key
-    (``per="key"``, ``L = Lk``) against each of ``R`` relative vectors; ``rows (Lq, Lk)``: the
-    row that pair ``(i, j)`` uses. Returns ``(B, H, Lq, Lk)`` with entry ``(i, j)`` equal to
-    ``scores[..., i, rows[i, j]]`` (query) or ``scores[..., j, rows[i, j]]`` (key). This is what
-    Transformer-XL's "relative shift" and DeBERTa's ``gather`` compute.
-    """
-    batch, heads = scores.shape[:2]
-    if per == "query":
-        return scores.gather(-1, rows.expand(batch, heads, *rows.shape))
-    if per == "key":
-        by_key = scores.gather(-1, rows.T.expand(batch, heads, *rows.T.shape))  # (B, H, Lk, Lq)
-        return by_key.transpose(-1, -2)
-    raise ValueError(f"per must be 'query' or 'key', got {per!r}")
 
 
 @dataclasses.dataclass

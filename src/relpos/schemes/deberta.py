@@ -39,9 +39,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import PairBias, PositionScheme, check_bool, gather_pair_scores, register_scheme
+from ..attention.flex_bias import RelativeScores, distance_columns, relative_distances
+from .base import PairBias, PositionScheme, check_bool, register_scheme
 
-__all__ = ["deberta_log_bucket", "deberta_relative_rows", "DisentangledPosition", "DebertaScheme"]
+__all__ = [
+    "deberta_log_bucket",
+    "deberta_distance_rows",
+    "deberta_relative_rows",
+    "DisentangledPosition",
+    "DebertaScheme",
+]
 
 
 def _check_options(max_distance: int, position_buckets: int, c2p: bool, p2c: bool) -> None:
@@ -82,6 +89,29 @@ def deberta_log_bucket(relative_position: Tensor, bucket_size: int, max_position
     return bucket.to(torch.long)
 
 
+def deberta_distance_rows(
+    query_len: int,
+    key_len: int,
+    *,
+    max_distance: int,
+    position_buckets: int = 0,
+    query_offset: int = 0,
+    key_offset: int = 0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """``LongTensor (Lq + Lk - 1,)``: the table row ``δ`` of every distance in the block, in
+    :func:`~relpos.attention.relative_distances`'s order (smallest ``j - i`` first)."""
+    key_minus_query = relative_distances(
+        query_len, key_len, query_offset=query_offset, key_offset=key_offset, device=device
+    )
+    query_minus_key = -key_minus_query  # δ reads i - j
+    span = max_distance
+    if position_buckets:
+        query_minus_key = deberta_log_bucket(query_minus_key, position_buckets, max_distance)
+        span = position_buckets
+    return (query_minus_key + span).clamp(0, 2 * span - 1)
+
+
 def deberta_relative_rows(
     query_len: int,
     key_len: int,
@@ -93,14 +123,16 @@ def deberta_relative_rows(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """``LongTensor (Lq, Lk)``: the table row ``δ(i, j)`` of every pair in the block."""
-    queries = torch.arange(query_len, device=device) + query_offset
-    keys = torch.arange(key_len, device=device) + key_offset
-    query_minus_key = queries[:, None] - keys[None, :]  # (Lq, Lk): i - j
-    span = max_distance
-    if position_buckets:
-        query_minus_key = deberta_log_bucket(query_minus_key, position_buckets, max_distance)
-        span = position_buckets
-    return (query_minus_key + span).clamp(0, 2 * span - 1)
+    rows = deberta_distance_rows(
+        query_len,
+        key_len,
+        max_distance=max_distance,
+        position_buckets=position_buckets,
+        query_offset=query_offset,
+        key_offset=key_offset,
+        device=device,
+    )
+    return rows[distance_columns(query_len, key_len, device)]
 
 
 class DisentangledPosition(PairBias):
@@ -147,10 +179,12 @@ class DisentangledPosition(PairBias):
         terms = 1 + (self.key_table is not None) + (self.query_table is not None)
         return 1.0 / math.sqrt(head_dim * terms)
 
-    def pair_bias(
+    def relative_scores(
         self, query: Tensor, key: Tensor, *, query_offset: int = 0, key_offset: int = 0
-    ) -> Tensor:
-        rows = deberta_relative_rows(
+    ) -> RelativeScores:
+        """``q_i·K^r`` and ``k_j·Q^r`` against every row (scaled), and each distance's row ``δ``:
+        ``O(B·H·L·R)`` numbers from which the ``(Lq, Lk)`` bias is gathered."""
+        rows = deberta_distance_rows(
             query.shape[-2],
             key.shape[-2],
             max_distance=self.max_distance,
@@ -158,15 +192,14 @@ class DisentangledPosition(PairBias):
             query_offset=query_offset,
             key_offset=key_offset,
             device=query.device,
-        )  # (Lq, Lk)
-        bias = query.new_zeros(*query.shape[:-1], key.shape[-2])  # (B, H, Lq, Lk)
-        if self.key_table is not None:
-            to_positions = query @ self.key_table.to(query.dtype).transpose(-1, -2)  # (B, H, Lq, R)
-            bias = bias + gather_pair_scores(to_positions, rows, per="query")  # q_i·K^r_δ
-        if self.query_table is not None:
-            from_positions = key @ self.query_table.to(key.dtype).transpose(-1, -2)  # (B, H, Lk, R)
-            bias = bias + gather_pair_scores(from_positions, rows, per="key")  # k_j·Q^r_δ
-        return bias * self.logit_scale(query.shape[-1])
+        )  # (Lq + Lk - 1,)
+        scale = self.logit_scale(query.shape[-1])
+        to_positions = from_positions = None
+        if self.key_table is not None:  # content-to-position, q_i·K^r_δ
+            to_positions = query @ self.key_table.to(query.dtype).transpose(-1, -2) * scale
+        if self.query_table is not None:  # position-to-content, k_j·Q^r_δ
+            from_positions = key @ self.query_table.to(key.dtype).transpose(-1, -2) * scale
+        return RelativeScores(rows, query_scores=to_positions, key_scores=from_positions)
 
     def extra_repr(self) -> str:
         return (

@@ -32,15 +32,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from ..attention.flex_bias import distance_columns, relative_distances
-from .base import (
-    PairBias,
-    PositionScheme,
-    check_base,
-    check_bool,
-    gather_pair_scores,
-    register_scheme,
-)
+from ..attention.flex_bias import distance_columns, gather_pair_scores, relative_distances
+from .base import PairBias, PositionScheme, check_base, check_bool, register_scheme
 from .sinusoidal import sinusoidal_encoding
 
 __all__ = ["TransformerXLPosition", "TransformerXLScheme"]
