@@ -9,7 +9,8 @@
 #      bench`. Left out: the warp-specialisation probe and the folded-tails comparison, both
 #      answered by runs 6-7 (benchmarks/RESULTS.md); a warp-specialised kernel hung there.
 #   2. tests/test_triton.py on CUDA (the interpreter grid at real tile sizes; TMA, grouped
-#      blocks, halves and the tails kernels included).
+#      blocks, halves and the tails kernels included), and DeBERTa's factored bias through
+#      FlexAttention with gradients (tests/test_pair_bias.py; never run on a GPU before).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
 #   bash benchmarks/gpu_session.sh              # BUDGET_S=320 by default
 set -u
@@ -24,6 +25,7 @@ echo "gpu_check exit status $?"
 # pytest-xdist may be missing on the device: then one process (the timeout still bounds it).
 workers=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
 timeout 180 python3 -m pytest -q $workers -p no:cacheprovider tests/test_triton.py \
+    tests/test_pair_bias.py::test_deberta_flex_forward_and_gradients_on_gpu \
     > "$out/pytest_triton.log" 2>&1
 echo "pytest exit status $?"
 tail -n 80 "$out/gpu_check.log"
