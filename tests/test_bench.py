@@ -99,3 +99,58 @@ def test_cli_rejects_bad_settings_before_printing_anything(capsys):
     assert captured.out == ""  # no table header before the error
     assert "--warmup must be >= 1" in captured.err and "unknown backend(s) nope" in captured.err
     assert torch.cuda.is_available() or "relpos bench --fwd-only" in captured.err
+
+
+def test_schemes_all_times_every_scheme_with_an_attention_term(tmp_path, capsys):
+    path = tmp_path / "schemes.json"
+    args = ["bench", "--schemes", "all", "--lengths", "12", "-H", "2", "-D", "8", "-k", "3"]
+    assert main([*args, "--repeats", "1", "--warmup", "1", "--json", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "each scheme as a model builds it" in printed and "scheme" in printed.splitlines()[2]
+    rows = {row["backend"]: row for row in json.loads(path.read_text())["rows"]}
+    # Absolute schemes (and none) add nothing inside attention; -k reaches the clipped ones.
+    assert set(rows) == {
+        "sdpa",
+        "alibi",
+        "deberta k=3",
+        "huang k=3",
+        "rope",
+        "shaw k=3",
+        "t5",
+        "transformer-xl",
+    }
+    assert all(row["median_ms"] > 0 and row["peak_mib"] > 0 for row in rows.values())
+
+
+def test_scheme_steps_give_gradients_for_inputs_and_parameters():
+    from relpos.bench import _inputs, _scheme_steps
+
+    config = BenchConfig(
+        lengths=(6,), heads=2, head_dim=4, schemes=(("deberta", {"max_distance": 2}),)
+    )
+    tensors, upstream = _inputs(config, 6, torch.device("cpu"))
+    steps = _scheme_steps(config, ["auto", "reference"], tensors, upstream, "cpu")
+    assert list(steps) == ["sdpa", "deberta k=2", "deberta k=2 / reference"]
+    grads = steps["deberta k=2"]()
+    assert len(grads) == 5  # query, key, value, K^r, Q^r
+    assert all(torch.isfinite(grad).all() and grad.abs().sum() > 0 for grad in grads)
+    for fast, literal in zip(grads, steps["deberta k=2 / reference"](), strict=True):
+        torch.testing.assert_close(fast, literal, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_scheme_options_backends_and_refusals(capsys):
+    # float64 runs FlexAttention unfused on the CPU: no compile wait.
+    base = ["bench", "--lengths", "8", "-H", "2", "-D", "8", "--repeats", "1", "--warmup", "1"]
+    schemes = ["--schemes", "deberta:max_distance=2,t5:num_buckets=8", "--dtype", "float64"]
+    assert main([*base, *schemes, "--backends", "sdpa,flex", "--fwd-only", "--no-memory"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("deberta k=2 / sdpa", "deberta k=2 / flex", "t5 num_buckets=8 / flex"):
+        assert label in printed
+    assert main([*base, "--schemes", "sinusoidal"]) == 2
+    assert main([*base, "--schemes", "deberta", "--backends", "flex"]) == 2
+    assert main([*base, "--schemes", "deberta:nope=1"]) == 2
+    err = capsys.readouterr().err
+    assert "'sinusoidal' adds its positions to the input" in err
+    assert "no backward on the CPU" in err and "--schemes item 'deberta:nope=1'" in err

@@ -19,6 +19,13 @@ How it measures:
   its maximum is the peak of the tensors the call itself allocates (saved activations, scratch,
   outputs and gradients), not counting the inputs, which exist before it.
 
+**Schemes** (``schemes=...``, ``relpos bench --schemes``): instead of Shaw's backends, the
+attention module of each named position scheme, built as a model builds it
+(``get_scheme(name, **options).attention_position(H, D, causal=False)``): its ``rotate`` (RoPE)
+then its ``attend``, with gradients for the query, key, value and the scheme's parameters; the
+``backends`` are then what ``attend`` is asked for (default ``auto``). Schemes that only add to
+the input (sinusoidal, learned, integer) have no attention term to time.
+
 On a shared machine: PyTorch's CPU ops run on an OpenMP thread pool, and when other processes
 keep the cores busy, OpenMP's default wait (spin, then sleep) can stall each parallel op for a
 scheduler tick. That punishes a backend made of many ops (``eager``) far more than a fused one
@@ -53,6 +60,8 @@ __all__ = [
     "peak_memory_bytes",
     "machine_info",
     "format_table",
+    "name_column",
+    "scheme_label",
 ]
 
 #: the name of the baseline row: SDPA with no position information at all.
@@ -82,6 +91,8 @@ class BenchConfig:
     reference_repeats: int = 3  # the reference is 50-200x slower: fewer calls keep runs short
     warmup: int = 2  # untimed calls first (allocator, thread pools, kernel caches)
     backends: tuple[str, ...] | None = None  # None: SDPA and every backend that applies
+    # (name, options) of position schemes to time instead of Shaw's backends; see the docstring.
+    schemes: tuple[tuple[str, dict], ...] | None = None
     backward: bool = True  # forward + backward; False: forward only, under no_grad
     # The paper-literal reference gathers (B, H, L, L, D) tensors: 1 GiB each at L = 1024.
     reference_max_length: int = 1024
@@ -95,6 +106,8 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
     the device and the backends it will time."""
     _check_fields(config)
     device = available_device(config.device)
+    if config.schemes is not None:
+        return device, _check_schemes(config, device)
     backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
     from .attention import available_backends
 
@@ -108,6 +121,38 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
             "with backward=False (relpos bench --fwd-only), or run on CUDA"
         )
     return device, backends
+
+
+def _check_schemes(config: BenchConfig, device: torch.device) -> list[str]:
+    """Build every scheme once (bad names and options fail here); the backends given to them."""
+    from .schemes import get_scheme
+
+    if not config.schemes:
+        raise ValueError("schemes must name at least one scheme, got none")
+    for name, options in config.schemes:
+        scheme = get_scheme(name, **options)
+        if scheme.attention_position(config.heads, config.head_dim, causal=False) is None:
+            raise ValueError(
+                f"scheme {name!r} adds its positions to the input: its attention is SDPA's, "
+                "with nothing of its own to time"
+            )
+    backends = list(config.backends or ("auto",))
+    if "flex" in backends and config.backward and device.type == "cpu":
+        raise ValueError(
+            "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
+            "with backward=False (relpos bench --fwd-only), or run on CUDA"
+        )
+    return backends
+
+
+def scheme_label(name: str, options: dict, backend: str = "auto") -> str:
+    """``"deberta k=4"``, ``"t5 num_buckets=64 / sdpa"``: a row's name in a schemes table."""
+    words = [
+        name,
+        *(f"{'k' if key == 'max_distance' else key}={value}" for key, value in options.items()),
+    ]
+    label = " ".join(words)
+    return label if backend == "auto" else f"{label} / {backend}"
 
 
 def _check_fields(config: BenchConfig) -> None:
@@ -331,6 +376,42 @@ def _inputs(config: BenchConfig, length: int, device: torch.device) -> tuple[dic
     return tensors, upstream
 
 
+def _scheme_steps(
+    config: BenchConfig, backends: list[str], tensors: dict, upstream: Tensor, device
+) -> dict[str, Callable[[], object]]:
+    """One step per (scheme, backend): the scheme's rotate + attend, as in a model's layer."""
+    from .schemes import get_scheme
+
+    query, key, value = tensors["query"], tensors["key"], tensors["value"]
+    steps = {BASELINE: _make_step(BASELINE, config, tensors, upstream)}
+    for name, options in config.schemes:
+        module = get_scheme(name, **options).attention_position(
+            config.heads, config.head_dim, causal=False
+        )
+        module = module.to(device=device, dtype=DTYPES[config.dtype])
+        leaves = [query, key, value, *(p for p in module.parameters() if p.requires_grad)]
+        for backend in backends:
+            if backend == "reference" and tensors["query"].shape[-2] > config.reference_max_length:
+                continue  # Shaw's literal reference gathers (B, H, L, L, D) tensors
+
+            def forward(module=module, backend=backend):
+                rotated_query, rotated_key = module.rotate(query, key)
+                return module.attend(rotated_query, rotated_key, value, backend=backend)
+
+            if config.backward:
+
+                def step(forward=forward, leaves=leaves):
+                    return torch.autograd.grad(forward(), leaves, upstream)
+            else:
+
+                def step(forward=forward):
+                    with torch.no_grad():
+                        return forward()
+
+            steps[scheme_label(name, options, backend)] = step
+    return steps
+
+
 def run_benchmark(
     config: BenchConfig | None = None, *, progress: Callable[[str], None] | None = None
 ) -> dict:
@@ -348,7 +429,11 @@ def run_benchmark(
     for length in config.lengths:
         names = [b for b in backends if b != "reference" or length <= config.reference_max_length]
         tensors, upstream = _inputs(config, length, device)
-        steps = {name: _make_step(name, config, tensors, upstream) for name in names}
+        if config.schemes is not None:
+            steps = _scheme_steps(config, backends, tensors, upstream, device)
+            names = list(steps)
+        else:
+            steps = {name: _make_step(name, config, tensors, upstream) for name in names}
         # The reference takes seconds a call at L = 1024: one warm-up call, fewer repeats.
         slow = {"reference"}
         warmups = {name: min(config.warmup, 1) if name in slow else config.warmup for name in names}
@@ -370,7 +455,7 @@ def run_benchmark(
                 "times_ms": [round(t, 3) for t in times[name]],
             }
             rows.append(row)
-            say(format_table([row], header=False))
+            say(format_table([row], header=False, column=name_column(config)))
         del tensors, upstream, steps
     return {
         "config": asdict(config),
@@ -380,19 +465,28 @@ def run_benchmark(
     }
 
 
-def format_table(rows: Sequence[dict], *, header: bool = True) -> str:
-    """Rows of :func:`run_benchmark` as an aligned text table."""
+def name_column(config: BenchConfig) -> tuple[str, int]:
+    """The name column's title and width: backends are short, scheme labels carry options."""
+    return ("backend", 10) if config.schemes is None else ("scheme", 30)
+
+
+def format_table(
+    rows: Sequence[dict], *, header: bool = True, column: tuple[str, int] = ("backend", 10)
+) -> str:
+    """Rows of :func:`run_benchmark` as an aligned text table (``column``: the name column's
+    title and width)."""
+    title, width = column
     lines = []
     if header:
         lines.append(
-            f"{'L':>6}  {'backend':<10} {'median ms':>10} {'min ms':>9} {'x SDPA':>8} "
+            f"{'L':>6}  {title:<{width}} {'median ms':>10} {'min ms':>9} {'x SDPA':>8} "
             f"{'peak MiB':>9}"
         )
     for row in rows:
         ratio = "-" if row["ratio_to_sdpa"] is None else f"{row['ratio_to_sdpa']:.2f}"
         peak = "n/a" if row["peak_mib"] is None else f"{row['peak_mib']:.1f}"
         lines.append(
-            f"{row['length']:>6}  {row['backend']:<10} {row['median_ms']:>10.2f} "
+            f"{row['length']:>6}  {row['backend']:<{width}} {row['median_ms']:>10.2f} "
             f"{row['min_ms']:>9.2f} {ratio:>8} {peak:>9}"
         )
     return "\n".join(lines)

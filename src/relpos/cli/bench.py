@@ -7,6 +7,11 @@ value terms. Other processes on the machine slow every row; the backends are tim
 that the ratios stay comparable, but run it on a quiet machine for absolute numbers. On a busy
 CPU, OpenMP's default wait stalls the many-op eager path far more than SDPA: there, run
 ``OMP_WAIT_POLICY=passive relpos bench`` or use ``--threads 1`` (see benchmarks/RESULTS.md).
+
+``--schemes`` times the attention of position schemes instead (what each costs over SDPA):
+
+  relpos bench --schemes all --lengths 512,1024
+  relpos bench --schemes deberta,t5:num_buckets=64 --backends sdpa,flex --fwd-only
 """
 
 from __future__ import annotations
@@ -27,6 +32,25 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one length")
     return values
+
+
+def _schemes(text: str, max_distance: int) -> tuple[tuple[str, dict], ...]:
+    """``--schemes`` as (name, options) pairs; ``all``: every scheme with an attention term."""
+    from .. import available_schemes, get_scheme
+    from .compare import CLIPPED_SCHEMES, parse_list, parse_scheme
+
+    if text.strip() == "all":
+        items = [
+            (name, {})
+            for name in available_schemes()
+            if get_scheme(name).attention_position(1, 8, causal=False) is not None
+        ]
+    else:
+        items = [parse_scheme(item) for item in parse_list(text)]
+    return tuple(
+        (name, {"max_distance": max_distance, **options} if name in CLIPPED_SCHEMES else options)
+        for name, options in items
+    )
 
 
 def register(subparsers) -> None:
@@ -83,6 +107,14 @@ def register(subparsers) -> None:
         "that applies on the device)",
     )
     parser.add_argument(
+        "--schemes",
+        default=None,
+        help="time these position schemes' attention instead of Shaw's backends: "
+        "comma-separated names with options after colons (t5:num_buckets=64), or 'all'; "
+        "-k sets k of the schemes that clip unless an item gives it; --backends then names "
+        "what each scheme's attend is asked for (default auto)",
+    )
+    parser.add_argument(
         "--fwd-only", action="store_true", help="time the forward only (under no_grad)"
     )
     parser.add_argument(
@@ -100,7 +132,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench import BenchConfig, check_config, format_table, run_benchmark
+    from ..bench import (
+        BenchConfig,
+        check_config,
+        format_table,
+        name_column,
+        run_benchmark,
+        scheme_label,
+    )
 
     if args.threads is not None:
         if args.threads < 1:
@@ -110,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.backends:
         backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
     config = BenchConfig(
+        schemes=None if args.schemes is None else _schemes(args.schemes, args.max_distance),
         lengths=args.lengths,
         batch=args.batch,
         heads=args.heads,
@@ -133,13 +173,20 @@ def run(args: argparse.Namespace) -> int:
         )
     check_config(config)  # bad settings fail before the table's header is printed
     mode = "forward" if args.fwd_only else "forward+backward"
-    tables = "shared tables" if config.shared else "per-head tables"
+    setting = f"k={config.max_distance}, " + (
+        "shared tables" if config.shared else "per-head tables"
+    )
+    if config.schemes is not None:  # k is in each label; Shaw's tables are the scheme's option
+        setting = "each scheme as a model builds it"
     print(
         f"relpos bench: {config.device} {config.dtype}, B={config.batch} H={config.heads} "
-        f"D={config.head_dim} k={config.max_distance}, {tables}, {mode}, "
+        f"D={config.head_dim}, {setting}, {mode}, "
         f"median of {config.repeats} calls, {torch.get_num_threads()} threads"
     )
-    print(format_table([], header=True))
+    if config.schemes is not None:
+        names = ", ".join(scheme_label(name, options) for name, options in config.schemes)
+        print(f"schemes: {names}; attend(backend={', '.join(check_config(config)[1])})")
+    print(format_table([], header=True, column=name_column(config)))
     results = run_benchmark(config, progress=lambda line: print(line, flush=True))
     load = results["load_average"]
     print(f"load average before/after: {load['before']} / {load['after']}", file=sys.stderr)
