@@ -72,10 +72,18 @@ def sdpa_attention(
             )
     mask = _combined_mask(bias, attn_mask, is_causal, q_len, k_len, query)
     empty = fully_masked_rows(mask)
+    # Asking whether any row is empty would stall a GPU's queue; on the CPU it saves a copy of
+    # the whole mask in the common case (a finite bias, nothing masked away).
+    if empty is not None and not mask.is_cuda and not bool(empty.any()):
+        empty = None
     if empty is not None:
         # Some SDPA kernels give NaN (and NaN gradients) for a row with no allowed key: open such
         # rows up for the kernel, then zero their output, so nothing non-finite is ever formed.
         mask = mask.masked_fill(empty, 0.0)
+    # A 4-D view: CPU SDPA (torch 2.13) runs its fused flash kernel only for a 4-D float mask;
+    # given a per-head (H, Lq, Lk) bias it falls back to the math path, which forms the
+    # softmax matrices (2x the time and 17x the memory at L = 2048; benchmarks/RESULTS.md).
+    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
     output = F.scaled_dot_product_attention(
         query, key, value, attn_mask=mask, dropout_p=dropout_p, scale=scale
     )
