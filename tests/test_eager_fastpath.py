@@ -50,9 +50,11 @@ def make_case(
     mask=None,
     is_causal=False,
     dropout=False,
+    key_query=False,
     seed=0,
 ):
-    """float64 leaves and the backend keyword arguments for one situation."""
+    """float64 leaves and the backend keyword arguments for one situation (``key_query``: Huang
+    et al.'s key-query term as well)."""
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -90,6 +92,7 @@ def make_case(
         is_causal=is_causal,
         scale=head_dim**-0.5,
         dropout_mask=dropout_mask,
+        key_query=key_query,
     )
     return tensors, kwargs
 
@@ -158,6 +161,15 @@ CASES = {
     "dropout": dict(dropout=True),
     "dropout-key-only": dict(dropout=True, value_term=False),
     "dropout+mask": dict(dropout=True, mask="empty-rows", per_head=True),
+    # Huang et al.'s key-query term: the key term seen from each key column.
+    "key-query": dict(key_query=True),
+    "key-query-asymmetric": dict(key_query=True, left=3, right=1, q_len=7, k_len=7),
+    "key-query-Lq<Lk-offset": dict(key_query=True, q_len=4, k_len=9, query_offset=5),
+    "key-query-Lq>Lk": dict(key_query=True, q_len=9, k_len=3, key_offset=2),
+    "key-query-causal+padding": dict(key_query=True, is_causal=True, mask="padding", k_len=6),
+    "key-query-per-head+dropout": dict(key_query=True, per_head=True, dropout=True),
+    "key-query-key-only-k=0": dict(key_query=True, value_term=False, left=0, right=0),
+    "key-query-k>=L": dict(key_query=True, left=9, right=9, mask="empty-rows"),
 }
 
 
@@ -169,9 +181,7 @@ CASES = {
 def test_fast_path_matches_reference(case, block_rows, chunk_elements, monkeypatch):
     monkeypatch.setattr(eager_module, "CHUNK_ELEMENTS", chunk_elements)
     tensors, kwargs = make_case(**CASES[case])
-    assert fast_path_applies(
-        tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"], key_query=False
-    )
+    assert fast_path_applies(tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"])
     assert_fast_matches_reference(tensors, kwargs, block_rows)
 
 
@@ -205,8 +215,9 @@ def test_forward_without_gradients_matches_reference(case, block_rows, chunk_ele
         dict(q_len=4, k_len=4, left=1, right=1, per_head=True, mask="empty-rows"),
         dict(q_len=4, k_len=5, left=2, right=0, is_causal=True, dropout=True),
         dict(q_len=3, k_len=5, left=0, right=0, key_term=False),
+        dict(q_len=5, k_len=4, left=1, right=2, key_offset=1, key_query=True),
     ],
-    ids=["offsets", "per-head+empty-rows", "causal+dropout", "k=0-value-only"],
+    ids=["offsets", "per-head+empty-rows", "causal+dropout", "k=0-value-only", "key-query"],
 )
 def test_gradcheck(case):
     tensors, kwargs = make_case(batch=1, heads=2, head_dim=2, value_dim=2, **case)
@@ -226,6 +237,7 @@ def test_gradcheck(case):
             kwargs["is_causal"],
             kwargs["scale"],
             2,
+            kwargs["key_query"],
         )
 
     leaves = [tensors[n].clone().requires_grad_(True) for n in names]
@@ -257,6 +269,17 @@ def test_band_split_matches_dense_index(
     torch.testing.assert_close(
         sum_by_bucket(weights, blocks), bucket_sum(weights, dense, index.num_buckets), **TIGHT
     )
+    # The key-query term's blocks: per key column instead of per query row.
+    per_key = torch.randn(2, k_len, index.num_buckets, generator=gen, dtype=torch.float64)
+    added = weights.clone()
+    key_masses = torch.zeros_like(per_key)
+    for n, (r0, r1) in enumerate(blocks.rows):
+        eager_module._add_key_block_(added[:, r0:r1], per_key, blocks, n)
+        eager_module._sum_key_block_(key_masses, weights[:, r0:r1], blocks, n)
+    by_key = gather_buckets(per_key, dense.T).transpose(-1, -2)  # [i, j] = per_key[j, b(i, j)]
+    torch.testing.assert_close(added, weights + by_key, **TIGHT)
+    expected_masses = bucket_sum(weights.transpose(-1, -2), dense.T, index.num_buckets)
+    torch.testing.assert_close(key_masses, expected_masses, **TIGHT)
 
 
 def test_band_split_covers_every_column_once():
@@ -348,33 +371,23 @@ def test_float32_matches_float64_reference():
         torch.testing.assert_close(grads[name].double(), expected_grads[name], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("why", ["key_query", "mask-needs-grad"])
-def test_fallback_covers_what_the_fast_path_does_not(why):
-    tensors, kwargs = make_case(mask="float" if why == "mask-needs-grad" else None)
-    key_query = why == "key_query"
-    if why == "mask-needs-grad":
-        kwargs["attn_mask"] = kwargs["attn_mask"].clamp(min=-5.0).requires_grad_(True)
-    assert not fast_path_applies(
-        tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"], key_query=key_query
-    )
-    expected, expected_grads = forward_backward(
-        lambda *a, **k: reference_attention(*a, key_query=key_query, **k), tensors, kwargs
-    )
-    actual, grads = forward_backward(
-        lambda *a, **k: eager_attention(*a, key_query=key_query, **k), tensors, kwargs
-    )
+def test_fallback_covers_a_mask_that_needs_gradients():
+    tensors, kwargs = make_case(mask="float", key_query=True)
+    kwargs["attn_mask"] = kwargs["attn_mask"].clamp(min=-5.0).requires_grad_(True)
+    assert not fast_path_applies(tensors["query"], tensors["key"], attn_mask=kwargs["attn_mask"])
+    expected, expected_grads = forward_backward(reference_attention, tensors, kwargs)
+    actual, grads = forward_backward(eager_attention, tensors, kwargs)
     torch.testing.assert_close(actual, expected, **TIGHT)
     for name in NAMES:
         torch.testing.assert_close(grads[name], expected_grads[name], **TIGHT, msg=name)
-    if why == "mask-needs-grad":
-        mask = kwargs["attn_mask"]
-        (mask_grad,) = torch.autograd.grad(
-            gather_scatter_attention(
-                *(tensors[n] for n in ("query", "key", "value")),
-                key_table=tensors["key_table"],
-                value_table=tensors["value_table"],
-                **kwargs,
-            ).sum(),
-            [mask],
-        )
-        assert torch.isfinite(mask_grad).all() and mask_grad.abs().sum() > 0
+    mask = kwargs["attn_mask"]
+    (mask_grad,) = torch.autograd.grad(
+        gather_scatter_attention(
+            *(tensors[n] for n in ("query", "key", "value")),
+            key_table=tensors["key_table"],
+            value_table=tensors["value_table"],
+            **kwargs,
+        ).sum(),
+        [mask],
+    )
+    assert torch.isfinite(mask_grad).all() and mask_grad.abs().sum() > 0

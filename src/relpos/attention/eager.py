@@ -33,8 +33,11 @@ Backward of the fast path (``P`` weights, ``W = P ⊙ dropout``, ``Qs = scale·Q
     dK   = dSᵀ Qs                     dA_K = Σ_batch bucket_sum(dS)ᵀ Qs
 
 ``ρ`` from the output is the FlashAttention identity (Dao et al. 2022, Alg. 2): it saves a pass
-over ``(Lq, Lk)``. Huang et al. (2020)'s key-query term and a float mask that needs gradients go
-through :func:`gather_scatter_attention`.
+over ``(Lq, Lk)``. Huang et al. (2020)'s key-query term ``k_j · a^K_ij`` (``key_query=True``) is
+the key term seen from the keys: ``KR = scale · K A_Kᵀ`` ``(Lk, R)`` is added to each column by
+bucket (a row vector on each one-bucket rectangle, a gather in the window), and the backward sums
+``dS`` per column and bucket into ``dKR``: ``dK += scale · dKR A_K``, ``dA_K += dKRᵀ (scale·K)``.
+A float mask that needs gradients goes through :func:`gather_scatter_attention`.
 """
 
 from __future__ import annotations
@@ -232,6 +235,39 @@ def _sum_block_(block_masses: Tensor, block_weights: Tensor, blocks: BandBlocks,
         block_masses.scatter_add_(-1, window, block_weights[..., start:end])
 
 
+def _add_key_block_(block_scores: Tensor, key_rel: Tensor, blocks: BandBlocks, n: int) -> None:
+    """Block ``n`` of the key-query term: ``block_scores[…, t, c] += key_rel[…, c, b(r0 + t, c)]``
+    for ``block_scores (…, T, Lk)`` (rows ``blocks.rows[n]``) and ``key_rel (…, Lk, R)``."""
+    r0, r1 = blocks.rows[n]
+    start, end, offset = blocks.starts[n], blocks.ends[n], blocks.offsets[n]
+    if start > 0:
+        block_scores[..., :start].add_(key_rel[..., None, :start, 0])
+    if end < blocks.key_len:
+        block_scores[..., end:].add_(key_rel[..., None, end:, blocks.num_buckets - 1])
+    if end > start:
+        window = blocks.window_index[: r1 - r0, offset : offset + end - start]  # (T, W)
+        by_bucket = key_rel[..., start:end, :].transpose(-1, -2)  # (…, R, W)
+        window = window.expand(*by_bucket.shape[:-2], *window.shape)
+        block_scores[..., start:end].add_(by_bucket.gather(-2, window))
+
+
+def _sum_key_block_(key_masses: Tensor, block_grads: Tensor, blocks: BandBlocks, n: int) -> None:
+    """Block ``n`` of the key-query term's backward: ``key_masses[…, c, b] += Σ_t
+    block_grads[…, t, c]`` over the block's rows ``t`` with ``b(r0 + t, c) = b``; ``key_masses``
+    is ``(…, Lk, R)``."""
+    r0, r1 = blocks.rows[n]
+    start, end, offset = blocks.starts[n], blocks.ends[n], blocks.offsets[n]
+    if start > 0:
+        key_masses[..., :start, 0].add_(block_grads[..., :start].sum(-2))
+    if end < blocks.key_len:
+        key_masses[..., end:, blocks.num_buckets - 1].add_(block_grads[..., end:].sum(-2))
+    if end > start:
+        window = blocks.window_index[: r1 - r0, offset : offset + end - start]  # (T, W)
+        by_bucket = key_masses[..., start:end, :].transpose(-1, -2)  # (…, R, W), a view
+        window = window.expand(*by_bucket.shape[:-2], *window.shape)
+        by_bucket.scatter_add_(-2, window, block_grads[..., start:end])
+
+
 def add_by_bucket_(scores: Tensor, per_bucket: Tensor, blocks: BandBlocks) -> Tensor:
     """In place: ``scores[…, r, c] += per_bucket[…, r, b(r, c)]``; ``scores (…, Lq, Lk)``,
     ``per_bucket (…, Lq, R)``. Returns ``scores``."""
@@ -312,8 +348,8 @@ class ShawAttentionFunction(torch.autograd.Function):
     """Shaw attention with a hand-written backward; see the module docstring for the algebra.
 
     ``apply(query, key, value, key_table, value_table, attn_mask, dropout_mask, index, is_causal,
-    scale, block_rows)`` with the shapes of :func:`eager_attention`; a float ``attn_mask`` gets no
-    gradient (use :func:`gather_scatter_attention` for that).
+    scale, block_rows, key_query)`` with the shapes of :func:`eager_attention`; a float
+    ``attn_mask`` gets no gradient (use :func:`gather_scatter_attention` for that).
     """
 
     @staticmethod
@@ -330,6 +366,7 @@ class ShawAttentionFunction(torch.autograd.Function):
         is_causal: bool,
         scale: float,
         block_rows: int,
+        key_query: bool,
     ) -> Tensor:
         blocks = band_blocks(index, query.device, block_rows)
         # Scaling the (Lq, D) queries once is cheaper than scaling (Lq, Lk) logits, and the same
@@ -346,9 +383,11 @@ class ShawAttentionFunction(torch.autograd.Function):
             blocks,
             is_causal,
             keep=True,
+            key_rel=_key_rel(key, key_table, scale, key_query),
         )
         ctx.blocks = blocks
         ctx.scale = scale
+        ctx.key_query = key_query and key_table is not None
         ctx.save_for_backward(
             scaled_query,
             key,
@@ -398,6 +437,9 @@ class ShawAttentionFunction(torch.autograd.Function):
             out_rel.sub_(row_dot)
         with_key_table = key_table is not None and (needs[0] or needs[3])
         score_masses = grad_output.new_zeros(*probs.shape[:-1], blocks.num_buckets)  # (B,H,Lq,R)
+        key_masses = None  # (B, H, Lk, R): dS summed per key column and bucket (key-query term)
+        if ctx.key_query and (needs[1] or needs[3]):
+            key_masses = grad_output.new_zeros(*key.shape[:-1], blocks.num_buckets)
         if needs[0]:
             grad_query = scaled_query.new_empty(scaled_query.shape)  # (B, H, Lq, D)
         if needs[1]:
@@ -417,6 +459,8 @@ class ShawAttentionFunction(torch.autograd.Function):
             grad_scores.mul_(probs[..., rows, :])  # dS = P ⊙ (dP − ρ): 0 wherever P is
             if with_key_table:
                 _sum_block_(score_masses[..., rows, :], grad_scores, blocks, n)
+            if key_masses is not None:
+                _sum_key_block_(key_masses, grad_scores, blocks, n)
             if needs[0]:
                 grad_query[..., rows, :] = grad_scores @ key  # (B, H, T, D)
             if needs[1]:
@@ -431,6 +475,11 @@ class ShawAttentionFunction(torch.autograd.Function):
             grad_query.mul_(ctx.scale)
         if key_table is not None and needs[3]:
             grad_key_table = _table_grad(score_masses, scaled_query, key_table)
+        if key_masses is not None:
+            if needs[1]:
+                grad_key.add_(key_masses @ key_table, alpha=ctx.scale)
+            if needs[3]:
+                grad_key_table.add_(_table_grad(key_masses, key * ctx.scale, key_table))
         return (
             grad_query,
             grad_key,
@@ -443,7 +492,15 @@ class ShawAttentionFunction(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
+
+
+def _key_rel(key: Tensor, key_table: Tensor | None, scale: float, key_query: bool):
+    """``scale · K A_Kᵀ`` ``(B, H, Lk, R)`` for the key-query term, or None without one."""
+    if not key_query or key_table is None:
+        return None
+    return (key * scale) @ key_table.transpose(-1, -2)  # k_j · w^K_b, scaled
 
 
 def _chunked_forward(
@@ -458,8 +515,10 @@ def _chunked_forward(
     is_causal: bool,
     *,
     keep: bool,
+    key_rel: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """The fast path's forward, a chunk of query rows at a time.
+    """The fast path's forward, a chunk of query rows at a time (``key_rel``: the key-query
+    term's ``scale · K A_Kᵀ``, see :func:`_key_rel`).
 
     Each chunk's ``(B, H, C, Lk)`` scores (about :data:`CHUNK_ELEMENTS` entries, a whole number
     of row blocks) stay in cache from the matmul to the output. With ``keep`` the weights are
@@ -492,6 +551,8 @@ def _chunked_forward(
             for n in numbers:
                 r0, r1 = blocks.rows[n]
                 _add_block_(scores[..., r0 - c0 : r1 - c0, :], query_rel[..., r0:r1, :], blocks, n)
+                if key_rel is not None:
+                    _add_key_block_(scores[..., r0 - c0 : r1 - c0, :], key_rel, blocks, n)
         _mask_scores_(scores, attn_mask, is_causal, row_start=c0)
         chunk_weights = _softmax_(scores, masked=masked)  # (B, H, C, Lk)
         if keep:
@@ -514,14 +575,12 @@ def _chunked_forward(
     return output, probs, weights, masses
 
 
-def fast_path_applies(
-    query: Tensor, key: Tensor, *, attn_mask: Tensor | None, key_query: bool
-) -> bool:
-    """Whether :class:`ShawAttentionFunction` covers the inputs: no key-query term, no float
-    mask that needs a gradient, and no empty dimension (its chunk size divides by ``B·H·Lk``)."""
+def fast_path_applies(query: Tensor, key: Tensor, *, attn_mask: Tensor | None) -> bool:
+    """Whether :class:`ShawAttentionFunction` covers the inputs: no float mask that needs a
+    gradient, and no empty dimension (its chunk size divides by ``B·H·Lk``)."""
     mask_needs_grad = attn_mask is not None and attn_mask.requires_grad
     empty = 0 in (*query.shape[:3], key.shape[-2])
-    return not key_query and not mask_needs_grad and not empty
+    return not mask_needs_grad and not empty
 
 
 def eager_attention(
@@ -545,7 +604,7 @@ def eager_attention(
     a gradient, its forward one row block at a time, never forming the ``(Lq, Lk)`` weights),
     else :func:`gather_scatter_attention`. ``block_rows`` is the fast path's row-block size.
     """
-    if not fast_path_applies(query, key, attn_mask=attn_mask, key_query=key_query):
+    if not fast_path_applies(query, key, attn_mask=attn_mask):
         return gather_scatter_attention(
             query,
             key,
@@ -573,6 +632,7 @@ def eager_attention(
             blocks,
             is_causal,
             keep=False,
+            key_rel=_key_rel(key, key_table, scale, key_query),
         )
         return output
     return ShawAttentionFunction.apply(
@@ -587,4 +647,5 @@ def eager_attention(
         is_causal,
         scale,
         block_rows,
+        key_query,
     )
