@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -117,6 +118,42 @@ def test_task_options_reach_the_task_and_the_recorded_command(tmp_path):
     args = build_parser().parse_args([*flags[:5], "--train-lengths", "2-3"])
     with pytest.raises(ValueError, match="min_train_length"):
         validate(build_experiments(args)[0])  # a minimum the task cannot take is an error
+
+
+def test_train_and_model_options_reach_every_run_and_the_recorded_command():
+    flags = ["compare", "--preset", "kv-ablation", "--train-option", "lr=0.001", "--train-option",
+             "warmup_steps=10", "--model-option", "d_model=32", "--steps", "7"]  # fmt: skip
+    args = build_parser().parse_args(flags)
+    experiments, _ = build_experiments(args)
+    for experiment in experiments:  # the options join each experiment's own train settings
+        assert experiment.train["lr"] == 0.001 and experiment.train["warmup_steps"] == 10
+        assert experiment.train["steps"] == 7 and experiment.model["d_model"] == 32
+        config = experiment.train_config(experiment.variants[0], 0)
+        assert config.lr == 0.001 and config.model.d_model == 32
+    command = _command_line(args)
+    assert "--train-option lr=0.001 --train-option warmup_steps=10" in command
+    assert "--model-option d_model=32" in command
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--train-option", "lrr=1"], "TrainConfig has no field 'lrr'; its fields: batch_size"),
+        (["--model-option", "width=3"], "ModelConfig has no field 'width'"),
+        (["--train-option", "seed=3"], "compare sets seed per run; use --seeds"),
+        (["--model-option", "scheme=shaw"], "compare sets scheme per run; use --schemes"),
+        (["--train-option", "steps=9"], r"steps given twice \(--steps and an option"),
+        (["--arch", "decoder", "--model-option", "arch=encoder"], "arch given twice"),
+        (["--train-option", "lr"], "expected KEY=VALUE"),
+        (["--train-option", "lr=-1"], "lr must be a finite number >= 0"),
+    ],
+)
+def test_bad_train_and_model_options_exit_2_before_training(tmp_path, capsys, extra, match):
+    out = tmp_path / "never"
+    flags = ["compare", "--schemes", "shaw", "--steps", "3", "--out", str(out), *extra]
+    assert main(flags) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not out.exists()
 
 
 def test_scheme_options_after_colons_and_k_for_the_rest():

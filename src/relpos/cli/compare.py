@@ -12,6 +12,7 @@ Examples:
   relpos compare --schemes none,shaw -k 2 --steps 300 --seeds 0
   relpos compare --schemes shaw,shaw:value_term=false,deberta -k 4   # options after colons
   relpos compare --task copy --train-lengths 1-8 --eval-lengths 1-16
+  relpos compare --schemes shaw,deberta -k 4 --steps 2400 --train-option lr=1e-3
   relpos compare --preset k-sweep                 # the paper's Table 2 analogue
 """
 
@@ -141,11 +142,29 @@ def register(subparsers) -> None:
     )
     grid.add_argument("--arch", choices=("encoder-decoder", "decoder", "encoder"))
     grid.add_argument(
+        "--model-option",
+        dest="model_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a relpos.models.ModelConfig field for every run (repeatable), e.g. d_model=128, "
+        "num_layers=3, dropout=0.0",
+    )
+    grid.add_argument(
         "--preset", help="a named experiment: default, k-sweep, kv-ablation, length-gen"
     )
     budget = parser.add_argument_group("budget and where it runs")
     budget.add_argument("--steps", type=_positive, help="training steps per run")
     budget.add_argument("--seeds", type=_parse_seeds, help="comma-separated seeds, e.g. 0,1,2")
+    budget.add_argument(
+        "--train-option",
+        dest="train_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a relpos.training.TrainConfig field for every run (repeatable), e.g. lr=1e-3, "
+        "batch_size=32, warmup_steps=100",
+    )
     budget.add_argument("--device", help="cpu (default), cuda, cuda:1, mps, …")
     budget.add_argument(
         "--jobs",
@@ -188,9 +207,21 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         if given:
             raise ValueError(
                 f"--preset {args.preset} defines its own grid; it cannot be combined with "
-                f"{', '.join(given)} (only with --steps, --seeds, --device, --jobs, --arch, --out)"
+                f"{', '.join(given)} (only with --steps, --seeds, --train-option, "
+                "--model-option, --arch, --device, --jobs, --out)"
             )
+    train_options = _config_options(args.train_options, "--train-option", "TrainConfig")
+    model_options = _config_options(args.model_options, "--model-option", "ModelConfig")
+    for name, flag, options in (
+        ("steps", "--steps", train_options),
+        ("device", "--device", train_options),
+        ("arch", "--arch", model_options),
+    ):
+        if getattr(args, name) is not None and name in options:
+            raise ValueError(f"{name} given twice ({flag} and an option {name}=...); give one")
     for experiment in experiments:
+        experiment.train.update(train_options)
+        experiment.model.update(model_options)
         if args.task is not None:
             if args.task != experiment.task:
                 # A different task: its own defaults, not the default task's length options.
@@ -219,6 +250,36 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         if args.seeds is not None:
             experiment.seeds = list(args.seeds)
     return experiments, name
+
+
+#: what compare sets per run (or by its own flags), so a --train-option/--model-option may not.
+_PER_RUN = {
+    "task": "--task", "task_options": "--task-option", "seed": "--seeds", "model": "--model-option",
+    "scheme": "--schemes", "scheme_options": "--schemes (options after colons)",
+}  # fmt: skip
+
+
+def _config_options(items: list[str], flag: str, config: str) -> dict:
+    """``KEY=VALUE`` items of ``flag`` as a dict, each key a field of ``config``."""
+    import dataclasses
+
+    from ..models import ModelConfig
+    from ..training import TrainConfig
+    from .train import parse_option
+
+    fields = {
+        f.name for f in dataclasses.fields(TrainConfig if config == "TrainConfig" else ModelConfig)
+    }
+    options = {}
+    for item in items:
+        key, value = parse_option(item)
+        if key in _PER_RUN:
+            raise ValueError(f"{flag} {item!r}: compare sets {key} per run; use {_PER_RUN[key]}")
+        if key not in fields:
+            valid = ", ".join(sorted(fields - set(_PER_RUN)))
+            raise ValueError(f"{flag} {item!r}: {config} has no field {key!r}; its fields: {valid}")
+        options[key] = value
+    return options
 
 
 #: schemes whose ``max_distance`` is a clipping distance k (T5's is where its log buckets end).
@@ -270,8 +331,13 @@ def _command_line(args: argparse.Namespace) -> str:
         elif isinstance(value, list):
             value = ",".join(map(str, value))
         words += [flag, str(value)]
-    for option in args.task_options:
-        words += ["--task-option", option]
+    for flag, options in (
+        ("--task-option", args.task_options),
+        ("--train-option", args.train_options),
+        ("--model-option", args.model_options),
+    ):
+        for option in options:
+            words += [flag, option]
     words += [flag for flag in ("--resume", "--quiet") if getattr(args, flag[2:])]
     return shlex.join(words)
 
