@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+import relpos
 from relpos.cli import main
 from relpos.experiments import Experiment, Variant, run_compare
-from relpos.experiments.plots import attention_maps, plot_index, plot_vectors
+from relpos.experiments.plots import (
+    attention_maps,
+    distance_profiles,
+    plot_index,
+    plot_vectors,
+)
 from relpos.layers import MultiheadAttention
 from relpos.schemes import get_scheme
 
@@ -38,6 +44,8 @@ def compare_dir(tmp_path_factory):
         ["sinusoidal", "--length", "32", "--dim", "16"],
         ["index"],
         ["index", "--tokens", "I think therefore I am", "-k", "4"],
+        ["distances"],
+        ["distances", "--length", "20", "-k", "2"],
     ],
 )
 def test_plots_without_a_run(tmp_path, capsys, argv):
@@ -142,3 +150,23 @@ def test_attention_maps_of_a_model_cover_every_layer():
         "decoder.blocks.0.cross_attn": (4, 4, 6),
     }
     assert get_scheme("shaw").max_distance == 16  # untouched by the plots
+
+
+def test_distance_profiles_are_the_schemes_own_numbers():
+    profiles = distance_profiles(span=20, max_distance=3, heads=4, head_dim=16)
+    (d, shaw), (_, unclipped) = profiles["shaw"].values()
+    assert d.tolist() == list(range(-20, 21))
+    assert torch.equal(shaw, d.clamp(-3, 3)) and torch.equal(unclipped, d)
+    (_, deberta), (_, log_rows) = profiles["deberta"].values()
+    assert torch.equal(deberta, (3 - d).clamp(0, 5))  # δ = clamp(i − j + k, 0, 2k − 1)
+    assert log_rows[d == 0].item() == 6 and (log_rows[:-1] >= log_rows[1:]).all()
+    ((_, t5),) = profiles["t5"].values()
+    assert t5[d == 0].item() == 0 and t5[d == 1].item() == 17 and t5[d == -1].item() == 1
+    slopes = relpos.alibi_slopes(4).double()
+    for label, (_, bias) in profiles["alibi"].items():
+        head = int(label.split()[1].rstrip(",")) - 1
+        torch.testing.assert_close(bias, -slopes[head] * d.abs().double())
+    ((_, decay),) = profiles["rope"].values()
+    assert decay[d == 0].item() == pytest.approx(1.0) and torch.equal(decay, decay.flip(0))
+    with pytest.raises(ValueError, match="max_distance must be an int >= 1"):
+        distance_profiles(max_distance=0)

@@ -2,6 +2,7 @@
 
   relpos plot sinusoidal                 the sinusoidal encoding as a heatmap, and PE(p)·PE(q)
   relpos plot index                      the relative index matrix (the seed's: length 10, k = 3)
+  relpos plot distances                  what each relative scheme makes of the distance j − i
   relpos plot vectors RUN_DIR            cosine similarity of a trained model's 2k+1 key vectors
   relpos plot attention RUN_DIR          a trained model's attention maps on one example
   relpos plot accuracy RUN_DIR           accuracy vs. length from a `relpos compare` folder
@@ -20,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["register", "run"]
 
-FIGURES = ("sinusoidal", "index", "vectors", "attention", "accuracy")
+FIGURES = ("sinusoidal", "index", "distances", "vectors", "attention", "accuracy")
 
 
 def _positive(text: str) -> int:
@@ -36,7 +37,7 @@ def _positive(text: str) -> int:
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "plot",
-        help="draw a figure (PNG): sinusoidal, index, vectors, attention, accuracy",
+        help="draw a figure (PNG): sinusoidal, index, distances, vectors, attention, accuracy",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,10 +45,16 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", nargs="?", help="run folder (vectors, attention, accuracy)")
     parser.add_argument("--out", help="file to write (.png, .pdf or .svg)")
     parser.add_argument(
-        "--length", type=_positive, help="sequence length (sinusoidal, index, attention)"
+        "--length",
+        type=_positive,
+        help="sequence length (sinusoidal, index, attention); for distances, the largest |j − i|",
     )
     parser.add_argument(
-        "-k", "--max-distance", type=int, default=3, help="k for `index` (default 3)"
+        "-k",
+        "--max-distance",
+        type=int,
+        default=None,
+        help="k for `index` (default 3) and `distances` (default 4)",
     )
     parser.add_argument("--tokens", help='label the index matrix, e.g. "I think therefore I am"')
     parser.add_argument("--dim", type=_positive, default=64, help="encoding size for `sinusoidal`")
@@ -101,9 +108,11 @@ def run(args: argparse.Namespace) -> int:
         path = plots.plot_sinusoidal(out, length=args.length or 64, dim=args.dim)
     elif args.figure == "index":
         tokens = args.tokens.split() if args.tokens else None
-        path = plots.plot_index(
-            out, length=args.length or 10, max_distance=args.max_distance, tokens=tokens
-        )
+        k = 3 if args.max_distance is None else args.max_distance
+        path = plots.plot_index(out, length=args.length or 10, max_distance=k, tokens=tokens)
+    elif args.figure == "distances":
+        k = 4 if args.max_distance is None else args.max_distance
+        path = plots.plot_distances(out, span=args.length or 48, max_distance=k)
     elif args.figure == "accuracy":
         path = plots.plot_accuracy(args.run_dir, out, metric=args.metric)
     elif args.figure == "vectors":

@@ -9,6 +9,8 @@ headless machines.
   positions (they depend on the distance ``p - q`` only: the absolute encoding hides a relative
   one, Vaswani et al. Sec. 3.5);
 * :func:`plot_index` — the seed's relative index matrix ``clip(j - i, -k, k) + k``;
+* :func:`plot_distances` — what each scheme makes of the distance ``j - i`` (table rows,
+  buckets, biases, RoPE's decay), side by side (:func:`distance_profiles` has the numbers);
 * :func:`plot_vectors` — cosine similarity of a trained model's ``2k + 1`` relative key vectors;
 * :func:`plot_attention` — attention maps of a trained model on one example;
 * :func:`plot_accuracy` — exact-match accuracy against length from a ``relpos compare`` folder.
@@ -29,6 +31,8 @@ from ..schemes.sinusoidal import sinusoidal_encoding
 __all__ = [
     "plot_sinusoidal",
     "plot_index",
+    "distance_profiles",
+    "plot_distances",
     "plot_vectors",
     "plot_attention",
     "plot_accuracy",
@@ -162,6 +166,114 @@ def plot_index(
 
 
 # --------------------------------------------------------------------------- trained models
+
+
+def distance_profiles(
+    span: int = 48, max_distance: int = 4, heads: int = 8, head_dim: int = 64
+) -> dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """What each scheme makes of the distance ``d = j - i`` for ``|d| <= span``: a panel name →
+    curves, each ``(distances, values)`` (both 1-D). Built from the schemes' own functions.
+
+    * ``shaw``: the distance its table sees, ``clip(d, -k, k)`` (row minus ``k``), and ``d``
+      itself for a table as long as the input (no clipping);
+    * ``deberta``: its row ``δ = clamp(i - j + k, 0, 2k - 1)``, and with log buckets;
+    * ``t5``: the bucket of T5's default bias (32 buckets up to 128, bidirectional);
+    * ``alibi``: the bias ``-m_h·|d|`` of the first and last of ``heads`` heads, and a middle one;
+    * ``rope``: ``q·R_d k / |q||k|`` for ``q = k`` all ones (Su et al.'s long-term decay) — also
+      ``PE(p)·PE(p + d)`` of the sinusoidal encoding, normalised: the same sum of cosines.
+    """
+    from ..schemes.alibi import alibi_slopes
+    from ..schemes.deberta import deberta_distance_rows
+    from ..schemes.rope import rope_frequencies
+    from ..schemes.t5 import t5_relative_bucket
+
+    _check_positive(span, "span")
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
+        raise ValueError(f"max_distance must be an int >= 1, got {max_distance!r}")
+    k = max_distance
+    distances = torch.arange(-span, span + 1)  # d = j - i
+    # Query 0 at position span, keys 0..2·span: key c is at distance c - span, smallest first.
+    shaw_rows = relative_position_index(1, 2 * span + 1, k, query_offset=span)[0]
+    huang_rows = relative_position_index(1, 2 * span + 1, span, query_offset=span)[0]
+    deberta_rows = deberta_distance_rows(1, 2 * span + 1, max_distance=k, query_offset=span)
+    log_k = max(k + 2, span)  # log buckets need max_distance > position_buckets // 2 + 1
+    deberta_log = deberta_distance_rows(
+        1, 2 * span + 1, max_distance=log_k, position_buckets=2 * k, query_offset=span
+    )
+    slopes = alibi_slopes(heads).double()
+    frequencies = rope_frequencies(head_dim).double()  # (D/2,)
+    decay = torch.cos(distances.double()[:, None] * frequencies[None, :]).mean(-1)
+    return {
+        "shaw": {  # as the distance the table sees, row - k, so both share one scale
+            f"shaw, k = {k}: clip(j − i, −k, k)": (distances, shaw_rows - k),
+            "unclipped (k ≥ the length)": (distances, huang_rows - span),
+        },
+        "deberta": {
+            f"deberta, k = {k}": (distances, deberta_rows),
+            f"log buckets: {2 * k} per side, up to {log_k}": (distances, deberta_log),
+        },
+        "t5": {"t5: 32 buckets up to 128": (distances, t5_relative_bucket(distances))},
+        "alibi": {
+            f"head {h + 1}, m = {float(slopes[h]):.3g}": (distances, -slopes[h] * distances.abs())
+            for h in sorted({0, heads // 2, heads - 1})
+        },
+        "rope": {f"D = {head_dim}, base 10000": (distances, decay)},
+    }
+
+
+def plot_distances(out: str | Path, *, span: int = 48, max_distance: int = 4) -> Path:
+    """One panel per scheme: what it makes of the distance ``j - i`` (:func:`distance_profiles`),
+    and Swin's 2D index for a 4×4 window."""
+    from ..schemes.swin import swin_relative_position_index
+
+    profiles = distance_profiles(span, max_distance)
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    k = max_distance
+    panels = [
+        (
+            "shaw",
+            "Shaw: the distance its table sees (a learned vector each)\n"
+            "every |j − i| > k shares an end row",
+        ),
+        ("deberta", "DeBERTa: row δ(i, j), asymmetric\n(log buckets: V2/V3)"),
+        ("t5", "T5: bucket (one learned scalar per head each)\nexact up to 8, then log-spaced"),
+        ("alibi", "ALiBi: fixed bias −m_h·|j − i|\nno parameters, no left/right"),
+        (
+            "rope",
+            "RoPE: q·R(j − i)k for q = k = (1, …, 1), normalised\n"
+            "= sinusoidal PE(p)·PE(p + j − i): a sum of cosines",
+        ),
+    ]
+    for ax, (name, title) in zip(axes.flat, panels, strict=False):
+        for label, (x, y) in profiles[name].items():
+            ax.plot(x.numpy(), y.numpy(), drawstyle="steps-mid" if name != "rope" else "default",
+                    label=label)  # fmt: skip
+        if name in ("shaw", "deberta"):
+            ax.axvspan(-k, k, color="0.9", zorder=0)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("distance j − i (key minus query)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("table row − k")
+    axes[0][1].set_ylabel("table row / bucket")
+    axes[1][0].set_ylabel("logit bias")
+    axes[1][1].set_ylabel("normalised score")
+    window = swin_relative_position_index(4, 4)
+    swin_ax = axes[1][2]
+    image = swin_ax.imshow(window.numpy(), cmap="viridis")
+    swin_ax.set_title(
+        "Swin: 2D offset index in a 4×4 window\n(2·4 − 1)² = 49 table rows", fontsize=10
+    )
+    swin_ax.set_xlabel("key patch (row-major)")
+    swin_ax.set_ylabel("query patch")
+    fig.colorbar(image, ax=swin_ax, fraction=0.046)
+    fig.suptitle(
+        "What each relative scheme makes of the distance j − i (absolute schemes see positions, "
+        "not distances)"
+    )
+    fig.tight_layout()
+    return _save(fig, out)
 
 
 def relative_key_tables(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
