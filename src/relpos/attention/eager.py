@@ -603,6 +603,10 @@ def eager_attention(
     Runs :class:`ShawAttentionFunction` where :func:`fast_path_applies` (or, when no input needs
     a gradient, its forward one row block at a time, never forming the ``(Lq, Lk)`` weights),
     else :func:`gather_scatter_attention`. ``block_rows`` is the fast path's row-block size.
+
+    Under ``torch.compile`` the fast path runs as written, outside the graph (Dynamo breaks the
+    graph around it): Inductor cannot compile its in-place softmax, and compiling the rest of it
+    made it slower on the CPU (``benchmarks/RESULTS.md``). The gather/scatter path compiles.
     """
     if not fast_path_applies(query, key, attn_mask=attn_mask):
         return gather_scatter_attention(
@@ -618,6 +622,28 @@ def eager_attention(
             dropout_mask=dropout_mask,
             key_query=key_query,
         )
+    return _fast_path(
+        query,
+        key,
+        value,
+        key_table,
+        value_table,
+        attn_mask,
+        dropout_mask,
+        index,
+        is_causal,
+        scale,
+        block_rows,
+        key_query,
+    )
+
+
+@torch.compiler.disable
+def _fast_path(
+    query, key, value, key_table, value_table, attn_mask, dropout_mask, index, is_causal, scale,
+    block_rows, key_query,
+) -> Tensor:  # fmt: skip
+    """:func:`eager_attention` where :func:`fast_path_applies` (same arguments)."""
     tensors = (query, key, value, key_table, value_table)
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         blocks = band_blocks(index, query.device, block_rows)
