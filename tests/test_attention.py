@@ -277,6 +277,32 @@ def test_half_precision_inputs(backend, dtype, atol):
         )
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto", *FAST_BACKENDS])
+def test_under_autocast_as_without_it(backend):
+    # Under torch.autocast a model hands over bf16 projections (and its layer casts the tables
+    # alike); the backends compute in float32 as they do for bf16 inputs outside autocast
+    # (autocast used to turn their matmuls back to bf16, and the eager path's in-place scatter
+    # refused the mix).
+    tensors, kwargs = make_inputs(dtype=torch.bfloat16, mask="float", per_head=True)
+    expected, expected_grads = run(backend, tensors, **kwargs)
+    leaves = {n: None if t is None else t.clone().requires_grad_(True) for n, t in tensors.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = shaw_attention(*leaves.values(), backend=backend, **kwargs)
+    generator = torch.Generator().manual_seed(1)  # the upstream gradient run() uses
+    upstream = torch.randn(output.shape, generator=generator, dtype=torch.float64)
+    (output * upstream.to(output.dtype)).sum().backward()  # outside the context, as advised
+    assert output.dtype == torch.bfloat16
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for name in GRAD_NAMES:
+        torch.testing.assert_close(leaves[name].grad, expected_grads[name], rtol=0, atol=0)
+    # A backward called inside the context (not advised, but common) runs too.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, grads = run(backend, tensors, **kwargs)
+    for name in GRAD_NAMES:
+        assert grads[name].dtype == torch.bfloat16 and torch.isfinite(grads[name]).all()
+        torch.testing.assert_close(grads[name], expected_grads[name], rtol=0.05, atol=0.05)
+
+
 def test_float32_inputs_keep_float32():
     tensors, kwargs = make_inputs(dtype=torch.float32)
     assert shaw_attention(*tensors.values(), **kwargs).dtype == torch.float32

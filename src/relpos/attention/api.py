@@ -231,17 +231,20 @@ def shaw_attention(
             device=query.device,
             generator=generator,
         )
-    output = BACKENDS[chosen](
-        cast(query),
-        cast(key),
-        cast(value),
-        index=index,
-        key_table=cast(checks.normalize_table(key_table)),
-        value_table=cast(checks.normalize_table(value_table)),
-        attn_mask=attn_mask,
-        is_causal=is_causal,
-        scale=scale,
-        dropout_mask=dropout_mask,
-        key_query=key_query,
-    )
+    # Inside torch.autocast the backends' matmuls would drop back to half precision and meet the
+    # float32 tensors above (an in-place scatter refuses the mix): they keep compute_dtype.
+    with checks.autocast_off(query.device):
+        output = BACKENDS[chosen](
+            cast(query),
+            cast(key),
+            cast(value),
+            index=index,
+            key_table=cast(checks.normalize_table(key_table)),
+            value_table=cast(checks.normalize_table(value_table)),
+            attn_mask=attn_mask,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_mask=dropout_mask,
+            key_query=key_query,
+        )
     return output.to(query.dtype)

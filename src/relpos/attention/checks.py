@@ -7,6 +7,8 @@ deep inside a kernel.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import torch
@@ -181,3 +183,24 @@ def logit_mask(
         causal = causal.masked_fill(~allowed, float("-inf"))
         mask = causal if mask is None else mask + causal
     return mask
+
+
+def autocast_off(device: torch.device):
+    """A context in which ``torch.autocast`` is off for ``device`` (if it was on). The backends
+    pick their own compute dtype (float32 for half inputs, or a fused kernel's own), and their
+    in-place ops need every tensor to keep it; autocast would turn their matmuls to half."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def backward_without_autocast(backward):
+    """For an ``autograd.Function.backward`` (inside ``@staticmethod``): run it with autocast off,
+    as its forward ran, also when ``.backward()`` is called inside an autocast context."""
+
+    @functools.wraps(backward)
+    def wrapped(ctx, *grads):
+        with autocast_off(grads[0].device):
+            return backward(ctx, *grads)
+
+    return wrapped

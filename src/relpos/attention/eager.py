@@ -42,13 +42,14 @@ A float mask that needs gradients goes through :func:`gather_scatter_attention`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .checks import logit_mask
+from .checks import backward_without_autocast, logit_mask
 from .index import RelativeIndex
 from .reference import masked_softmax
 
@@ -403,6 +404,7 @@ class ShawAttentionFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @backward_without_autocast
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
         (
@@ -622,7 +624,7 @@ def eager_attention(
             dropout_mask=dropout_mask,
             key_query=key_query,
         )
-    return _fast_path(
+    return _fast_path_outside_compile()(
         query,
         key,
         value,
@@ -638,7 +640,14 @@ def eager_attention(
     )
 
 
-@torch.compiler.disable
+@functools.cache
+def _fast_path_outside_compile():
+    """:func:`_fast_path` behind ``torch.compiler.disable``, wrapped on first use: decorating at
+    import would import ``torch._dynamo`` (and Triton) with ``relpos``, which costs a second and
+    fixes Triton's settings before a program (or a test) has chosen them."""
+    return torch.compiler.disable(_fast_path)
+
+
 def _fast_path(
     query, key, value, key_table, value_table, attn_mask, dropout_mask, index, is_causal, scale,
     block_rows, key_query,

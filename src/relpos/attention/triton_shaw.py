@@ -603,6 +603,7 @@ class _ShawTriton(torch.autograd.Function):
         return out
 
     @staticmethod
+    @checks.backward_without_autocast
     @once_differentiable
     def backward(ctx, grad_out):
         (query, key, value, key_table, value_table, mask, out, lse, query_rel, tail_mass) = (
