@@ -12,7 +12,9 @@ A scheme is two small pieces, written like the built-in ones in ``relpos/schemes
   that depends only on ``j - i`` subclasses :class:`relpos.schemes.DistanceBias` and implements
   one method, ``distance_bias``; the attention kernels (SDPA, FlexAttention) do the rest. A bias
   that also reads the query or key (as Transformer-XL's and DeBERTa's do) subclasses
-  :class:`relpos.schemes.PairBias` and implements ``pair_bias`` instead;
+  :class:`relpos.schemes.PairBias` and implements ``pair_bias`` instead (or, when its relative
+  vectors are few, ``relative_scores``, the same bias factored, which FlexAttention can read
+  without forming it);
 * a :class:`relpos.PositionScheme` dataclass, registered by name with ``@relpos.register_scheme``,
   whose fields are the scheme's options and which builds that module for a model.
 
