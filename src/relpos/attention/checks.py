@@ -204,3 +204,17 @@ def backward_without_autocast(backward):
             return backward(ctx, *grads)
 
     return wrapped
+
+
+def refuse_cpu_backward(query: Tensor, tensors, *, instead: str) -> None:
+    """FlexAttention has no backward on the CPU: a ``ValueError`` before the call when ``query``
+    is not on CUDA and any of ``tensors`` (None allowed) would need a gradient."""
+    if (
+        not query.is_cuda
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in tensors)
+    ):
+        raise ValueError(
+            "the flex backend has no backward on the CPU (FlexAttention's limit); run it under "
+            f"torch.no_grad(), on CUDA, or use backend={instead!r}"
+        )

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .api import register_backend
+from .checks import refuse_cpu_backward
 from .eager import eager_attention
 from .flex_bias import unfused_flex_attention
 from .index import RelativeIndex
@@ -223,16 +224,7 @@ def flex_shaw_attention(
             f"the flex backend needs torch.nn.attention.flex_attention "
             f"(torch >= 2.5), this is torch {torch.__version__}"
         )
-    tensors = (query, key, value, key_table, value_table)
-    if (
-        not query.is_cuda
-        and torch.is_grad_enabled()
-        and any(t is not None and t.requires_grad for t in tensors)
-    ):
-        raise ValueError(
-            "the flex backend has no backward on the CPU (FlexAttention's limit); run it under "
-            "torch.no_grad(), on CUDA, or use backend='eager'"
-        )
+    refuse_cpu_backward(query, (query, key, value, key_table, value_table), instead="eager")
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
     bool_mask = float_mask = None
     if attn_mask is not None:

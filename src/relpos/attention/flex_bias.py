@@ -37,7 +37,14 @@ import torch
 from torch import Tensor
 
 from .api import available_backends
-from .checks import check_attn_mask, check_dropout, check_qkv, check_scale, logit_mask
+from .checks import (
+    check_attn_mask,
+    check_dropout,
+    check_qkv,
+    check_scale,
+    logit_mask,
+    refuse_cpu_backward,
+)
 from .sdpa import fully_masked_rows, reference_bias_attention, sdpa_attention
 
 __all__ = [
@@ -295,15 +302,7 @@ def flex_bias_attention(
     needs_grad = [query, key, value, distance_bias]
     if relative_scores is not None:
         needs_grad += [relative_scores.query_scores, relative_scores.key_scores]
-    if (
-        not query.is_cuda
-        and torch.is_grad_enabled()
-        and any(t is not None and t.requires_grad for t in needs_grad)
-    ):
-        raise ValueError(
-            "backend='flex' has no backward on the CPU (FlexAttention's limit); run it under "
-            "torch.no_grad(), on CUDA, or use backend='sdpa'"
-        )
+    refuse_cpu_backward(query, needs_grad, instead="sdpa")
     if relative_scores is not None:
         relative_scores.check(batch, heads, q_len, k_len)
         rows = relative_scores.rows.to(query.device)  # (Lq + Lk - 1,)
