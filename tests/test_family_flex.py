@@ -119,7 +119,7 @@ def test_backend_choice_and_errors():
     per_distance = relpos.ALiBiBias(2).distance_bias(4, 4)
     assert not flex_applies(q, k, distance_bias=per_distance, attn_mask=None, dropout_p=0.0)
     manual = distance_bias_attention(q, k, v, per_distance, backend="reference")
-    for backend in ("auto", "sdpa", "eager"):  # a Shaw backend name selects SDPA
+    for backend in ("auto", "sdpa", "eager"):  # eager: the Shaw backend without tables
         fused = distance_bias_attention(q, k, v, per_distance, backend=backend)
         assert torch.allclose(fused, manual, atol=1e-6)
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
@@ -161,3 +161,33 @@ def test_unfused_calls_do_not_warn_the_caller():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="flex_attention called without torch.compile")
         flex_bias_attention(query, query, query, distance_bias=bias)
+
+
+@pytest.mark.parametrize("name", ["t5", "deberta", "transformer-xl"])
+@pytest.mark.parametrize("mask_kind", ["none", "causal", "bool"])
+def test_learned_biases_on_the_eager_backend_match_the_reference(name, mask_kind):
+    # backend="eager" runs a dense bias through the eager Shaw backend without tables, the bias
+    # as a float mask that gets dS: values and every gradient, the learned bias's included.
+    torch.manual_seed(0)
+    position = relpos.get_scheme(name).attention_position(3, 8, causal=False).double()
+    for param in position.parameters():
+        torch.nn.init.normal_(param)
+    q_len, k_len = 5, 7
+    attn_mask, is_causal = None, mask_kind == "causal"
+    if mask_kind == "bool":
+        attn_mask = torch.rand(2, 1, q_len, k_len, generator=torch.Generator().manual_seed(3)) > 0.4
+        attn_mask[1, 0, 0] = False  # no key at all: zeros, zero gradients
+    inputs = [torch.randn(2, 3, n, 8, dtype=torch.float64) for n in (q_len, k_len, k_len)]
+    params = list(position.parameters())
+    results = []
+    for backend in ("reference", "eager"):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        output = position.attend(
+            *leaves, attn_mask=attn_mask, is_causal=is_causal, query_offset=2, backend=backend
+        )
+        grads = torch.autograd.grad((output * output.detach().sin()).sum(), [*leaves, *params])
+        results.append((output, grads))
+    (expected, expected_grads), (actual, grads) = results
+    torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-9)

@@ -254,7 +254,7 @@ def test_wrong_heads_unknown_backend_and_reference_dropout_are_refused(name):
         position.attend(q, k, v, dropout_p=0.1, backend="reference")
     with pytest.raises(ValueError, match="unknown backend 'fused'; valid names: auto, eager"):
         position.attend(q, k, v, backend="fused")
-    # A Shaw backend's name (a model passes its own to every layer) selects SDPA, as for T5.
+    # A Shaw backend's name (a model passes its own to every layer) is accepted, as for T5.
     torch.testing.assert_close(position.attend(q, k, v, backend="eager"), position.attend(q, k, v))
     assert position.attend(q, k, v, dropout_p=0.1).shape == (1, 2, 5, 4)
 

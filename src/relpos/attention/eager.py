@@ -37,7 +37,7 @@ over ``(Lq, Lk)``. Huang et al. (2020)'s key-query term ``k_j · a^K_ij`` (``key
 the key term seen from the keys: ``KR = scale · K A_Kᵀ`` ``(Lk, R)`` is added to each column by
 bucket (a row vector on each one-bucket rectangle, a gather in the window), and the backward sums
 ``dS`` per column and bucket into ``dKR``: ``dK += scale · dKR A_K``, ``dA_K += dKRᵀ (scale·K)``.
-A float mask that needs gradients goes through :func:`gather_scatter_attention`.
+A float mask that needs gradients (a learned bias) gets ``dS``, summed to its shape.
 """
 
 from __future__ import annotations
@@ -349,8 +349,9 @@ class ShawAttentionFunction(torch.autograd.Function):
     """Shaw attention with a hand-written backward; see the module docstring for the algebra.
 
     ``apply(query, key, value, key_table, value_table, attn_mask, dropout_mask, index, is_causal,
-    scale, block_rows, key_query)`` with the shapes of :func:`eager_attention`; a float
-    ``attn_mask`` gets no gradient (use :func:`gather_scatter_attention` for that).
+    scale, block_rows, key_query)`` with the shapes of :func:`eager_attention`. A float
+    ``attn_mask`` that needs a gradient (a learned bias, e.g. T5's) gets ``dS`` summed to its
+    broadcast shape: it is added to the logits as they are.
     """
 
     @staticmethod
@@ -389,6 +390,8 @@ class ShawAttentionFunction(torch.autograd.Function):
         ctx.blocks = blocks
         ctx.scale = scale
         ctx.key_query = key_query and key_table is not None
+        ctx.mask_shape = None if attn_mask is None else attn_mask.shape
+        ctx.mask_dtype = None if attn_mask is None else attn_mask.dtype
         ctx.save_for_backward(
             scaled_query,
             key,
@@ -442,6 +445,10 @@ class ShawAttentionFunction(torch.autograd.Function):
         key_masses = None  # (B, H, Lk, R): dS summed per key column and bucket (key-query term)
         if ctx.key_query and (needs[1] or needs[3]):
             key_masses = grad_output.new_zeros(*key.shape[:-1], blocks.num_buckets)
+        grad_mask = None  # dS summed to the float mask's shape, padded to 4-D
+        if needs[5]:
+            mask_4d = (1,) * (4 - len(ctx.mask_shape)) + tuple(ctx.mask_shape)
+            grad_mask = grad_output.new_zeros(mask_4d)
         if needs[0]:
             grad_query = scaled_query.new_empty(scaled_query.shape)  # (B, H, Lq, D)
         if needs[1]:
@@ -449,7 +456,9 @@ class ShawAttentionFunction(torch.autograd.Function):
         batch_heads = probs.shape[0] * probs.shape[1]
         # Row blocks: dS of one block lives in a small buffer that stays in cache while it is
         # built, reduced per bucket and multiplied out, instead of one fresh (Lq, Lk) tensor.
-        for n, (r0, r1) in enumerate(blocks.rows if needs[0] or needs[1] or needs[3] else ()):
+        for n, (r0, r1) in enumerate(
+            blocks.rows if needs[0] or needs[1] or needs[3] or needs[5] else ()
+        ):
             rows = slice(r0, r1)
             grad_scores = grad_output[..., rows, :] @ value.transpose(-1, -2)  # (B, H, T, Lk)
             if out_rel is not None:
@@ -463,6 +472,8 @@ class ShawAttentionFunction(torch.autograd.Function):
                 _sum_block_(score_masses[..., rows, :], grad_scores, blocks, n)
             if key_masses is not None:
                 _sum_key_block_(key_masses, grad_scores, blocks, n)
+            if grad_mask is not None:
+                _add_mask_grad_(grad_mask, grad_scores, r0, r1)
             if needs[0]:
                 grad_query[..., rows, :] = grad_scores @ key  # (B, H, T, D)
             if needs[1]:
@@ -488,7 +499,7 @@ class ShawAttentionFunction(torch.autograd.Function):
             grad_value,
             grad_key_table,
             grad_value_table,
-            None,
+            None if grad_mask is None else grad_mask.view(ctx.mask_shape).to(ctx.mask_dtype),
             None,
             None,
             None,
@@ -496,6 +507,17 @@ class ShawAttentionFunction(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _add_mask_grad_(grad_mask: Tensor, block_grads: Tensor, r0: int, r1: int) -> None:
+    """Add ``block_grads (B, H, T, Lk)``, rows ``r0:r1``, to ``grad_mask`` (4-D, each dimension
+    the full size or 1), summing over the dimensions the mask broadcasts along."""
+    broadcast = [d for d in range(4) if grad_mask.shape[d] == 1 and block_grads.shape[d] != 1]
+    reduced = block_grads.sum(broadcast, keepdim=True) if broadcast else block_grads
+    if grad_mask.shape[2] == 1:
+        grad_mask.add_(reduced)  # one row for every query: the block's rows are already summed
+    else:
+        grad_mask[:, :, r0:r1].add_(reduced)
 
 
 def _key_rel(key: Tensor, key_table: Tensor | None, scale: float, key_query: bool):
@@ -577,12 +599,10 @@ def _chunked_forward(
     return output, probs, weights, masses
 
 
-def fast_path_applies(query: Tensor, key: Tensor, *, attn_mask: Tensor | None) -> bool:
-    """Whether :class:`ShawAttentionFunction` covers the inputs: no float mask that needs a
-    gradient, and no empty dimension (its chunk size divides by ``B·H·Lk``)."""
-    mask_needs_grad = attn_mask is not None and attn_mask.requires_grad
-    empty = 0 in (*query.shape[:3], key.shape[-2])
-    return not mask_needs_grad and not empty
+def fast_path_applies(query: Tensor, key: Tensor) -> bool:
+    """Whether :class:`ShawAttentionFunction` covers the inputs: no empty dimension (its chunk
+    size divides by ``B·H·Lk``)."""
+    return 0 not in (*query.shape[:3], key.shape[-2])
 
 
 def eager_attention(
@@ -610,7 +630,7 @@ def eager_attention(
     graph around it): Inductor cannot compile its in-place softmax, and compiling the rest of it
     made it slower on the CPU (``benchmarks/RESULTS.md``). The gather/scatter path compiles.
     """
-    if not fast_path_applies(query, key, attn_mask=attn_mask):
+    if not fast_path_applies(query, key):
         return gather_scatter_attention(
             query,
             key,
@@ -653,7 +673,7 @@ def _fast_path(
     block_rows, key_query,
 ) -> Tensor:  # fmt: skip
     """:func:`eager_attention` where :func:`fast_path_applies` (same arguments)."""
-    tensors = (query, key, value, key_table, value_table)
+    tensors = (query, key, value, key_table, value_table, attn_mask)
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         blocks = band_blocks(index, query.device, block_rows)
         output, _, _, _ = _chunked_forward(

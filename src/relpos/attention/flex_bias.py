@@ -60,8 +60,10 @@ __all__ = [
     "dense_bias_attention",
 ]
 
-#: backends that mean something for a scalar bias; any other registered (Shaw) backend name
-#: selects the fused SDPA path, because those kernels exist for relative *tables*, not biases.
+#: backends that mean something for a scalar bias, with ``"eager"`` (the eager Shaw backend
+#: without tables, the bias as a float mask: see :func:`dense_bias_attention`); any other
+#: registered (Shaw) backend name selects the fused SDPA path, because those kernels exist for
+#: relative *tables*, not biases.
 BIAS_BACKENDS = ("auto", "reference", "sdpa", "flex")
 
 #: below this many queries or keys FlexAttention's 128-wide tiles are mostly padding and its
@@ -382,7 +384,8 @@ def distance_bias_attention(
     ``distance_bias (H, Lq + Lk - 1)`` as in the module docstring; other arguments as
     :func:`relpos.attention.sdpa.sdpa_attention`. ``backend``: ``"auto"`` (FlexAttention where
     :func:`flex_applies`, else SDPA), ``"sdpa"``, ``"flex"``, ``"reference"`` (manual, no
-    dropout); the name of any other registered backend selects SDPA. Returns ``(B, H, Lq, Dv)``.
+    dropout), ``"eager"`` (see :func:`dense_bias_attention`); the name of any other registered
+    backend selects SDPA. Returns ``(B, H, Lq, Dv)``.
     """
     batch, heads, q_len, k_len, head_dim = check_qkv(query, key, value)
     _check_distance_bias(distance_bias, heads, q_len, k_len)
@@ -445,13 +448,40 @@ def dense_bias_attention(
     backend: str = "auto",
 ) -> Tensor:
     """``softmax(scale · q kᵀ + bias + mask) v`` for a bias already formed densely (broadcasting
-    to ``(B, H, Lq, Lk)``; None for none): by hand for ``backend="reference"`` (no dropout), by
-    SDPA for any other valid name — a dense bias has no kernel of its own.
-    Returns ``(B, H, Lq, Dv)``."""
+    to ``(B, H, Lq, Lk)``; None for none): by hand for ``backend="reference"`` (no dropout),
+    by the eager Shaw backend without tables for ``"eager"`` (the bias as a float mask), by
+    SDPA for any other valid name. Returns ``(B, H, Lq, Dv)``."""
     check_bias_backend(backend, check_dropout(dropout_p), no_dropout=("reference",))
     if backend == "reference":
         return reference_bias_attention(
             query, key, value, bias=bias, attn_mask=attn_mask, is_causal=is_causal, scale=scale
+        )
+    if backend == "eager" and bias is not None:
+        # The eager Shaw backend without tables: the bias becomes a float mask, which gets dS
+        # as its gradient. On the CPU that spares a learned bias SDPA's math path (CPU SDPA's
+        # fused kernel gives a bias no gradient): T5 2.34x instead of 2.87x SDPA at L = 2048,
+        # but slower at short lengths (2.07x instead of 1.34x at L = 16), so "auto" keeps SDPA
+        # (benchmarks/RESULTS.md).
+        from .api import shaw_attention
+
+        mask = bias
+        if attn_mask is not None:
+            mask = bias + logit_mask(
+                attn_mask, False, query.shape[-2], key.shape[-2], dtype=bias.dtype,
+                device=bias.device,
+            )  # fmt: skip
+        return shaw_attention(
+            query,
+            key,
+            value,
+            None,
+            None,
+            max_distance=0,
+            attn_mask=mask.to(query.dtype),
+            is_causal=is_causal,
+            dropout_p=dropout_p,
+            scale=scale,
+            backend="eager",
         )
     return sdpa_attention(
         query,
