@@ -459,9 +459,9 @@ def dense_bias_attention(
     if backend == "eager" and bias is not None:
         # The eager Shaw backend without tables: the bias becomes a float mask, which gets dS
         # as its gradient. On the CPU that spares a learned bias SDPA's math path (CPU SDPA's
-        # fused kernel gives a bias no gradient): T5 2.34x instead of 2.87x SDPA at L = 2048,
-        # but slower at short lengths (2.07x instead of 1.34x at L = 16), so "auto" keeps SDPA
-        # (benchmarks/RESULTS.md).
+        # fused kernel gives a bias no gradient): T5 2.35x instead of 2.83x SDPA at L = 2048,
+        # but slower at short lengths (5.1x instead of 4.0x at L = 16), so "auto" keeps SDPA
+        # (benchmarks/RESULTS.md, "What each scheme's attention costs").
         from .api import shaw_attention
 
         mask = bias
