@@ -220,6 +220,21 @@ def test_same_seed_same_run_other_seed_other_run():
     assert first.history != other.history
 
 
+def test_init_seed_changes_only_the_initial_weights():
+    base = train(tiny_config(steps=0), progress=False, task=TinyReverse())
+    same = train(tiny_config(steps=0, init_seed=0), progress=False, task=TinyReverse())
+    assert_same_weights(base.model, same.model)  # init_seed = seed: the run it always was
+    other_init = train(tiny_config(steps=0, init_seed=5), progress=False, task=TinyReverse())
+    other_seed = train(
+        tiny_config(steps=0, seed=3, init_seed=5), progress=False, task=TinyReverse()
+    )
+    assert_same_weights(other_init.model, other_seed.model)  # the weights follow init_seed alone
+    first = next(base.model.parameters())
+    assert not torch.equal(first, next(other_init.model.parameters()))
+    with pytest.raises(ValueError, match="init_seed must be None"):
+        tiny_config(init_seed=-1)
+
+
 def test_unknown_scheme_or_task_fails_before_writing(tmp_path):
     bad_scheme = dataclasses.replace(
         tiny_config(), model=dataclasses.replace(tiny_config().model, scheme="nope")

@@ -3,7 +3,8 @@
 Determinism. Everything random is a pure function of the seed and the step:
 
 * the task data come from ``task.generate(seed)``;
-* the weights are initialised after ``torch.manual_seed(mix_seed(seed, "init"))``;
+* the weights are initialised after ``torch.manual_seed(mix_seed(seed, "init"))`` (with
+  ``init_seed`` in place of ``seed`` when it is given);
 * step ``s`` trains on :class:`~relpos.training.data.BatchOrder` ``(seed).indices(s)``;
 * before step ``s`` the global RNG is re-seeded with ``mix_seed(seed, "step", s, rank)``, so
   dropout masks do not depend on what ran before;
@@ -69,6 +70,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     seed: int = 0
+    # None: the initial weights follow `seed` too. An int draws them from this seed alone, so
+    # runs can differ only in their initial weights (same seed) or only in data and order.
+    init_seed: int | None = None
     device: str = "cpu"
     eval_batch_size: int = 256
     checkpoint_every: int = 500  # steps; 0 saves only at the end (needs a run folder)
@@ -118,6 +122,14 @@ class TrainConfig:
             raise ValueError(
                 f"min_lr_ratio must be <= 1 (the decay ends at min_lr_ratio * lr), "
                 f"got {self.min_lr_ratio!r}"
+            )
+        if self.init_seed is not None and (
+            isinstance(self.init_seed, bool)
+            or not isinstance(self.init_seed, int)
+            or self.init_seed < 0
+        ):
+            raise ValueError(
+                f"init_seed must be None (use seed) or an int >= 0, got {self.init_seed!r}"
             )
         if self.threads is not None:
             if isinstance(self.threads, bool) or not isinstance(self.threads, int):
@@ -297,7 +309,8 @@ def _train(
     arch = config.model.arch
     train_set = encode_examples(data.train, tokenizer, arch)
     longest_eval = encode_examples(data.evaluation, tokenizer, arch).longest
-    torch.manual_seed(mix_seed(config.seed, "init"))
+    init_seed = config.seed if config.init_seed is None else config.init_seed
+    torch.manual_seed(mix_seed(init_seed, "init"))
     model = build_model(config.model, len(tokenizer)).to(device)
     _positions_fit(model, max(train_set.longest, longest_eval))
 
