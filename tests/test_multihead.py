@@ -453,6 +453,31 @@ def test_cache_dtype_must_match():
     assert cache.length == 3
 
 
+def test_a_call_that_fails_inside_attention_leaves_the_cache_as_it_was():
+    # The error comes after the keys were projected (here: a position module for other heads);
+    # a retry must not see the failed call's keys twice.
+    module = make_module(max_distance=2).eval()
+    x = inputs(length=3)
+    full = module(x, is_causal=True)
+    cache = KVCache()
+    module(x[:, :1], is_causal=True, cache=cache)
+    shaw = module.position
+    module.position = get_scheme("t5").attention_position(HEADS + 1, 4, causal=True)
+    with pytest.raises(ValueError, match=f"query has {HEADS} heads"):
+        module(x[:, 1:2], is_causal=True, cache=cache)
+    assert cache.length == 1
+    module.position = shaw
+    retry = module(x[:, 1:2], is_causal=True, cache=cache)
+    torch.testing.assert_close(retry, full[:, 1:2], **TIGHT)
+    assert cache.length == 2
+
+
+def test_self_attention_needs_keys_and_values_of_the_model_width():
+    module = MultiheadAttention(EMBED, HEADS, kdim=5, vdim=7)
+    with pytest.raises(ValueError, match=r"built with kdim=5, vdim=7 \(embed_dim=12\); pass key"):
+        module(inputs().float())
+
+
 def test_cache_must_be_a_kv_cache():
     with pytest.raises(TypeError, match=r"cache must be a KVCache or None, got dict"):
         make_module()(inputs(), cache={})

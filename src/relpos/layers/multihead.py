@@ -42,13 +42,16 @@ class KVCache:
         must match the cached ones in batch size, heads, head size, dtype and device. On a
         mismatch it raises and stays as it was.
         """
-        if self.key is None:
-            self.key, self.value = key, value
-        else:
-            self._check_like_cached(key, value)
-            self.key = torch.cat((self.key, key), dim=2)
-            self.value = torch.cat((self.value, value), dim=2)
+        self.key, self.value = self.extended(key, value)
         return self.key, self.value
+
+    def extended(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """What :meth:`append` would hold after adding ``key`` and ``value``, leaving the cache
+        as it is (a layer stores the result only once its attention has succeeded)."""
+        if self.key is None:
+            return key, value
+        self._check_like_cached(key, value)
+        return torch.cat((self.key, key), dim=2), torch.cat((self.value, value), dim=2)
 
     def _check_like_cached(self, key: Tensor, value: Tensor) -> None:
         def without_length(t: Tensor) -> tuple[int, ...]:
@@ -254,12 +257,33 @@ class MultiheadAttention(nn.Module):
         if self_attention:
             q, k = self.position.rotate(q, k, query_offset=q_offset, key_offset=past)
         if cache is not None:
-            k, v = cache.append(k, v)  # (B, H, past + Lk_new, D)
+            k, v = cache.extended(k, v)  # (B, H, past + Lk_new, D), stored below
+        out = self._attend(
+            q, k, v, attn_mask, key_padding_mask, is_causal, q_offset, self_attention
+        )
+        if cache is not None:
+            # Only now: a call that raised (a bad mask, a backend that refuses) leaves the
+            # cache as it was, and a retry does not see its keys twice.
+            cache.key, cache.value = k, v
+        return self._merge_heads(out)
+
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool,
+        q_offset: int,
+        self_attention: bool,
+    ) -> Tensor:
+        """``(B, H, Lq, Dv)``: the heads' attention over all keys (cached ones included)."""
+        batch, _, q_len, _ = q.shape
+        k_len = k.shape[2]
         if batch == 0 or q_len == 0:
             # Nothing to attend from; some kernels and position modules refuse empty blocks.
-            out = q.new_zeros(batch, self.num_heads, q_len, self.head_dim)
-            return self._merge_heads(out)
-
+            return q.new_zeros(batch, self.num_heads, q_len, self.head_dim)
         # Without an offset the causal mask is SDPA's top-left one: pass it as a flag, so fused
         # kernels can skip whole masked blocks instead of reading a dense mask.
         causal_flag = is_causal and q_offset == 0
@@ -290,7 +314,7 @@ class MultiheadAttention(nn.Module):
                 is_causal=causal_flag,
                 dropout_p=self.dropout if self.training else 0.0,
             )
-        return self._merge_heads(out)
+        return out
 
     def _merge_heads(self, out: Tensor) -> Tensor:
         """``(B, H, Lq, D)`` → the projected output ``(B, Lq, E)`` in the caller's layout."""
@@ -318,6 +342,13 @@ class MultiheadAttention(nn.Module):
         if key is None:
             if value is not None:
                 raise ValueError("value given without key; pass both for cross-attention")
+            kdim, vdim = self.k_proj.in_features, self.v_proj.in_features
+            if (kdim, vdim) != (self.embed_dim, self.embed_dim):
+                raise ValueError(
+                    f"self-attention projects keys and values from the query, but this module "
+                    f"was built with kdim={kdim}, vdim={vdim} (embed_dim={self.embed_dim}); "
+                    "pass key and value for cross-attention"
+                )
             return
         batch = query.shape[0 if self.batch_first else 1]
         kdim, vdim = self.k_proj.in_features, self.v_proj.in_features
