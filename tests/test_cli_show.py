@@ -116,14 +116,19 @@ def test_json_with_tokens_and_k0(capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--length", "0"], "--length must be > 0, got 0"),
-        (["--length", "-3"], "--length must be > 0, got -3"),
+        (["--length", "0"], "--length must be in 1..1024 (the L x L table is printed), got 0"),
+        (["--length", "-3"], "--length must be in 1..1024 (the L x L table is printed), got -3"),
+        (["--length", "100000"], "--length must be in 1..1024"),
+        (
+            ["-k", str(10**20)],
+            f"-k must be <= 2**31 (it indexes a table of 2k + 1 rows), got {10**20}",
+        ),
         (["-k", "-1"], "-k must be >= 0, got -1"),
         (["--length", "3", "--tokens", "a b"], "--length 3 does not match the 2 --tokens"),
         (["--tokens", "   "], "--tokens must contain at least one token"),
         (["--window", "7x7"], "--window sizes the 2D index: add --2d"),
-        (["--2d", "-k", "3"], "-k apply without --2d"),
-        (["--2d", "--tokens", "a b"], "--tokens apply without --2d"),
+        (["--2d", "-k", "3"], "-k does not apply with --2d"),
+        (["--2d", "--tokens", "a b", "-k", "2"], "--tokens, -k do not apply with --2d"),
     ],
 )
 def test_bad_values_exit_2_with_a_message(capsys, args, message):
@@ -202,7 +207,9 @@ def test_t5_ranges_agree_with_the_bucket_function():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--t5", "--length", "5"], "--length apply without --t5"),
+        (["--t5", "--length", "5"], "--length does not apply with --t5"),
+        # The CLI's T5 has a direction flag (--causal), so the message names no other option.
+        (["--t5", "--buckets", "3"], "num_buckets must be >= 4 for bidirectional=True"),
         (["--t5", "--2d"], "--2d and --t5 are different pictures"),
         (["--buckets", "8"], "--buckets and --causal describe T5's buckets: add --t5"),
         (["--t5", "--buckets", "32", "-k", "8"], "max_distance"),

@@ -74,10 +74,30 @@ def test_plots_of_one_training_run(compare_dir, tmp_path):
 def test_variants_of_a_figure_do_not_replace_the_one_compare_wrote(compare_dir, capsys):
     written = (compare_dir / "accuracy.png").read_bytes()
     assert main(["plot", "accuracy", str(compare_dir), "--metric", "tf_token"]) == 0
-    assert main(["plot", "attention", str(compare_dir), "--scheme", "sinusoidal", "-k", "2"]) == 0
+    assert main(["plot", "attention", str(compare_dir), "--scheme", "sinusoidal"]) == 0
     assert (compare_dir / "accuracy.png").read_bytes() == written
     assert _is_png(compare_dir / "accuracy-tf_token.png")
     assert _is_png(compare_dir / "attention-sinusoidal.png")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["attention", "{run}", "-k", "2"],
+            "-k does not apply to `attention` (only index, distances)",
+        ),
+        (["accuracy", "{run}", "--tokens", "a b"], "--tokens does not apply to `accuracy`"),
+        (["index", "--scheme", "shaw"], "--scheme does not apply to `index`"),
+        (["vectors", "{run}", "--length", "5"], "--length does not apply to `vectors`"),
+        (["sinusoidal", "--length", "100000"], "length must be an int in 1..4096, got 100000"),
+        (["attention", "{run}", "--scheme", "t5"], "has no finished 't5' run; its finished runs"),
+    ],
+)
+def test_flags_that_do_not_apply_and_bad_values(compare_dir, capsys, args, message):
+    args = [arg.format(run=compare_dir) for arg in args]
+    assert main(["plot", *args]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_vector_formats(tmp_path):

@@ -476,6 +476,22 @@ def test_cli_train_on_a_missing_device_is_a_clear_error(tmp_path, capsys):
     assert "cannot use CUDA" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scheme-option", "key_term=maybe"], "key_term must be a bool, got 'maybe'"),
+        (["--task-option", "max_train_length=abc"], "max_train_length"),
+        (["--run-dir", "/dev/null/run"], "/dev/null/run"),
+    ],
+)
+def test_cli_train_wrong_types_and_folders_are_one_line_errors(args, message, capsys):
+    # TypeError and OSError name the argument too: one line, exit code 2, no traceback.
+    assert cli_main(["train", "--steps", "1", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("relpos train: error:") and message in err
+    assert "Traceback" not in err
+
+
 def test_cli_flags_map_onto_the_dataclasses_without_restating_defaults():
     args = build_parser().parse_args(
         ["train", "--steps", "5", "-k", "3", "--scheme-option", "per_head=true",

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
+    # TypeError: an option of the wrong type (key_term=maybe); OSError: a folder that cannot
+    # be made or read; OverflowError: an int too large for a tensor. Each message names the
+    # argument, so one line says it better than a traceback.
+    except (ValueError, TypeError, OSError, OverflowError) as error:
         print(f"relpos {args.command}: error: {error}", file=sys.stderr)
         for note in getattr(error, "__notes__", ()):  # e.g. which run failed, how to resume
             print(note, file=sys.stderr)

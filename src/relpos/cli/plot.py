@@ -92,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import plots
 
     needs_run = args.figure in ("vectors", "attention", "accuracy")
+    # A flag that another figure reads would be silently ignored here: refuse it instead.
+    for flag, value, figures in (
+        ("--tokens", args.tokens, ("index",)),
+        ("--scheme", args.scheme, ("vectors", "attention")),
+        ("--length", args.length, ("sinusoidal", "index", "distances", "attention")),
+        ("-k", args.max_distance, ("index", "distances")),
+    ):
+        if value is not None and args.figure not in figures:
+            only = ", ".join(figures)
+            raise ValueError(f"{flag} does not apply to `{args.figure}` (only {only})")
     if needs_run and args.run_dir is None:
         what = "a `relpos train` run folder or a `relpos compare` folder"
         if args.figure == "accuracy":

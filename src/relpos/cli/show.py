@@ -20,6 +20,9 @@ import torch
 
 from ..attention.index import relative_position_index
 
+#: the longest sequence `relpos show` prints (its L x L table has a line per token)
+MAX_PRINTED_LENGTH = 1024
+
 __all__ = [
     "register",
     "format_index",
@@ -234,10 +237,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{' and '.join(pictures)} are different pictures: choose one")
     if args.two_d or args.t5:
         given = {**one_d, "-k": None if args.t5 else args.max_distance}
-        given = ", ".join(flag for flag, value in given.items() if value is not None)
+        given = [flag for flag, value in given.items() if value is not None]
         if given:
             mode = "--2d" if args.two_d else "--t5"
-            raise ValueError(f"{given} apply without {mode}")
+            verb = "does" if len(given) == 1 else "do"
+            raise ValueError(f"{', '.join(given)} {verb} not apply with {mode}")
     if not args.two_d and args.window is not None:
         raise ValueError("--window sizes the 2D index: add --2d")
     if not args.t5 and (args.buckets is not None or args.causal):
@@ -248,8 +252,8 @@ def run(args: argparse.Namespace) -> int:
         # Checks and messages are T5RelativeBias's own.
         from ..schemes import get_scheme
 
-        get_scheme("t5", num_buckets=num_buckets, max_distance=max_distance).attention_position(
-            1, 8, causal=args.causal
+        get_scheme(
+            "t5", num_buckets=num_buckets, max_distance=max_distance, bidirectional=not args.causal
         )
         ranges = t5_bucket_ranges(num_buckets, max_distance, bidirectional=not args.causal)
         print(format_t5_buckets(ranges, num_buckets, max_distance, args.causal, args.format))
@@ -270,9 +274,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--length {length} does not match the {len(tokens)} --tokens given")
         length = len(tokens)
     length = 10 if length is None else length
-    if length <= 0:
-        raise ValueError(f"--length must be > 0, got {length}")
+    if not 0 < length <= MAX_PRINTED_LENGTH:
+        raise ValueError(
+            f"--length must be in 1..{MAX_PRINTED_LENGTH} (the L x L table is printed), "
+            f"got {length}"
+        )
     k = 3 if args.max_distance is None else args.max_distance
+    if k > 2**31:
+        raise ValueError(f"-k must be <= 2**31 (it indexes a table of 2k + 1 rows), got {k}")
     labels = tokens or [str(i) for i in range(length)]
     if args.deberta:
         from ..schemes.deberta import deberta_relative_rows

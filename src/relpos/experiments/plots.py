@@ -67,9 +67,14 @@ def _save(fig, out: str | Path) -> Path:
     return out
 
 
-def _check_positive(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+#: the largest sequence length (or span) a figure draws: beyond it an L x L panel is no longer
+#: readable, and its tensors grow past memory (L = 100,000 asks for 80 GB).
+MAX_FIGURE_LENGTH = 4096
+
+
+def _check_positive(value: int, name: str, *, most: int = MAX_FIGURE_LENGTH) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= most:
+        raise ValueError(f"{name} must be an int in 1..{most}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- the encodings
@@ -474,13 +479,16 @@ def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
             "(results.json)"
         )
     results = json.loads(results_path.read_text())
+    finished = set()  # the schemes of the runs this folder has, for the error below
     for experiment in results.get("experiments", []):
         schemes = {v["label"]: v["scheme"] for v in experiment["variants"]}
         for run in experiment["runs"]:
             if scheme is None or schemes.get(run["variant"]) == scheme:
                 return run_dir / run["run_dir"]
-    wanted = f"a finished {scheme!r} run" if scheme else "a finished run"
-    raise ValueError(f"compare folder {str(run_dir)!r} has no {wanted}")
+            finished.add(schemes.get(run["variant"], run["variant"]))
+    wanted = f"finished {scheme!r} run" if scheme else "finished run"
+    has = f"; its finished runs are of {', '.join(sorted(finished))}" if finished else ""
+    raise ValueError(f"compare folder {str(run_dir)!r} has no {wanted}{has}")
 
 
 def _run_title(loaded) -> str:
