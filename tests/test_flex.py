@@ -175,6 +175,14 @@ def test_backward_on_cpu_is_refused_with_a_clear_error():
     tensors["query"].requires_grad_()
     with pytest.raises(ValueError, match="no backward on the CPU"):
         _flex(index, tensors, compile=False, attn_mask=None, is_causal=False, scale=0.2)
+    # The error's advice works: under no_grad the same inputs (still requires_grad) run, and
+    # agree with the reference. FlexAttention reads requires_grad, not the grad mode.
+    with torch.no_grad():
+        out = _flex(index, tensors, compile=False, attn_mask=None, is_causal=False, scale=0.2)
+        expected = reference_attention(
+            **tensors, index=index, attn_mask=None, is_causal=False, scale=0.2
+        )
+    torch.testing.assert_close(out, expected)
 
 
 def test_registered_but_never_picked_by_auto():

@@ -447,6 +447,11 @@ def test_deberta_flex_refuses_dropout_and_cpu_gradients():
     # The tables need gradients, so the captured scores do, even for inputs that do not.
     with pytest.raises(ValueError, match="no backward on the CPU"):
         position.attend(q, k, v, backend="flex")
+    # As the error advises: under no_grad it runs, even for inputs that require a gradient.
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    with torch.no_grad():
+        flex = position.attend(*leaves, backend="flex")
+        torch.testing.assert_close(flex, position.attend(q, k, v, backend="reference"))
     # Transformer-XL has no factored form (one vector per distance): "flex" runs SDPA, as any
     # name a dense bias has no kernel for.
     txl = _randomise(relpos.get_scheme("transformer-xl").attention_position(2, 4, causal=False))

@@ -162,7 +162,9 @@ def shaw_attention(
             weights. Applied whenever ``> 0`` (pass 0.0 at evaluation, as with SDPA).
         scale: logit scale, default ``1/sqrt(D)``.
         query_offset: absolute position of the first query; with a key/value cache this is the
-            number of cached positions, so query ``r`` is at ``i = query_offset + r``.
+            number of cached positions, so query ``r`` is at ``i = query_offset + r``. It moves
+            the relative distances only, not ``is_causal``'s top-left mask: decoding with a
+            cache needs an explicit mask (``MultiheadAttention`` with a ``KVCache`` builds it).
         key_offset: absolute position of the first key.
         max_left, max_right: asymmetric clipping (default ``max_distance`` each).
         key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4); needs

@@ -206,6 +206,15 @@ def backward_without_autocast(backward):
     return wrapped
 
 
+def detached_without_grad(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """``tensors`` detached when grad mode is off, else as they are. FlexAttention refuses CPU
+    inputs that require a gradient even under ``torch.no_grad()`` (it reads the flag, not the
+    mode), so what :func:`refuse_cpu_backward` advises would fail without this."""
+    if torch.is_grad_enabled():
+        return tensors
+    return tuple(t.detach() for t in tensors)
+
+
 def refuse_cpu_backward(query: Tensor, tensors, *, instead: str) -> None:
     """FlexAttention has no backward on the CPU: a ``ValueError`` before the call when ``query``
     is not on CUDA and any of ``tensors`` (None allowed) would need a gradient."""

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .api import register_backend
-from .checks import refuse_cpu_backward
+from .checks import detached_without_grad, refuse_cpu_backward
 from .eager import eager_attention
 from .flex_bias import unfused_flex_attention
 from .index import RelativeIndex
@@ -225,6 +225,7 @@ def flex_shaw_attention(
             f"(torch >= 2.5), this is torch {torch.__version__}"
         )
     refuse_cpu_backward(query, (query, key, value, key_table, value_table), instead="eager")
+    query, key, value = detached_without_grad(query, key, value)
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
     bool_mask = float_mask = None
     if attn_mask is not None:

@@ -42,6 +42,7 @@ from .checks import (
     check_dropout,
     check_qkv,
     check_scale,
+    detached_without_grad,
     logit_mask,
     refuse_cpu_backward,
 )
@@ -304,7 +305,8 @@ def flex_bias_attention(
     needs_grad = [query, key, value, distance_bias]
     if relative_scores is not None:
         needs_grad += [relative_scores.query_scores, relative_scores.key_scores]
-    refuse_cpu_backward(query, needs_grad, instead="sdpa")
+    refuse_cpu_backward(query, needs_grad, instead="auto")
+    query, key, value = detached_without_grad(query, key, value)
     if relative_scores is not None:
         relative_scores.check(batch, heads, q_len, k_len)
         rows = relative_scores.rows.to(query.device)  # (Lq + Lk - 1,)
@@ -431,7 +433,7 @@ def check_bias_backend(backend: str, dropout_p: float, *, no_dropout: tuple[str,
     if backend in no_dropout and dropout_p > 0:
         raise ValueError(
             f"backend={backend!r} has no attention dropout, got dropout_p={dropout_p}; use "
-            "backend='sdpa' (or 'auto'), or dropout_p=0.0 (evaluation)"
+            "backend='auto' (SDPA), or dropout_p=0.0 (evaluation)"
         )
 
 
