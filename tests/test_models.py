@@ -96,11 +96,11 @@ def test_cached_decoding_equals_full_recomputation(arch, scheme):
         full = model(tokens)
         cached = torch.cat([model(tokens[:, t : t + 1], caches=caches) for t in range(steps)], 1)
     torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9)
-    # And generate() equals naive greedy; eos=VOCAB is an id no logit has, so no early stop.
+    # And generate() equals naive greedy; eos=None: no early stop.
     if arch == "encoder-decoder":
-        generated = model.generate(source, padding, bos=1, eos=VOCAB, max_new_tokens=steps)
+        generated = model.generate(source, padding, bos=1, eos=None, max_new_tokens=steps)
     else:
-        generated = model.generate(source, eos=VOCAB, max_new_tokens=steps)
+        generated = model.generate(source, eos=None, max_new_tokens=steps)
     assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
 
 
@@ -212,6 +212,19 @@ def test_generate_needs_a_prompt_and_a_non_negative_budget():
     seq2seq = build_model(tiny("encoder-decoder", "shaw"), VOCAB).eval()
     with pytest.raises(ValueError, match=r"max_new_tokens must be an int >= 0, got 2.0"):
         seq2seq.generate(torch.full((2, 3), 5), bos=1, eos=2, max_new_tokens=2.0)
+
+
+def test_generate_needs_special_tokens_of_the_vocabulary():
+    decoder = build_model(tiny("decoder", "shaw"), VOCAB).eval()
+    seq2seq = build_model(tiny("encoder-decoder", "shaw"), VOCAB).eval()
+    prompt = torch.full((2, 3), 5)
+    # An eos the model cannot emit would never stop decoding early; a float bos was truncated.
+    with pytest.raises(ValueError, match=rf"eos must be a token id in \[0, {VOCAB}\).*got 99"):
+        decoder.generate(prompt, eos=99, max_new_tokens=3)
+    with pytest.raises(TypeError, match=r"bos must be an int token id, got float 1.5"):
+        seq2seq.generate(prompt, bos=1.5, eos=2, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"eos must be a token id .*got -1"):
+        seq2seq.generate(prompt, bos=1, eos=-1, max_new_tokens=3)
 
 
 def test_source_and_target_batch_sizes_must_agree():

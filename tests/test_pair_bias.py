@@ -174,6 +174,17 @@ LOG_BUCKETS = {0: 0, 5: 5, -5: -5, 127: 127, 128: 128, -128: -128, 129: 129, 200
 LOG_BUCKETS |= {-200: -169, 511: 255, -511: -255, 1000: 317}
 
 
+@pytest.mark.parametrize(
+    "bucket_size, max_position, error",
+    [(0, 4, ValueError), (1, 4, ValueError), (4, 2, ValueError), (8, 5, ValueError),
+     (4.0, 8, TypeError), (4, True, TypeError)],
+)  # fmt: skip
+def test_deberta_log_buckets_refuse_sizes_without_a_log_scale(bucket_size, max_position, error):
+    # (4, 2) and (8, 3) gave buckets that shrink with the distance; (0, ·) divided by zero.
+    with pytest.raises(error, match="bucket_size|max_position"):
+        relpos.deberta_log_bucket(torch.arange(-6, 7), bucket_size, max_position)
+
+
 def test_deberta_log_buckets_known_values():
     distances = torch.tensor(list(LOG_BUCKETS))
     got = relpos.deberta_log_bucket(distances, 256, 512)

@@ -205,14 +205,28 @@ class _TokenModel(nn.Module):
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, scheme={self.scheme!r}, vocab_size={self.vocab_size}"
 
+    def _check_token_id(self, value: object, name: str, *, none: bool = False) -> None:
+        """A special token (``bos``, ``eos``) must be a token of the vocabulary: a float would be
+        truncated, and an ``eos`` the model can never emit would never stop decoding early
+        (``eos=None`` says that on purpose)."""
+        if none and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int token id, got {type(value).__name__} {value!r}")
+        if not 0 <= value < self.vocab_size:
+            raise ValueError(
+                f"{name} must be a token id in [0, {self.vocab_size}) (vocab_size="
+                f"{self.vocab_size}), got {value}"
+            )
 
-def greedy_decode(step, first: Tensor, *, eos: int, max_new_tokens: int) -> Tensor:
+
+def greedy_decode(step, first: Tensor, *, eos: int | None, max_new_tokens: int) -> Tensor:
     """Batched greedy decoding.
 
     ``step(tokens (B, 1)) -> logits (B, 1, V)`` consumes one token and returns the next-token
     logits (it owns the key/value caches). ``first (B, 1)`` is fed first. Returns ``(B, T)`` with
     ``T <= max_new_tokens``; after a row emits ``eos`` it is padded with ``eos``. Stops as soon as
-    every row has finished.
+    every row has finished; ``eos=None`` never stops early (``T = max_new_tokens``).
     """
     if (
         isinstance(max_new_tokens, bool)
@@ -224,9 +238,10 @@ def greedy_decode(step, first: Tensor, *, eos: int, max_new_tokens: int) -> Tens
     generated = []
     for _ in range(max_new_tokens):
         next_token = step(tokens)[:, -1].argmax(dim=-1)  # (B,)
-        next_token = next_token.masked_fill(finished, eos)
+        if eos is not None:
+            next_token = next_token.masked_fill(finished, eos)
+            finished = finished | (next_token == eos)
         generated.append(next_token)
-        finished = finished | (next_token == eos)
         if bool(finished.all()):
             break
         tokens = next_token[:, None]  # (B, 1)
@@ -287,11 +302,13 @@ class EncoderDecoder(_TokenModel):
         source_padding: Tensor | None = None,
         *,
         bos: int,
-        eos: int,
+        eos: int | None,
         max_new_tokens: int,
     ) -> Tensor:
         """Greedy decoding with a key/value cache: ``(B, T)`` tokens after BOS (see
         :func:`greedy_decode`). Call ``model.eval()`` first to switch dropout off."""
+        self._check_token_id(bos, "bos")
+        self._check_token_id(eos, "eos", none=True)
         memory = self.encode(source, source_padding)
         caches = [KVCache() for _ in self.decoder.blocks]
         first = torch.full((source.shape[0], 1), bos, dtype=torch.long, device=source.device)
@@ -319,7 +336,7 @@ class DecoderOnly(_TokenModel):
         return self.logits(self.decoder(x, caches=caches))
 
     @torch.no_grad()
-    def generate(self, prompt: Tensor, *, eos: int, max_new_tokens: int) -> Tensor:
+    def generate(self, prompt: Tensor, *, eos: int | None, max_new_tokens: int) -> Tensor:
         """Greedy continuation of ``prompt (B, Lp)``: ``(B, T)`` new tokens.
 
         Every row's prompt must have the same length (no padding): group prompts by length, so
@@ -332,6 +349,7 @@ class DecoderOnly(_TokenModel):
                 "prompt must hold at least one token per row, shape (B, Lp) with Lp >= 1, "
                 f"got {tuple(prompt.shape)}"
             )
+        self._check_token_id(eos, "eos", none=True)
         caches = [KVCache() for _ in self.decoder.blocks]
         if prompt.shape[1] > 1:
             self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last token

@@ -77,7 +77,16 @@ def deberta_log_bucket(relative_position: Tensor, bucket_size: int, max_position
     ``|n| <= bucket_size // 2`` is returned as is; beyond, buckets widen logarithmically and reach
     ``±(bucket_size - 1)`` at ``|n| = max_position - 1`` (larger ``|n|`` go on growing; the row
     index clamps them). Computed in float32 as Hugging Face does, so the ceilings agree.
+    Needs ``bucket_size >= 2`` and ``max_position - 1 > bucket_size // 2`` (the log's base).
     """
+    for value, name in ((bucket_size, "bucket_size"), (max_position, "max_position")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if bucket_size < 2 or max_position - 1 <= bucket_size // 2:
+        raise ValueError(
+            "log buckets need bucket_size >= 2 and max_position > bucket_size // 2 + 1, got "
+            f"bucket_size={bucket_size}, max_position={max_position}"
+        )
     mid = bucket_size // 2
     sign = torch.sign(relative_position)
     inside = (relative_position < mid) & (relative_position > -mid)
