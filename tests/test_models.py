@@ -227,6 +227,18 @@ def test_generate_needs_special_tokens_of_the_vocabulary():
         seq2seq.generate(prompt, bos=1, eos=-1, max_new_tokens=3)
 
 
+def test_padding_errors_name_the_models_argument():
+    seq2seq = build_model(tiny("encoder-decoder", "shaw"), VOCAB)
+    encoder = build_model(tiny("encoder", "shaw"), VOCAB)
+    tokens = torch.full((2, 4), 5)
+    with pytest.raises(ValueError, match=r"source_padding must have the shape of its tokens, "
+                       r"\(2, 4\), got \(2, 3\)"):  # fmt: skip
+        seq2seq(tokens, tokens, torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"padding must be a bool tensor, True at padding, got "
+                       r"torch.int64"):  # fmt: skip
+        encoder(tokens, torch.zeros(2, 4, dtype=torch.long))
+
+
 def test_source_and_target_batch_sizes_must_agree():
     model = build_model(tiny("encoder-decoder", "shaw"), VOCAB)
     with pytest.raises(ValueError, match=r"source has 2 rows but target has 1"):

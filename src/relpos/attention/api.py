@@ -154,8 +154,8 @@ def shaw_attention(
             are both given).
         attn_mask: as in ``scaled_dot_product_attention``: boolean (True = may attend) or float
             (added to the logits), broadcasting to ``(B, H, Lq, Lk)``. A float mask must not hold
-            ``+inf`` (its row's softmax is ``inf / inf``, NaN, as in SDPA); ``-inf`` masks a key.
-            The values are not scanned for it, to keep the check off the hot path.
+            ``+inf`` or NaN (its row's softmax is then NaN, as in SDPA); ``-inf`` masks a key.
+            The values are not scanned for them, to keep the check off the hot path.
         is_causal: top-left aligned causal mask, as in SDPA (row ``r`` sees columns ``c <= r``);
             may be combined with ``attn_mask``. For cached decoding pass an explicit mask.
         dropout_p: probability of dropping an attention weight; both value terms use the dropped

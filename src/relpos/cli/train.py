@@ -99,7 +99,8 @@ def register(subparsers) -> None:
     run_group.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run-dir from its last checkpoint, with its saved "
+        help="continue the run in --run-dir from its last checkpoint (a folder without one "
+        "starts the run afresh), with its saved "
         "settings (flags given again may change only --device, --eval-batch-size, "
         "--checkpoint-every, --threads: the rest, --steps included, would change the run)",
     )

@@ -197,6 +197,21 @@ class _TokenModel(nn.Module):
                 )
         return self.token_embedding(tokens) * math.sqrt(self.config.d_model)  # (B, L, E)
 
+    @staticmethod
+    def _check_padding(padding: Tensor | None, tokens: Tensor, name: str) -> None:
+        """``padding`` is None or a bool ``(B, L)`` like ``tokens``: checked here, so that the
+        error names the model's argument rather than the attention layer's."""
+        if padding is None:
+            return
+        if not isinstance(padding, Tensor) or padding.dtype != torch.bool:
+            got = padding.dtype if isinstance(padding, Tensor) else type(padding).__name__
+            raise ValueError(f"{name} must be a bool tensor, True at padding, got {got}")
+        if padding.shape != tokens.shape:
+            raise ValueError(
+                f"{name} must have the shape of its tokens, {tuple(tokens.shape)}, "
+                f"got {tuple(padding.shape)}"
+            )
+
     def logits(self, hidden: Tensor) -> Tensor:
         if self.output is not None:
             return self.output(hidden)
@@ -262,6 +277,7 @@ class EncoderDecoder(_TokenModel):
 
     def encode(self, source: Tensor, source_padding: Tensor | None = None) -> Tensor:
         """``source (B, Ls)`` → memory ``(B, Ls, E)``; ``source_padding``: True at padding."""
+        self._check_padding(source_padding, source, "source_padding")
         x = self.encoder.embed(self.embed_tokens(source))
         return self.encoder(x, padding=source_padding)
 
@@ -371,5 +387,6 @@ class EncoderOnly(_TokenModel):
 
     def forward(self, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
         """``tokens (B, L)`` → logits ``(B, L, V)``; ``padding (B, L)`` True at padding."""
+        self._check_padding(padding, tokens, "padding")
         x = self.encoder.embed(self.embed_tokens(tokens))
         return self.logits(self.encoder(x, padding=padding))
