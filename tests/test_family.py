@@ -441,6 +441,58 @@ def test_window_bias_in_multihead_attention():
         attn(windows[:, :5])
 
 
+def test_window_bias_resized_bicubic_is_swins_recipe():
+    # Swin's load_pretrained, written out for square windows: the table (L1, H) as H images of
+    # S1 x S1, bicubic to S2 x S2, back to (L2, H).
+    torch.manual_seed(0)
+    heads, small, large = 3, 4, 7
+    bias = relpos.WindowRelativeBias(small, heads).double()
+    torch.nn.init.normal_(bias.bias_table)
+    s1, s2 = 2 * small - 1, 2 * large - 1
+    images = bias.bias_table.detach().permute(1, 0).reshape(1, heads, s1, s1)
+    expected = torch.nn.functional.interpolate(images, size=(s2, s2), mode="bicubic")
+    expected = expected.reshape(heads, s2 * s2).permute(1, 0)
+    resized = bias.resized(large)
+    assert isinstance(resized, relpos.WindowRelativeBias)
+    assert (resized.window_h, resized.window_w) == (large, large)
+    assert resized.bias_table.dtype == torch.float64 and resized.bias_table.requires_grad
+    torch.testing.assert_close(resized.bias_table.detach(), expected, rtol=0, atol=1e-12)
+    # The centre row ("myself") lands on the centre row: its value is kept exactly.
+    centre_old, centre_new = (small - 1) * (s1 + 1), (large - 1) * (s2 + 1)
+    torch.testing.assert_close(resized.bias_table[centre_new], bias.bias_table[centre_old])
+    # The same size gives the same table; a rectangular window resizes each axis.
+    torch.testing.assert_close(bias.resized(small).bias_table, bias.bias_table)
+    assert relpos.WindowRelativeBias((2, 5), 2).resized((3, 4)).bias_table.shape == (5 * 7, 2)
+
+
+@pytest.mark.parametrize("old, new", [((3, 2), (5, 4)), ((4, 4), (2, 3)), ((2, 3), (2, 3))])
+def test_window_bias_resized_clip_keeps_every_offset(old, new):
+    torch.manual_seed(1)
+    bias = relpos.WindowRelativeBias(old, 2)
+    torch.nn.init.normal_(bias.bias_table)
+    resized = bias.resized(new, mode="clip")
+    (oh, ow), (nh, nw) = old, new
+    dense = resized.bias()  # (H, N', N')
+    tokens = [(y, x) for y in range(nh) for x in range(nw)]
+    for i, (yi, xi) in enumerate(tokens):
+        for j, (yj, xj) in enumerate(tokens):
+            dy = max(-(oh - 1), min(oh - 1, yi - yj))
+            dx = max(-(ow - 1), min(ow - 1, xi - xj))
+            row = (dy + oh - 1) * (2 * ow - 1) + dx + ow - 1
+            assert torch.equal(dense[:, i, j], bias.bias_table[row])
+
+
+def test_window_bias_resized_is_a_new_parameter():
+    bias = relpos.WindowRelativeBias(3, 2)
+    resized = bias.resized(5, mode="clip")
+    resized.bias().sum().backward()
+    assert bias.bias_table.grad is None and resized.bias_table.grad is not None
+    with pytest.raises(ValueError, match="mode must be 'bicubic' or 'clip', got 'nearest'"):
+        bias.resized(5, mode="nearest")
+    with pytest.raises(ValueError, match="window_size"):
+        bias.resized(0)
+
+
 @pytest.mark.parametrize("size", [0, (2, 0), (2, 2, 2), 2.5])
 def test_window_bad_size(size):
     with pytest.raises(ValueError, match="window_size"):
@@ -513,6 +565,20 @@ def test_continuous_window_bias_transfers_to_a_larger_window():
     x = torch.randn(2, 256, 8)
     out = relpos.MultiheadAttention(8, 2, position=large)(x)
     assert out.shape == (2, 256, 8) and torch.isfinite(out).all()
+
+
+def test_continuous_window_bias_resized_keeps_the_training_window():
+    torch.manual_seed(2)
+    small = relpos.ContinuousWindowBias((4, 3), 2, hidden_dim=8).double()
+    large = small.resized(6)
+    assert large.pretrained_window_size == (4, 3) and large.mlp[0].weight.dtype == torch.float64
+    built = relpos.ContinuousWindowBias(6, 2, hidden_dim=8, pretrained_window_size=(4, 3))
+    built.load_state_dict(small.state_dict())
+    torch.testing.assert_close(large.bias(), built.double().bias())
+    # Offset (1, 2) has the same bias in both windows; resizing again keeps the 4x3 scale.
+    small_bias, large_bias = small.bias(), large.resized((8, 8)).bias()
+    assert torch.equal(small_bias[:, 1 * 3 + 2, 0], large_bias[:, 1 * 8 + 2, 0])
+    assert large.mlp[0].weight is not small.mlp[0].weight
 
 
 def test_continuous_window_bias_bad_input():

@@ -199,6 +199,41 @@ class WindowRelativeBias(_WindowBias):
     def table(self) -> Tensor:
         return self.bias_table
 
+    def resized(
+        self, window_size: int | tuple[int, int], *, mode: str = "bicubic"
+    ) -> WindowRelativeBias:
+        """A new bias for another window size, its table made from this one's (no gradient link).
+
+        A table has a row for every offset of its own window only, so a model moved to larger
+        windows needs rows it never trained. ``mode``:
+
+        - ``"bicubic"``: the table seen as an image over ``(dy, dx)``, ``(2Wh-1) × (2Ww-1)`` per
+          head, resized bicubically to the new window's (Swin's own recipe for fine-tuning at
+          another window size). It *stretches* the table: at twice the window, offset ``2``
+          reads about what offset ``1`` had learned.
+        - ``"clip"``: offset ``(dy, dx)`` keeps exactly the value it learned; an offset beyond
+          the old window takes that of the nearest one inside it, each axis clipped to
+          ``[-(W - 1), W - 1]`` — Shaw's clipping in two dimensions. Shrinking crops the centre.
+        """
+        if mode not in ("bicubic", "clip"):
+            raise ValueError(f"mode must be 'bicubic' or 'clip', got {mode!r}")
+        new = WindowRelativeBias(window_size, self.num_heads).to(self.bias_table)
+        old_grid = self.bias_table.detach().view(2 * self.window_h - 1, 2 * self.window_w - 1, -1)
+        new_h, new_w = 2 * new.window_h - 1, 2 * new.window_w - 1
+        if mode == "bicubic":
+            image = old_grid.permute(2, 0, 1)[None]  # (1, H, 2Wh-1, 2Ww-1)
+            resized = nn.functional.interpolate(image, size=(new_h, new_w), mode="bicubic")
+            table = resized[0].permute(1, 2, 0)  # (2Wh'-1, 2Ww'-1, H)
+        else:
+            dy = torch.arange(new_h) - (new.window_h - 1)
+            dx = torch.arange(new_w) - (new.window_w - 1)
+            rows = dy.clamp(-(self.window_h - 1), self.window_h - 1) + self.window_h - 1
+            cols = dx.clamp(-(self.window_w - 1), self.window_w - 1) + self.window_w - 1
+            table = old_grid[rows.to(old_grid.device)][:, cols.to(old_grid.device)]
+        with torch.no_grad():
+            new.bias_table.copy_(table.reshape(new_h * new_w, -1))
+        return new
+
     def extra_repr(self) -> str:
         return f"window_size=({self.window_h}, {self.window_w}), num_heads={self.num_heads}"
 
@@ -250,6 +285,19 @@ class ContinuousWindowBias(_WindowBias):
     def table(self) -> Tensor:
         # sigmoid bounds every bias to (0, 16), however far the offsets extrapolate.
         return 16 * torch.sigmoid(self.mlp(self.log_offsets.to(self.mlp[0].weight.dtype)))
+
+    def resized(self, window_size: int | tuple[int, int]) -> ContinuousWindowBias:
+        """A new bias for another window size with a copy of this MLP: offsets stay normalised
+        by the window the MLP was trained on (``pretrained_window_size``, or this window), so
+        every offset keeps its value and new, larger ones read the MLP further out."""
+        new = ContinuousWindowBias(
+            window_size,
+            self.num_heads,
+            hidden_dim=self.mlp[0].out_features,
+            pretrained_window_size=self.pretrained_window_size or (self.window_h, self.window_w),
+        ).to(self.mlp[0].weight)
+        new.load_state_dict(self.state_dict())
+        return new
 
     def extra_repr(self) -> str:
         return (
