@@ -16,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def run_example(name: str, cwd: Path, steps: int) -> str:
     env = {**os.environ, "RELPOS_EXAMPLE_STEPS": str(steps), "OMP_NUM_THREADS": "1"}
+    env["RELPOS_EXAMPLE_SEEDS"] = "1"
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         cwd=cwd,
@@ -43,6 +44,13 @@ def run_example(name: str, cwd: Path, steps: int) -> str:
         ),
         ("custom_scheme.py", 10, ["[2, 3, 4, 4, 4]", "clipped-bias  exact match: seen 1-6"]),
         ("custom_task.py", 5, ["add-one: 5000 training examples", "| shaw k=4 |"]),
+        (
+            "swin_windows.py",
+            3,
+            ["trained on 4x4 grids, 3 steps", "| scheme | 4x4 (trained) | 6x6 | 8x8 | 12x12 |"]
+            + [f"| {name} | " for name in ("none", "shaw-1d", "swin, bicubic", "swin, clip")]
+            + ["| swin-v2 | ", "share of a centre cell's attention on its up-left"],
+        ),
     ],
 )
 def test_example_runs(name, steps, expected, tmp_path):
