@@ -481,3 +481,62 @@ def test_self_attention_needs_keys_and_values_of_the_model_width():
 def test_cache_must_be_a_kv_cache():
     with pytest.raises(TypeError, match=r"cache must be a KVCache or None, got dict"):
         make_module()(inputs(), cache={})
+
+
+# --- from torch.nn.MultiheadAttention -------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_from_torch_computes_what_the_torch_module_does(batch_first, bias):
+    torch.manual_seed(0)
+    source = torch.nn.MultiheadAttention(EMBED, HEADS, bias=bias, batch_first=batch_first)
+    source = source.double().eval()
+    layer = MultiheadAttention.from_torch(source).eval()
+    assert layer.batch_first == batch_first and layer.q_proj.weight.dtype == torch.float64
+    x = inputs()  # (2, 6, E)
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, -2:] = True
+    blocked = torch.ones(6, 6, dtype=torch.bool).triu(1)  # torch's convention: True = blocked
+    if not batch_first:
+        x = x.transpose(0, 1)
+    expected, _ = source(x, x, x, key_padding_mask=padding, attn_mask=blocked, need_weights=False)
+    got = layer(x, key_padding_mask=padding, attn_mask=~blocked)
+    torch.testing.assert_close(got, expected, **TIGHT)
+    torch.testing.assert_close(layer(x, key_padding_mask=padding, is_causal=True), got, **TIGHT)
+
+
+def test_from_torch_cross_attention_with_other_key_and_value_widths():
+    torch.manual_seed(1)
+    source = torch.nn.MultiheadAttention(EMBED, HEADS, kdim=5, vdim=7, batch_first=True)
+    source = source.double().eval()
+    layer = MultiheadAttention.from_torch(source, max_distance=2).eval()
+    target, keys, values = inputs(length=4), inputs(length=6, width=5), inputs(length=6, width=7)
+    expected, _ = source(target, keys, values, need_weights=False)
+    torch.testing.assert_close(layer(target, keys, values), expected, **TIGHT)
+
+
+def test_from_torch_with_zeroed_tables_starts_from_the_torch_function():
+    torch.manual_seed(2)
+    source = torch.nn.MultiheadAttention(EMBED, HEADS, batch_first=True).double().eval()
+    layer = MultiheadAttention.from_torch(source, max_distance=3, per_head_tables=True).eval()
+    x = inputs()
+    expected, _ = source(x, x, x, need_weights=False)
+    assert not torch.allclose(layer(x), expected)  # random relative tables: another function
+    torch.nn.init.zeros_(layer.position.key_table)
+    torch.nn.init.zeros_(layer.position.value_table)
+    torch.testing.assert_close(layer(x), expected, **TIGHT)
+    assert layer.position.key_table.shape == (HEADS, 7, EMBED // HEADS)
+
+
+def test_from_torch_refuses_what_it_cannot_copy():
+    with pytest.raises(
+        TypeError, match=r"module must be a torch.nn.MultiheadAttention, got Linear"
+    ):
+        MultiheadAttention.from_torch(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match=r"add_bias_kv or add_zero_attn"):
+        MultiheadAttention.from_torch(torch.nn.MultiheadAttention(8, 2, add_bias_kv=True))
+    with pytest.raises(ValueError, match=r"add_bias_kv or add_zero_attn"):
+        MultiheadAttention.from_torch(torch.nn.MultiheadAttention(8, 2, add_zero_attn=True))
+    with pytest.raises(ValueError, match=r"batch_first is copied from module"):
+        MultiheadAttention.from_torch(torch.nn.MultiheadAttention(8, 2), batch_first=True)

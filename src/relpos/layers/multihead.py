@@ -173,6 +173,75 @@ class MultiheadAttention(nn.Module):
         self.position = position if position is not None else AttentionPosition()
         self.reset_parameters()
 
+    @classmethod
+    def from_torch(
+        cls,
+        module: nn.MultiheadAttention,
+        *,
+        max_distance: int | None = None,
+        position: AttentionPosition | None = None,
+        **options,
+    ) -> MultiheadAttention:
+        """A relpos layer with the weights of a ``torch.nn.MultiheadAttention``, to give an
+        existing (pretrained) model relative positions.
+
+        The projections, biases, widths, dropout and ``batch_first`` are copied; ``max_distance``,
+        ``position`` and the other keyword ``options`` are this class's (``key_term``,
+        ``per_head_tables``, ``backend``, …). Without positions the new layer computes what
+        ``module`` does. The relative tables start at their usual random values; zero them
+        (``nn.init.zeros_(layer.position.key_table)``, and ``value_table``) to start from exactly
+        ``module``'s function and let training grow the relative terms.
+
+        Two differences from ``torch.nn.MultiheadAttention`` remain at the call: a bool
+        ``attn_mask`` here marks what **may** be attended (SDPA's convention; torch's layer
+        marks what may not: pass ``~mask``), and the call returns the output alone, not
+        ``(output, weights)``. ``add_bias_kv`` and ``add_zero_attn`` have no counterpart and are
+        refused.
+        """
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(
+                f"module must be a torch.nn.MultiheadAttention, got {type(module).__name__}"
+            )
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError(
+                "module uses add_bias_kv or add_zero_attn, which relpos.MultiheadAttention has "
+                "no counterpart for"
+            )
+        for name in ("embed_dim", "num_heads", "kdim", "vdim", "dropout", "batch_first", "bias"):
+            if name in options:
+                raise ValueError(f"{name} is copied from module; do not pass it to from_torch")
+        embed_dim = module.embed_dim
+        has_bias = module.out_proj.bias is not None
+        layer = cls(
+            embed_dim,
+            module.num_heads,
+            max_distance=max_distance,
+            position=position,
+            dropout=module.dropout,
+            bias=has_bias,
+            kdim=module.kdim,
+            vdim=module.vdim,
+            batch_first=module.batch_first,
+            **options,
+        )
+        if module.in_proj_weight is not None:  # one (3E, E) matrix: q, k, v stacked
+            weights = module.in_proj_weight.chunk(3)
+        else:  # kdim or vdim != embed_dim: three matrices
+            weights = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)
+        biases = module.in_proj_bias.chunk(3) if has_bias else (None, None, None)
+        layer = layer.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype)
+        with torch.no_grad():
+            for proj, weight, bias in zip(
+                (layer.q_proj, layer.k_proj, layer.v_proj), weights, biases, strict=True
+            ):
+                proj.weight.copy_(weight)
+                if bias is not None:
+                    proj.bias.copy_(bias)
+            layer.out_proj.weight.copy_(module.out_proj.weight)
+            if has_bias:
+                layer.out_proj.bias.copy_(module.out_proj.bias)
+        return layer
+
     def reset_parameters(self) -> None:
         # As torch.nn.MultiheadAttention: Xavier-uniform projections, zero biases.
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
