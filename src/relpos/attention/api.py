@@ -80,6 +80,8 @@ def register_backend(
 
 
 def available_backends() -> list[str]:
+    """The names ``shaw_attention(backend=...)`` takes: ``"auto"``, then every registered
+    backend in the order of registration (``AUTO_ORDER`` is the order ``"auto"`` tries)."""
     return ["auto", *BACKENDS]
 
 

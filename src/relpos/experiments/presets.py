@@ -39,6 +39,7 @@ def register_preset(name: str):
 
 
 def available_presets() -> list[str]:
+    """The preset grids ``relpos compare --preset`` runs (Shaw et al.'s tables' analogues)."""
     return sorted(PRESETS)
 
 

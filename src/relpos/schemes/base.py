@@ -291,6 +291,7 @@ def register_scheme(cls: type[PositionScheme]) -> type[PositionScheme]:
 
 
 def available_schemes() -> list[str]:
+    """The registered scheme names :func:`get_scheme` takes, sorted."""
     return sorted(SCHEMES)
 
 

@@ -91,6 +91,7 @@ def register_task(name: str) -> Callable:
 
 
 def available_tasks() -> list[str]:
+    """The registered task names :func:`get_task` takes (a TSV file is ``"file:PATH"``)."""
     return sorted(TASKS)
 
 
