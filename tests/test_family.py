@@ -487,6 +487,8 @@ def test_window_bias_resized_is_a_new_parameter():
     resized = bias.resized(5, mode="clip")
     resized.bias().sum().backward()
     assert bias.bias_table.grad is None and resized.bias_table.grad is not None
+    half = relpos.WindowRelativeBias(3, 2).to(torch.bfloat16)
+    assert half.resized(5).bias_table.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="mode must be 'bicubic' or 'clip', got 'nearest'"):
         bias.resized(5, mode="nearest")
     with pytest.raises(ValueError, match="window_size"):

@@ -221,15 +221,19 @@ class WindowRelativeBias(_WindowBias):
         old_grid = self.bias_table.detach().view(2 * self.window_h - 1, 2 * self.window_w - 1, -1)
         new_h, new_w = 2 * new.window_h - 1, 2 * new.window_w - 1
         if mode == "bicubic":
-            image = old_grid.permute(2, 0, 1)[None]  # (1, H, 2Wh-1, 2Ww-1)
+            # (1, H, 2Wh-1, 2Ww-1); bicubic interpolation wants float32 or wider on the CPU.
+            image = old_grid.permute(2, 0, 1)[None].to(
+                torch.promote_types(old_grid.dtype, torch.float32)
+            )
             resized = nn.functional.interpolate(image, size=(new_h, new_w), mode="bicubic")
             table = resized[0].permute(1, 2, 0)  # (2Wh'-1, 2Ww'-1, H)
         else:
-            dy = torch.arange(new_h) - (new.window_h - 1)
-            dx = torch.arange(new_w) - (new.window_w - 1)
+            device = old_grid.device
+            dy = torch.arange(new_h, device=device) - (new.window_h - 1)
+            dx = torch.arange(new_w, device=device) - (new.window_w - 1)
             rows = dy.clamp(-(self.window_h - 1), self.window_h - 1) + self.window_h - 1
             cols = dx.clamp(-(self.window_w - 1), self.window_w - 1) + self.window_w - 1
-            table = old_grid[rows.to(old_grid.device)][:, cols.to(old_grid.device)]
+            table = old_grid[rows][:, cols]  # (2Wh'-1, 2Ww'-1, H)
         with torch.no_grad():
             new.bias_table.copy_(table.reshape(new_h * new_w, -1))
         return new
