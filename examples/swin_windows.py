@@ -56,6 +56,7 @@ def grid_batch(batch: int, side: int, generator: torch.Generator) -> tuple[torch
     digits = torch.randint(VOCAB, (batch, side, side), generator=generator)
     dy, dx = OFFSET
     targets = torch.full_like(digits, -100)
+    # The cells (y, x) whose (y + dy, x + dx) lies inside the grid, and those source cells.
     ys, xs = slice(max(-dy, 0), side - max(dy, 0)), slice(max(-dx, 0), side - max(dx, 0))
     source_ys, source_xs = slice(ys.start + dy, ys.stop + dy), slice(xs.start + dx, xs.stop + dx)
     targets[:, ys, xs] = digits[:, source_ys, source_xs]
