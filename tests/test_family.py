@@ -701,3 +701,86 @@ def test_cached_decoding_equals_full_recomputation(name):
         start += size
     assert cache.length == 12
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Swin's windows: partition, reverse, shifted-window mask
+
+
+def test_window_partition_matches_an_explicit_loop_and_reverses():
+    torch.manual_seed(3)
+    batch, height, width, channels, (wh, ww) = 2, 6, 8, 3, (3, 4)
+    x = torch.randn(batch, height, width, channels)
+    windows = relpos.window_partition(x, (wh, ww))
+    assert windows.shape == (batch * 2 * 2, wh * ww, channels)
+    n = 0
+    for b in range(batch):
+        for wy in range(height // wh):
+            for wx in range(width // ww):
+                for t in range(wh * ww):  # row-major inside the window
+                    y, xx = wy * wh + t // ww, wx * ww + t % ww
+                    assert torch.equal(windows[n, t], x[b, y, xx])
+                n += 1
+    assert torch.equal(relpos.window_reverse(windows, (wh, ww), height, width), x)
+    with pytest.raises(ValueError, match="a 6x8 grid does not split into 4x4 windows"):
+        relpos.window_partition(x, 4)
+    with pytest.raises(ValueError, match=r"windows must be \(B·nW, 12, C\) with nW = 4"):
+        relpos.window_reverse(windows[:3], (wh, ww), height, width)
+
+
+@pytest.mark.parametrize("size, window, shift", [(8, 4, 2), ((6, 9), (3, 3), (1, 2)), (8, 4, 0)])
+def test_shifted_window_mask_allows_exactly_the_pairs_that_are_near_in_the_image(
+    size, window, shift
+):
+    # Independent of Swin's region labels: after rolling by -shift, two patches of one window
+    # may attend to each other iff they are less than a window apart in the unrolled image
+    # (a wrapped-round patch is a whole image away).
+    height, width = (size, size) if isinstance(size, int) else size
+    wh, ww = (window, window) if isinstance(window, int) else window
+    sh, sw = (shift, shift) if isinstance(shift, int) else shift
+    mask = relpos.shifted_window_mask(height, width, window, shift)
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij"), dim=-1
+    )  # (Hp, Wp, 2): each patch's (y, x) in the image
+    rolled = torch.roll(coords, shifts=(-sh, -sw), dims=(0, 1))
+    windows = relpos.window_partition(rolled[None], window)  # (nW, N, 2) image coordinates
+    gap = (windows[:, :, None, :] - windows[:, None, :, :]).abs()  # (nW, N, N, 2)
+    expected = (gap[..., 0] < wh) & (gap[..., 1] < ww)
+    assert mask.dtype == torch.bool and mask.shape == expected.shape
+    assert torch.equal(mask, expected)
+    if shift == 0:
+        assert bool(mask.all())
+
+
+def test_shifted_window_mask_bad_shift():
+    with pytest.raises(ValueError, match=r"shift must be an int or a pair .*got 4 for window 4"):
+        relpos.shifted_window_mask(8, 8, 4, 4)
+    with pytest.raises(ValueError, match="shift must be"):
+        relpos.shifted_window_mask(8, 8, 4, 1.5)
+
+
+def test_a_shifted_window_block_never_mixes_wrapped_patches():
+    # Roll, partition, attend with Swin's bias and mask, reverse, roll back: changing the patch
+    # at the image's top-left corner must leave the bottom-right patch's output unchanged,
+    # though the roll puts both in one window.
+    torch.manual_seed(4)
+    size, window, shift, channels, heads = 8, 4, 2, 8, 2
+    attn = relpos.MultiheadAttention(
+        channels, heads, position=relpos.WindowRelativeBias(window, heads)
+    ).double()
+    mask = relpos.shifted_window_mask(size, size, window, shift)[:, None]  # (nW, 1, N, N)
+
+    def block(image, attn_mask=mask):  # (1, Hp, Wp, C)
+        rolled = torch.roll(image, shifts=(-shift, -shift), dims=(1, 2))
+        out = attn(relpos.window_partition(rolled, window), attn_mask=attn_mask)
+        out = relpos.window_reverse(out, window, size, size)
+        return torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+
+    image = torch.randn(1, size, size, channels, dtype=torch.float64)
+    changed = image.clone()
+    changed[0, 0, 0] += 1.0
+    before, after = block(image), block(changed)
+    assert torch.equal(before[0, -1, -1], after[0, -1, -1])
+    assert not torch.equal(before[0, 1, 1], after[0, 1, 1])  # a true neighbour does see it
+    unmasked = block(changed, None)[0, -1, -1] - block(image, None)[0, -1, -1]
+    assert unmasked.abs().max() > 0  # without the mask the wrapped patches would mix

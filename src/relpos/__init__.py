@@ -40,10 +40,13 @@ from .schemes import (
     get_scheme,
     register_scheme,
     rope_frequencies,
+    shifted_window_mask,
     sinusoidal_encoding,
     swin_relative_position_index,
     swin_v2_log_offsets,
     t5_relative_bucket,
+    window_partition,
+    window_reverse,
 )
 
 __version__ = "0.1.0"
@@ -81,6 +84,9 @@ __all__ = [
     "rope_frequencies",
     "swin_relative_position_index",
     "swin_v2_log_offsets",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
     "t5_relative_bucket",
     "__version__",
 ]

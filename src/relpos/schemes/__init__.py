@@ -25,8 +25,11 @@ from .sinusoidal import SinusoidalEncoding, SinusoidalScheme, sinusoidal_encodin
 from .swin import (
     ContinuousWindowBias,
     WindowRelativeBias,
+    shifted_window_mask,
     swin_relative_position_index,
     swin_v2_log_offsets,
+    window_partition,
+    window_reverse,
 )
 from .t5 import T5RelativeBias, T5Scheme, t5_relative_bucket
 from .transformer_xl import TransformerXLPosition, TransformerXLScheme
@@ -67,6 +70,9 @@ __all__ = [
     "ContinuousWindowBias",
     "swin_v2_log_offsets",
     "swin_relative_position_index",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
     "T5RelativeBias",
     "T5Scheme",
     "t5_relative_bucket",

@@ -24,11 +24,12 @@ along the same log scale (:class:`ContinuousWindowBias`, ``pretrained_window_siz
 also changes the attention itself to a scaled cosine; that is not a position scheme, and the
 bias here is added to the usual ``q·k / sqrt(d)``.
 
-Use either with :class:`relpos.MultiheadAttention` on windows already flattened to
-``(B·nW, N, C)``::
+Use either with :class:`relpos.MultiheadAttention` on windows flattened to ``(B·nW, N, C)``
+(:func:`window_partition`, and :func:`shifted_window_mask` for Swin's shifted windows)::
 
     attn = MultiheadAttention(C, H, position=WindowRelativeBias((7, 7), H))
-    out = attn(windows)                                    # (B·nW, 49, C)
+    windows = window_partition(image, 7)                   # (B, Hp, Wp, C) -> (B·nW, 49, C)
+    out = window_reverse(attn(windows), 7, Hp, Wp)         # (B, Hp, Wp, C)
 
 A window has no "next token", so it is not a registered scheme for the sequence models, and
 cached decoding is refused.
@@ -45,10 +46,13 @@ from ..attention.flex_bias import dense_bias_attention
 from .base import AttentionPosition
 
 __all__ = [
+    "shifted_window_mask",
     "swin_relative_position_index",
     "swin_v2_log_offsets",
     "WindowRelativeBias",
     "ContinuousWindowBias",
+    "window_partition",
+    "window_reverse",
 ]
 
 
@@ -64,6 +68,94 @@ def _window(window_size: int | tuple[int, int]) -> tuple[int, int]:
             f"window_size must be a positive int or a pair (Wh, Ww) of them, got {window_size!r}"
         )
     return size
+
+
+def _check_grid(height: int, width: int, window_h: int, window_w: int) -> None:
+    if height % window_h or width % window_w:
+        raise ValueError(
+            f"a {height}x{width} grid does not split into {window_h}x{window_w} windows; pad it "
+            "to a multiple of the window first"
+        )
+
+
+def window_partition(x: Tensor, window_size: int | tuple[int, int]) -> Tensor:
+    """``x (B, Hp, Wp, C)`` → ``(B·nW, Wh·Ww, C)``: the windows, row-major over the grid of
+    windows, each one's tokens row-major (the order :func:`swin_relative_position_index` uses);
+    ``nW = (Hp / Wh)·(Wp / Ww)``."""
+    window_h, window_w = _window(window_size)
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (B, Hp, Wp, C) tensor, got {getattr(x, 'shape', x)!r}")
+    batch, height, width, channels = x.shape
+    _check_grid(height, width, window_h, window_w)
+    grid = x.view(batch, height // window_h, window_h, width // window_w, window_w, channels)
+    windows = grid.permute(0, 1, 3, 2, 4, 5)  # (B, Hp/Wh, Wp/Ww, Wh, Ww, C)
+    return windows.reshape(-1, window_h * window_w, channels)
+
+
+def window_reverse(
+    windows: Tensor, window_size: int | tuple[int, int], height: int, width: int
+) -> Tensor:
+    """The inverse of :func:`window_partition`: ``(B·nW, Wh·Ww, C)`` → ``(B, Hp, Wp, C)``."""
+    window_h, window_w = _window(window_size)
+    _check_grid(height, width, window_h, window_w)
+    per_image = (height // window_h) * (width // window_w)
+    if (
+        windows.dim() != 3
+        or windows.shape[1] != window_h * window_w
+        or (windows.shape[0] % per_image)
+    ):
+        raise ValueError(
+            f"windows must be (B·nW, {window_h * window_w}, C) with nW = {per_image} for a "
+            f"{height}x{width} grid, got {tuple(windows.shape)}"
+        )
+    channels = windows.shape[-1]
+    grid = windows.view(-1, height // window_h, width // window_w, window_h, window_w, channels)
+    return grid.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, channels)
+
+
+def shifted_window_mask(
+    height: int,
+    width: int,
+    window_size: int | tuple[int, int],
+    shift: int | tuple[int, int],
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Swin's mask for shifted windows (Sec. 3.2, "efficient batch computation"): ``(nW, N, N)``
+    bool, True where a query may attend to a key.
+
+    Swin rolls the ``Hp × Wp`` grid by ``(-sh, -sw)`` (``torch.roll``) before
+    :func:`window_partition`, so the windows along the bottom and right edges hold patches from
+    opposite sides of the image; a patch may attend only to those from its own side. For a batch
+    of ``B`` images pass ``mask.repeat(B, 1, 1)[:, None]`` (``(B·nW, 1, N, N)``) as ``attn_mask``.
+    """
+    window_h, window_w = _window(window_size)
+    _check_grid(height, width, window_h, window_w)
+    shifts = tuple(shift) if isinstance(shift, (tuple, list)) else (shift, shift)
+    if len(shifts) != 2 or any(
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < side
+        for value, side in zip(shifts, (window_h, window_w), strict=False)
+    ):
+        raise ValueError(
+            "shift must be an int or a pair (sh, sw) of ints in [0, window side), got "
+            f"{shift!r} for window {window_size!r}"
+        )
+    shift_h, shift_w = shifts
+
+    def bands(size: int, window: int, roll: int) -> tuple[slice, slice, slice]:
+        # One axis of the rolled grid: the bulk, the last window's near part, and the part the
+        # roll brought round from the other edge.
+        return slice(0, size - window), slice(size - window, size - roll), slice(size - roll, size)
+
+    labels = torch.zeros(1, height, width, 1, device=device)  # each patch's region
+    for n, (ys, xs) in enumerate(
+        (ys, xs)
+        for ys in bands(height, window_h, shift_h)
+        for xs in bands(width, window_w, shift_w)
+    ):
+        labels[:, ys, xs, :] = n
+    regions = window_partition(labels, (window_h, window_w))[..., 0]  # (nW, N)
+    return regions[:, :, None] == regions[:, None, :]  # (nW, N, N)
 
 
 def swin_relative_position_index(window_h: int, window_w: int) -> Tensor:
