@@ -190,3 +190,14 @@ def test_distance_profiles_are_the_schemes_own_numbers():
     assert decay[d == 0].item() == pytest.approx(1.0) and torch.equal(decay, decay.flip(0))
     with pytest.raises(ValueError, match="max_distance must be an int >= 1"):
         distance_profiles(max_distance=0)
+
+
+def test_a_stored_results_folder_without_checkpoints_says_so(compare_dir, tmp_path, capsys):
+    # docs/results keeps results.json and table.md only: the runs it lists are not there.
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    for name in ("results.json", "table.md"):
+        (stored / name).write_bytes((compare_dir / name).read_bytes())
+    assert main(["plot", "vectors", str(stored), "--out", str(tmp_path / "v.png")]) == 2
+    err = capsys.readouterr().err
+    assert "lists the run" in err and "rerun the compare" in err

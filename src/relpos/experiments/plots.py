@@ -484,7 +484,15 @@ def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
         schemes = {v["label"]: v["scheme"] for v in experiment["variants"]}
         for run in experiment["runs"]:
             if scheme is None or schemes.get(run["variant"]) == scheme:
-                return run_dir / run["run_dir"]
+                found = run_dir / run["run_dir"]
+                if not (found / "config.json").is_file():
+                    raise FileNotFoundError(
+                        f"compare folder {str(run_dir)!r} lists the run {run['run_dir']!r}, but "
+                        "its files (config.json, checkpoint) are not there: a stored results "
+                        "folder keeps results.json and table.md only; rerun the compare to draw "
+                        "from its models"
+                    )
+                return found
             finished.add(schemes.get(run["variant"], run["variant"]))
     wanted = f"finished {scheme!r} run" if scheme else "finished run"
     has = f"; its finished runs are of {', '.join(sorted(finished))}" if finished else ""
