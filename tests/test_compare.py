@@ -538,3 +538,21 @@ def test_table_header_names_the_unseen_lengths_below_and_above_training():
                           "summary": summarise(runs)}]}
     )  # fmt: skip
     assert "| variant | seen 2–4 | unseen 1, 5–6 |" in table
+
+
+def test_a_learned_table_too_short_for_the_lengths_fails_before_any_run_trains(tmp_path):
+    # Found only when the learned runs started, after the others had trained, it could not be
+    # fixed by --resume (max_len may not change on resume).
+    experiment = Experiment(
+        task="reverse",
+        task_options={"max_train_length": 3, "eval_lengths": [1, 2, 3, 6], "n_train": 50},
+        variants=[Variant("shaw", {"max_distance": 2}), Variant("learned")],
+        seeds=[0],
+        train={"steps": 2, "batch_size": 8},
+        model={"max_len": 4},
+    )
+    with pytest.raises(
+        ValueError, match=r"variant 'learned': the data need \d+ positions .*max_len=4"
+    ):
+        run_compare([experiment], tmp_path / "out", progress=False, log=None, jobs=1)
+    assert not (tmp_path / "out").exists()

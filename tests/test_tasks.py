@@ -450,3 +450,8 @@ def test_tsv_lines_without_tokens_are_blank_but_half_empty_lines_are_errors(tmp_
 def test_tsv_task_without_a_path_says_how_to_give_one():
     with pytest.raises(ValueError, match=r"path=.*file:PATH"):
         get_task("tsv", max_train_length=3)
+
+
+def test_a_task_option_called_name_reaches_the_task():
+    # get_task's own first parameter is positional-only, so `name` is the task's option.
+    assert get_task("reverse", name="reverse-2").name == "reverse-2"

@@ -40,6 +40,7 @@ from relpos.training import (
     train,
 )
 from relpos.training import checkpoint as ckpt
+from relpos.training.distributed import Distributed, check_batch_size
 from relpos.training.evaluate import eval_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -540,3 +541,72 @@ def test_a_batch_without_target_tokens_gives_no_gradient():
     config = tiny_config("encoder", steps=3, batch_size=4, bucket_window=1)
     result = train(config, task=Empty(), progress=False)
     assert all(math.isfinite(h["loss"]) for h in result.history)
+
+
+# --- what a resume must refuse -----------------------------------------------------------------
+
+
+def _half_run(tmp_path, **changes):
+    """A run folder stopped after its first checkpoint (step 4 of 12)."""
+    run_dir = tmp_path / "run"
+    train(tiny_config(steps=4, **changes), run_dir, progress=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["steps"] = 12  # as if stopped at step 4 of 12
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "metrics.json").unlink()
+    return run_dir
+
+
+def _edit_state(run_dir, **values):
+    path = run_dir / "checkpoint" / "state.json"
+    state = json.loads(path.read_text())
+    state.update(values)
+    path.write_text(json.dumps(state))
+
+
+def test_resume_refuses_another_process_count_and_keeps_the_saved_settings(tmp_path):
+    # Each process draws its own dropout masks: resuming a 2-process run with 1 is another run.
+    run_dir = _half_run(tmp_path)
+    _edit_state(run_dir, world_size=2)
+    saved_config = (run_dir / "config.json").read_text()
+    with pytest.raises(
+        ValueError, match=r"trained by 2 process\(es\) and this is 1.*nproc_per_node=2"
+    ):
+        train(tiny_config(eval_batch_size=4), run_dir, resume=True, progress=False)
+    # The failed resume did not make its (resumable) eval_batch_size the run's setting.
+    assert (run_dir / "config.json").read_text() == saved_config
+
+
+def test_resume_refuses_other_data(tmp_path):
+    run_dir = _half_run(tmp_path)
+    _edit_state(run_dir, data="0123456789abcdef")
+    with pytest.raises(ValueError, match="the task's examples differ from those"):
+        train(tiny_config(), run_dir, resume=True, progress=False)
+    # A checkpoint from before the digest and the process count were saved resumes.
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    del state["data"], state["world_size"]
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps(state))
+    assert train(tiny_config(), run_dir, resume=True, progress=False).metrics is not None
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "state.json"])
+def test_a_damaged_checkpoint_file_is_named(tmp_path, name):
+    run_dir = _half_run(tmp_path)
+    path = run_dir / "checkpoint" / name
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ValueError, match=rf"{name} is damaged .*delete that checkpoint folder"):
+        train(tiny_config(), run_dir, resume=True, progress=False)
+
+
+def test_devices_that_cannot_run_are_refused_before_anything_is_written(tmp_path):
+    for device, match in (("meta", "holds shapes, not values"), ("xpu", "cannot use xpu")):
+        with pytest.raises(ValueError, match=match):
+            train(tiny_config(device=device), tmp_path / device, progress=False)
+        assert not (tmp_path / device).exists()
+
+
+def test_batch_size_below_the_process_count_is_refused():
+    with pytest.raises(
+        ValueError, match=r"batch_size \(1\) must be >= the number of processes \(2\)"
+    ):
+        check_batch_size(1, Distributed(rank=0, world_size=2, device=torch.device("cpu")))

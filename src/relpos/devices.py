@@ -36,4 +36,13 @@ def available_device(device: str | torch.device, *, argument: str = "device") ->
             )
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{argument}={str(device)!r}, but MPS is not available on this machine")
+    elif resolved.type == "meta":
+        raise ValueError(f"{argument}='meta' holds shapes, not values: nothing can train on it")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        backend = getattr(torch, resolved.type, None)  # torch.xpu, ...
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(
+                f"{argument}={str(device)!r}, but this torch ({torch.__version__}) cannot use "
+                f"{resolved.type} devices; use {argument}='cpu'"
+            )
     return resolved

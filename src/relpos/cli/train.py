@@ -6,7 +6,10 @@ whose default is the dataclass's; options of the task and the scheme are ``KEY=V
 
     relpos train --task reverse --scheme shaw -k 16 --steps 2000
     torchrun --nproc_per_node=2 -m relpos train --task reverse --run-dir runs/ddp
-    relpos train --run-dir runs/ddp --resume        # after an interruption
+    torchrun --nproc_per_node=2 -m relpos train --run-dir runs/ddp --resume   # after a stop
+
+(a run resumes with the process count it was trained with: each process draws its own dropout
+masks, so another count would continue as another run, and is refused).
 """
 
 from __future__ import annotations

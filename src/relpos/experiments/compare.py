@@ -131,11 +131,12 @@ class Experiment:
 
 
 def validate(experiments: Sequence[Experiment]) -> None:
-    """Fail fast, before any training: every task, scheme and config field must exist, and every
-    run must have a folder of its own (``runs/<title>/<label>/seed<S>``, names reduced to
-    :func:`_slug`), so no seed may repeat."""
+    """Fail fast, before any training: every task, scheme and config field must exist, every
+    variant's model must fit the task's lengths, and every run must have a folder of its own
+    (``runs/<title>/<label>/seed<S>``, names reduced to :func:`_slug`), so no seed may repeat."""
     from .. import get_scheme
     from ..tasks import get_task
+    from ..training.loop import prepare_model
 
     if not experiments:
         raise ValueError("nothing to compare: no experiments given")
@@ -149,13 +150,23 @@ def validate(experiments: Sequence[Experiment]) -> None:
                 f"experiment {experiment.title!r}: seeds must not repeat (a run is one variant "
                 f"and seed), got {experiment.seeds!r}"
             )
-        get_task(experiment.task, **experiment.task_options)  # unknown names list valid ones
+        task = get_task(experiment.task, **experiment.task_options)  # unknown names: listed
         for variant in experiment.variants:
             get_scheme(variant.scheme, **variant.options)
         try:
-            experiment.train_config(experiment.variants[0], experiment.seeds[0])
+            configs = [experiment.train_config(v, experiment.seeds[0]) for v in experiment.variants]
         except TypeError as error:  # an unknown TrainConfig/ModelConfig field
             raise ValueError(f"experiment {experiment.title!r}: {error}") from None
+        # Every variant's model on the data (a learned table shorter than the lengths fails
+        # here, not after the other variants have trained; a resume could not fix it).
+        data = task.generate(experiment.seeds[0])
+        for variant, config in zip(experiment.variants, configs, strict=True):
+            try:
+                prepare_model(config, data)
+            except ValueError as error:
+                raise ValueError(
+                    f"experiment {experiment.title!r}, variant {variant.label!r}: {error}"
+                ) from None
 
 
 def default_out_dir(root: str | Path = "runs") -> Path:

@@ -99,7 +99,7 @@ def available_tasks() -> list[str]:
 FILE_PREFIX = "file:"
 
 
-def get_task(name: str, **options) -> Task:
+def get_task(name: str, /, **options) -> Task:
     """Build a registered task by name; unknown names list the valid ones.
 
     ``get_task("file:data.tsv", **options)`` is short for ``get_task("tsv", path="data.tsv", ...)``.

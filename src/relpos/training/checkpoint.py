@@ -21,6 +21,7 @@ pure function of the seed and the step, so it replays to the same result.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..devices import available_device
 
 __all__ = [
     "atomic_write_json",
@@ -189,7 +192,7 @@ def read_checkpoint_state(run_dir: str | Path) -> dict | None:
     folder = _complete_checkpoint(Path(run_dir))
     if folder is None:
         return None
-    return json.loads((folder / "state.json").read_text())
+    return read_json(folder / "state.json", CHECKPOINT_ADVICE)
 
 
 def load_checkpoint(
@@ -208,12 +211,42 @@ def load_checkpoint(
     folder = _complete_checkpoint(Path(run_dir))
     if folder is None:
         return None
-    state = json.loads((folder / "state.json").read_text())
-    load_model(model, str(folder / "model.safetensors"), strict=True, device=str(device))
+    with _damaged(folder / "state.json"):
+        state = json.loads((folder / "state.json").read_text())
+    with _damaged(folder / "model.safetensors"):
+        load_model(model, str(folder / "model.safetensors"), strict=True, device=str(device))
     if optimizer is not None:
-        tensors = load_file(str(folder / "optimizer.safetensors"), device=str(device))
+        with _damaged(folder / "optimizer.safetensors"):
+            tensors = load_file(str(folder / "optimizer.safetensors"), device=str(device))
         optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
     return state
+
+
+#: What to do about a damaged run file.
+CONFIG_ADVICE = "it holds the run's settings: restore it, or start a new run folder"
+METRICS_ADVICE = "delete it: resuming the finished run evaluates it again"
+CHECKPOINT_ADVICE = (
+    "delete that checkpoint folder to resume from an older one (or from the start), or start "
+    "the run again with --overwrite"
+)
+
+
+@contextlib.contextmanager
+def _damaged(path: Path, advice: str = CHECKPOINT_ADVICE):
+    """Turn a file that cannot be parsed (truncated, emptied) into one line naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged ({error}); {advice}") from error
+
+
+def read_json(path: str | Path, advice: str) -> object:
+    """``path``'s JSON; a damaged file is a ``ValueError`` naming it and saying ``advice``."""
+    path = Path(path)
+    with _damaged(path, advice):
+        return json.loads(path.read_text())
 
 
 @dataclass
@@ -236,7 +269,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
-    config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = TrainConfig.from_dict(read_json(run_dir / "config.json", CONFIG_ADVICE))
     state = read_checkpoint_state(run_dir)
     if state is None:
         raise FileNotFoundError(f"run folder {run_dir} has no complete checkpoint yet")
@@ -244,5 +277,6 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     model = build_model(config.model, len(tokenizer))
     load_checkpoint(run_dir, model, device="cpu")
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    metrics = read_json(metrics_path, METRICS_ADVICE) if metrics_path.is_file() else None
+    device = available_device(device)
     return LoadedRun(config, model.to(device).eval(), tokenizer, state["step"], metrics)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 from ..devices import available_device
 
-__all__ = ["Distributed", "setup", "teardown", "shard"]
+__all__ = ["Distributed", "setup", "teardown", "shard", "check_batch_size"]
 
 
 @dataclass
@@ -86,13 +86,18 @@ def teardown(context: Distributed) -> None:
         dist.destroy_process_group()
 
 
+def check_batch_size(batch_size: int, context: Distributed) -> None:
+    """Every rank must get examples from each global batch."""
+    if batch_size < context.world_size:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be >= the number of processes "
+            f"({context.world_size}) so that every rank gets examples"
+        )
+
+
 def shard(indices: torch.Tensor, context: Distributed) -> torch.Tensor:
     """This rank's contiguous slice of a global batch."""
     if context.world_size == 1:
         return indices
-    if len(indices) < context.world_size:
-        raise ValueError(
-            f"batch_size ({len(indices)}) must be >= the number of processes "
-            f"({context.world_size}) so that every rank gets examples"
-        )
+    check_batch_size(len(indices), context)
     return torch.tensor_split(indices, context.world_size)[context.rank]

@@ -27,7 +27,7 @@ Gradient norm clipping at ``grad_clip`` (0 disables it).
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
 import math
 import shutil
 import time
@@ -43,7 +43,7 @@ from ..models.config import json_options
 from ..tasks import Task, TaskData, get_task
 from . import checkpoint as ckpt
 from .data import IGNORE, BatchOrder, encode_examples, mix_seed
-from .distributed import Distributed, setup, shard, teardown
+from .distributed import Distributed, check_batch_size, setup, shard, teardown
 from .evaluate import evaluate, model_logits
 from .progress import TrainProgress
 from .tokenizer import Tokenizer
@@ -211,7 +211,7 @@ def _prepare_run_dir(
             if any(run_dir.iterdir()):
                 raise FileExistsError(f"{run_dir} has files but no config.json: not a run folder")
             return
-        previous = TrainConfig.from_dict(json.loads(saved.read_text())).to_dict()
+        previous = TrainConfig.from_dict(ckpt.read_json(saved, ckpt.CONFIG_ADVICE)).to_dict()
         current = config.to_dict()
         changed = [
             f"{key}: {previous[key]!r} -> {current[key]!r}"
@@ -229,6 +229,50 @@ def _prepare_run_dir(
             f"run folder {run_dir} already exists; pass resume=True (--resume) to continue it, "
             "overwrite=True (--overwrite) to start it again, or choose another folder"
         )
+
+
+def _digest(data: TaskData) -> str:
+    """A fingerprint of a run's examples: a resumed run must train on the same data (a task
+    file edited between the two would otherwise mix two datasets in one run)."""
+    text = repr((data.train, data.evaluation, data.vocabulary))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_resumable(
+    saved: dict, run_dir: Path, tokenizer: Tokenizer, data_digest: str, context: Distributed
+) -> None:
+    """Refuse to resume a run whose checkpoint came from other data or another process count."""
+    if saved["vocabulary"] != tokenizer.vocabulary:
+        raise ValueError(f"the task's vocabulary differs from the one {run_dir} was trained on")
+    if saved.get("data", data_digest) != data_digest:
+        raise ValueError(
+            f"the task's examples differ from those {run_dir} was trained on (was its task file "
+            "edited?); resume with the same data, or start a new run folder"
+        )
+    # Checkpoints from before world_size was saved came from one process or were not resumed
+    # across counts; each process draws its own dropout masks, so another count is another run.
+    trained_by = saved.get("world_size", context.world_size)
+    if trained_by != context.world_size:
+        how = (
+            "plain `relpos train`" if trained_by == 1 else f"torchrun --nproc_per_node={trained_by}"
+        )
+        raise ValueError(
+            f"{run_dir} was trained by {trained_by} process(es) and this is {context.world_size}: "
+            f"each draws its own dropout masks and batch share, so resuming would give another "
+            f"run; resume it with {how}"
+        )
+
+
+def prepare_model(config: TrainConfig, data: TaskData) -> tuple[Tokenizer, object, nn.Module]:
+    """The tokenizer, the encoded training set and the (freshly initialised) model of a run on
+    ``data``; a ``ValueError`` if the data do not fit the model (a learned table too short).
+    ``relpos.experiments`` calls it for every variant of a compare before any of them trains."""
+    tokenizer = Tokenizer(data.vocabulary)
+    train_set = encode_examples(data.train, tokenizer, config.model.arch)
+    longest_eval = encode_examples(data.evaluation, tokenizer, config.model.arch).longest
+    model = build_model(config.model, len(tokenizer))
+    _positions_fit(model, max(train_set.longest, longest_eval))
+    return tokenizer, train_set, model
 
 
 def _positions_fit(model: nn.Module, longest: int) -> None:
@@ -305,14 +349,12 @@ def _train(
     # runs before anything is written into the run folder.
     task = task if task is not None else get_task(config.task, **config.task_options)
     data: TaskData = task.generate(config.seed)
-    tokenizer = Tokenizer(data.vocabulary)
-    arch = config.model.arch
-    train_set = encode_examples(data.train, tokenizer, arch)
-    longest_eval = encode_examples(data.evaluation, tokenizer, arch).longest
     init_seed = config.seed if config.init_seed is None else config.init_seed
     torch.manual_seed(mix_seed(init_seed, "init"))
-    model = build_model(config.model, len(tokenizer)).to(device)
-    _positions_fit(model, max(train_set.longest, longest_eval))
+    tokenizer, train_set, model = prepare_model(config, data)
+    model = model.to(device)
+    check_batch_size(config.batch_size, context)
+    data_digest = _digest(data)
 
     _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     context.barrier()  # every rank has checked the folder before rank 0 writes into it
@@ -322,7 +364,6 @@ def _train(
             for name in ckpt.RUN_FILES:
                 path = run_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        ckpt.atomic_write_json(run_dir / "config.json", config.to_dict())
     optimizer = make_optimizer(model, config)
 
     start, history, seconds_before = 0, [], 0.0
@@ -331,14 +372,18 @@ def _train(
     if resume and run_dir is not None:
         saved = ckpt.load_checkpoint(run_dir, model, optimizer, device=device)
     if saved is not None:
+        _check_resumable(saved, run_dir, tokenizer, data_digest, context)
         start, history, seconds_before = saved["step"], saved["history"], saved["seconds"]
         interval_loss, interval_tokens = saved["interval_loss"], saved["interval_tokens"]
         ckpt.set_rng_state(saved["rng"])
-        if saved["vocabulary"] != tokenizer.vocabulary:
-            raise ValueError(f"the task's vocabulary differs from the one {run_dir} was trained on")
+    # Written once the checkpoint has loaded: a resume that fails leaves the saved settings
+    # (a device that cannot run would otherwise become the run's setting).
+    if run_dir is not None and context.is_main:
+        ckpt.atomic_write_json(run_dir / "config.json", config.to_dict())
+    if saved is not None:
         metrics_path = run_dir / "metrics.json"
         if start >= config.steps and metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
+            metrics = ckpt.read_json(metrics_path, ckpt.METRICS_ADVICE)
             return RunResult(config, metrics, history, model.eval(), saved["seconds"])
 
     train_set = train_set.to(device)
@@ -373,6 +418,8 @@ def _train(
             "interval_tokens": tokens,
             "rng": ckpt.rng_state(),
             "vocabulary": tokenizer.vocabulary,
+            "data": data_digest,
+            "world_size": context.world_size,
         }
 
     model.train()
