@@ -610,3 +610,45 @@ def test_batch_size_below_the_process_count_is_refused():
         ValueError, match=r"batch_size \(1\) must be >= the number of processes \(2\)"
     ):
         check_batch_size(1, Distributed(rank=0, world_size=2, device=torch.device("cpu")))
+
+
+def test_a_refused_resume_names_the_setting_that_changed(tmp_path):
+    run_dir = _half_run(tmp_path)
+    other = tiny_config()
+    other = dataclasses.replace(
+        other, model=dataclasses.replace(other.model, scheme_options={"max_distance": 2})
+    )
+    with pytest.raises(ValueError, match="cannot resume") as error:
+        train(other, run_dir, resume=True, progress=False)
+    assert "model.scheme_options.max_distance: 3 -> 2" in str(error.value)
+    assert "'arch'" not in str(error.value)  # not the whole model config
+
+
+def test_cli_default_run_folder_is_one_name_and_resume_says_when_it_starts(
+    tmp_path, monkeypatch, capsys
+):
+    # A task file's path becomes one folder name under runs/train, even one that climbs ("..").
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    rows = ["a\ta", "a b\tb a", "a b c\tc b a", "c b a d\td a b c", "b\tb", "b c\tc b"]
+    (tmp_path / "data.tsv").write_text("\n".join(rows) + "\n")
+    args = ["train", "--task", "file:../data.tsv", "--steps", "1", "--no-progress", "--resume"]
+    args += ["--task-option", "max_train_length=2", "--d-model", "16", "--num-heads", "2"]
+    assert cli_main(args) == 0, capsys.readouterr().err
+    folder = Path("runs", "train", "file_.._data.tsv-encoder-decoder-shaw-seed0")
+    assert f"no run in {folder} yet: starting it" in capsys.readouterr().err
+    assert (work / folder / "config.json").is_file()
+    assert not (work / "runs" / "data.tsv-encoder-decoder-shaw-seed0").exists()
+
+
+def test_cli_ctrl_c_is_one_line_that_says_how_to_continue(monkeypatch, capsys):
+    import relpos.cli.train as train_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "run", interrupted)
+    assert cli_main(["train", "--steps", "1"]) == 130
+    err = capsys.readouterr().err
+    assert err == "relpos train: interrupted (--resume continues from the last checkpoint)\n"

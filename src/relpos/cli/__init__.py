@@ -42,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     # TypeError: an option of the wrong type (key_term=maybe); OSError: a folder that cannot
     # be made or read; OverflowError: an int too large for a tensor. Each message names the
     # argument, so one line says it better than a traceback.
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically: what was saved before the interrupt is intact.
+        resume = (
+            " (--resume continues from the last checkpoint)"
+            if args.command in ("train", "compare")
+            else ""
+        )
+        print(f"relpos {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     except (ValueError, TypeError, OSError, OverflowError) as error:
         print(f"relpos {args.command}: error: {error}", file=sys.stderr)
         for note in getattr(error, "__notes__", ()):  # e.g. which run failed, how to resume

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import typing
 
 __all__ = ["register", "run", "config_from_args", "parse_option"]
@@ -179,19 +180,21 @@ def _format_metrics(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..experiments.compare import slug
     from ..training import TrainConfig, train
 
     config = config_from_args(args)
-    run_dir = args.run_dir or os.path.join(
-        "runs",
-        "train",
-        f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}",
-    )
+    # One folder name, whatever the task is called (file:../data.tsv must not climb out).
+    name = slug(f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}")
+    run_dir = args.run_dir or os.path.join("runs", "train", name)
     saved = os.path.join(run_dir, "config.json")
     if args.resume and os.path.isfile(saved):
         # --resume continues the saved run; flags given again may only change what may change
         with open(saved) as handle:
             config = config_from_args(args, TrainConfig.from_dict(json.load(handle)))
+    elif args.resume:
+        # Starting afresh is what --resume means here, but a mistyped folder should be visible.
+        print(f"relpos train: no run in {run_dir} yet: starting it", file=sys.stderr)
     result = train(
         config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )

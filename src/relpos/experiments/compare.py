@@ -133,7 +133,7 @@ class Experiment:
 def validate(experiments: Sequence[Experiment]) -> None:
     """Fail fast, before any training: every task, scheme and config field must exist, every
     variant's model must fit the task's lengths, and every run must have a folder of its own
-    (``runs/<title>/<label>/seed<S>``, names reduced to :func:`_slug`), so no seed may repeat."""
+    (``runs/<title>/<label>/seed<S>``, names reduced to :func:`slug`), so no seed may repeat."""
     from .. import get_scheme
     from ..tasks import get_task
     from ..training.loop import prepare_model
@@ -180,7 +180,8 @@ def default_out_dir(root: str | Path = "runs") -> Path:
     return out
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as one folder name: anything but letters, digits and ``_.=+-`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", text).strip("_") or "variant"
 
 
@@ -188,15 +189,15 @@ def _distinct_slugs(names: list[str], where: str, fix: str) -> None:
     """Two names whose run folders would be one (the same name, or one slug) are an error."""
     first: dict[str, str] = {}
     for name in names:
-        slug = _slug(name)
-        if slug in first:
-            other = first[slug]
-            how = "are the same" if other == name else f"both become {_slug(name)!r}"
+        folder = slug(name)
+        if folder in first:
+            other = first[folder]
+            how = "are the same" if other == name else f"both become {folder!r}"
             raise ValueError(
                 f"{where}: {other!r} and {name!r} would share the same run folder (the names "
                 f"{how}); give one of them another {fix}"
             )
-        first[slug] = name
+        first[folder] = name
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -539,7 +540,7 @@ def run_compare(
                     # Small models gain little from intra-op threads; one per worker process
                     # keeps the workers from fighting over the cores.
                     config.threads = max(1, (os.cpu_count() or 1) // workers)
-                run_dir = out / "runs" / _slug(experiment.title) / _slug(variant.label)
+                run_dir = out / "runs" / slug(experiment.title) / slug(variant.label)
                 run_dir = run_dir / f"seed{seed}"
                 label = f"{experiment.title} · {variant.label} · seed {seed}"
                 pending.append((index, variant.label, seed, config, run_dir, label))

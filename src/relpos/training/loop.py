@@ -214,9 +214,10 @@ def _prepare_run_dir(
         previous = TrainConfig.from_dict(ckpt.read_json(saved, ckpt.CONFIG_ADVICE)).to_dict()
         current = config.to_dict()
         changed = [
-            f"{key}: {previous[key]!r} -> {current[key]!r}"
+            change
             for key in current
-            if previous.get(key) != current[key] and key not in RESUMABLE_CHANGES
+            if key not in RESUMABLE_CHANGES
+            for change in _changes(key, previous.get(key), current[key])
         ]
         if changed:
             raise ValueError(
@@ -229,6 +230,20 @@ def _prepare_run_dir(
             f"run folder {run_dir} already exists; pass resume=True (--resume) to continue it, "
             "overwrite=True (--overwrite) to start it again, or choose another folder"
         )
+
+
+def _changes(name: str, before: object, after: object) -> list[str]:
+    """``name: before -> after`` for each setting that differs, looking inside dicts (``model``,
+    ``task_options``), so that a changed ``-k`` reads ``model.scheme_options.max_distance``."""
+    if before == after:
+        return []
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            change
+            for key in dict.fromkeys([*before, *after])
+            for change in _changes(f"{name}.{key}", before.get(key), after.get(key))
+        ]
+    return [f"{name}: {before!r} -> {after!r}"]
 
 
 def _digest(data: TaskData) -> str:
