@@ -207,7 +207,8 @@ class TsvTask:
         train = list(self._train)
         rng.shuffle(train)
         train, held_out = hold_out(train, self.n_eval_seen, rng, option="n_eval_seen")
-        # "Seen" means seen in training: a length whose every example was held out is unseen.
+        # "Seen" is the range of training lengths: a length whose every example was held out
+        # is unseen only at the ends of that range; inside it (a gap), it counts as seen.
         shortest = min(ex.length for ex in train)
         longest = max(ex.length for ex in train)
         evaluation = sorted(held_out + self._evaluation, key=lambda ex: ex.length)
