@@ -75,9 +75,10 @@ def deberta_log_bucket(relative_position: Tensor, bucket_size: int, max_position
     """DeBERTa V2's logarithmic bucket of each distance (``LongTensor`` of the same shape).
 
     ``|n| <= bucket_size // 2`` is returned as is; beyond, buckets widen logarithmically and reach
-    ``±(bucket_size - 1)`` at ``|n| = max_position - 1`` (larger ``|n|`` go on growing; the row
-    index clamps them). Computed in float32 as Hugging Face does, so the ceilings agree.
-    Needs ``bucket_size >= 2`` and ``max_position - 1 > bucket_size // 2`` (the log's base).
+    ``±(2·(bucket_size // 2) - 1)`` at ``|n| = max_position - 1`` — ``±(bucket_size - 1)`` for
+    the even sizes DeBERTa uses (larger ``|n|`` go on growing; the row index clamps them).
+    Computed in float32 as Hugging Face does, so the ceilings agree. Needs
+    ``bucket_size >= 2`` and ``max_position - 1 > bucket_size // 2`` (the log's base).
     """
     for value, name in ((bucket_size, "bucket_size"), (max_position, "max_position")):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -22,9 +22,9 @@ Scaling to contexts longer than training, with factor ``s``:
   ``α = 1`` time are interpolated to ``θ_t / s``, and in between a linear ramp over ``t``
   blends the two. The ramp runs between ``t_fast = floor(d·ln(L / 2πβ) / (2 ln base))`` and
   ``t_slow = ceil(d·ln(L / 2πα) / (2 ln base))``, clamped to ``[0, d - 1]``, and cos and sin are
-  multiplied by ``0.1·ln(s) + 1`` (so logits by its square) to keep attention as sharp as in
-  training. These are Hugging Face's defaults (``_compute_yarn_parameters``: ``beta_fast=32``,
-  ``beta_slow=1``, ``truncate=True``, no ``mscale``).
+  multiplied by ``0.1·ln(s) + 1`` (1 for ``s <= 1``; so logits by its square) to keep attention
+  as sharp as in training. These are Hugging Face's defaults (``_compute_yarn_parameters``:
+  ``beta_fast=32``, ``beta_slow=1``, ``truncate=True``, no ``mscale``).
 """
 
 from __future__ import annotations
