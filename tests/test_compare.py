@@ -556,3 +556,18 @@ def test_a_learned_table_too_short_for_the_lengths_fails_before_any_run_trains(t
     ):
         run_compare([experiment], tmp_path / "out", progress=False, log=None, jobs=1)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, preset",
+    [
+        ([], "default"),
+        (["--arch", "decoder", "--steps", "5", "--device", "cpu"], "default"),
+        (["--preset", "k-sweep", "--arch", "decoder"], "k-sweep"),
+    ],
+)
+def test_the_recorded_preset_is_the_one_the_grid_started_from(flags, preset):
+    # A loop over --steps/--device/--arch once reused the preset's variable: every compare
+    # recorded "preset": "arch" in its results.json.
+    args = build_parser().parse_args(["compare", *flags])
+    assert build_experiments(args)[1] == preset

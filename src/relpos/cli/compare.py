@@ -212,13 +212,15 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
             )
     train_options = _config_options(args.train_options, "--train-option", "TrainConfig")
     model_options = _config_options(args.model_options, "--model-option", "ModelConfig")
-    for name, flag, options in (
+    for field_name, flag, options in (
         ("steps", "--steps", train_options),
         ("device", "--device", train_options),
         ("arch", "--arch", model_options),
     ):
-        if getattr(args, name) is not None and name in options:
-            raise ValueError(f"{name} given twice ({flag} and an option {name}=...); give one")
+        if getattr(args, field_name) is not None and field_name in options:
+            raise ValueError(
+                f"{field_name} given twice ({flag} and an option {field_name}=...); give one"
+            )
     for experiment in experiments:
         experiment.train.update(train_options)
         experiment.model.update(model_options)
