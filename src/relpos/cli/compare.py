@@ -106,7 +106,12 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     grid = parser.add_argument_group("what to train (default: the built-in default experiment)")
-    grid.add_argument("--task", help="task name (relpos.tasks), or file:PATH for a TSV file")
+    grid.add_argument(
+        "--task",
+        help="task name (relpos.tasks), or file:PATH for a TSV file; another task than the "
+        "default's brings its own default lengths (add --train-lengths/--eval-lengths to set "
+        "them)",
+    )
     grid.add_argument(
         "--schemes",
         type=parse_list,

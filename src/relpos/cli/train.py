@@ -192,13 +192,24 @@ def run(args: argparse.Namespace) -> int:
         # --resume continues the saved run; flags given again may only change what may change
         with open(saved) as handle:
             config = config_from_args(args, TrainConfig.from_dict(json.load(handle)))
-    elif args.resume:
-        # Starting afresh is what --resume means here, but a mistyped folder should be visible.
-        print(f"relpos train: no run in {run_dir} yet: starting it", file=sys.stderr)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if args.resume and rank0:
+        # Say where the run goes on from: a mistyped folder, or a stop before the first
+        # checkpoint, would otherwise start from step 0 unnoticed.
+        from ..training.checkpoint import read_checkpoint_state
+
+        state = read_checkpoint_state(run_dir) if os.path.isfile(saved) else None
+        if not os.path.isfile(saved):
+            where = f"no run in {run_dir} yet: starting it"
+        elif state is None:
+            where = f"no checkpoint in {run_dir} yet: starting from step 0"
+        else:
+            where = f"resuming {run_dir} from step {state['step']} of {config.steps}"
+        print(f"relpos train: {where}", file=sys.stderr)
     result = train(
         config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not rank0:
         return 0
     if args.json:
         print(json.dumps(result.metrics, indent=2))

@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +259,47 @@ class LoadedRun:
     tokenizer: object  # Tokenizer
     step: int
     metrics: dict | None
+
+    @torch.no_grad()
+    def predict(
+        self, sources: Sequence[Sequence[str]], *, max_new_tokens: int | None = None
+    ) -> list[list[str]]:
+        """The model's greedy output for each source, as the evaluation decodes it.
+
+        ``sources``: token sequences (a string is a sequence of one-character tokens, as the
+        digit tasks use). Encoder-decoder: the sources padded into one batch, decoded from BOS;
+        decoder-only: each source then SEP as the prompt; encoder-only: one token per source
+        token. Decoding stops at EOS or after ``max_new_tokens`` (default: ``max_len``).
+        """
+        from .tokenizer import BOS, EOS, PAD, SEP
+
+        if isinstance(sources, str) or not all(isinstance(s, (str, list, tuple)) for s in sources):
+            raise TypeError("sources must be a list of token sequences, e.g. ['12345', '907']")
+        budget = self.config.model.max_len if max_new_tokens is None else max_new_tokens
+        device = next(self.model.parameters()).device
+        encoded = [self.tokenizer.encode(list(source)) for source in sources]
+        arch = self.config.model.arch
+        if arch == "decoder":  # one prompt at a time: generate takes prompts of one length
+            outputs = [
+                self.model.generate(
+                    torch.tensor([[*ids, SEP]], device=device), eos=EOS, max_new_tokens=budget
+                )[0]
+                for ids in encoded
+            ]
+            return [self.tokenizer.decode(out.tolist()) for out in outputs]
+        width = max((len(ids) for ids in encoded), default=0)
+        batch = torch.full((len(encoded), width), PAD, dtype=torch.long, device=device)
+        for row, ids in enumerate(encoded):
+            batch[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        padding = batch == PAD
+        if arch == "encoder":
+            best = self.model(batch, padding).argmax(-1)  # (B, L): one output per source token
+            return [
+                self.tokenizer.decode(best[row, : len(ids)].tolist(), stop_at_eos=False)
+                for row, ids in enumerate(encoded)
+            ]
+        out = self.model.generate(batch, padding, bos=BOS, eos=EOS, max_new_tokens=budget)
+        return [self.tokenizer.decode(row.tolist()) for row in out]
 
 
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
