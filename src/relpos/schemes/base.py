@@ -1,6 +1,6 @@
 """What a position scheme is, and the registry that finds one by name.
 
-A scheme reaches a transformer in up to four places (see ``shared/reference/family.md``):
+A scheme reaches a transformer in up to four places:
 
 1. added to the input embeddings (absolute: sinusoidal, learned) —
    :meth:`PositionScheme.input_encoding`;

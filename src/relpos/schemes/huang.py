@@ -8,7 +8,8 @@ only ``q_i·a_ij``: Shaw et al.'s key term without their value term. ``value_ter
 Shaw's value term ``Σ_j α_ij a^V_ij`` (a second table; not in Huang et al.), for experiments
 that combine the two. That is what Hugging Face
 BERT calls ``"relative_key"``, and HF attributes it to Shaw et al. 2018, not to Huang et al.;
-``shared/reference/family.md`` lists the same formula as Huang et al.'s "method 3".
+the project's formula notes (``shared/reference/family.md``, beside this repository) list the
+same formula as Huang et al.'s "method 3".
 
 It is built on Shaw's machinery (:class:`~relpos.schemes.shaw.ShawRelativePosition` with
 ``key_query=True``, which every Shaw backend computes). Two differences from Hugging Face BERT's
