@@ -540,3 +540,12 @@ def test_from_torch_refuses_what_it_cannot_copy():
         MultiheadAttention.from_torch(torch.nn.MultiheadAttention(8, 2, add_zero_attn=True))
     with pytest.raises(ValueError, match=r"batch_first is copied from module"):
         MultiheadAttention.from_torch(torch.nn.MultiheadAttention(8, 2), batch_first=True)
+
+
+def test_the_backend_can_be_switched_on_one_set_of_weights():
+    module = make_module(max_distance=2)
+    x = inputs()
+    module.backend = "reference"
+    reference = module(x, is_causal=True)
+    module.backend = "eager"
+    torch.testing.assert_close(module(x, is_causal=True), reference, **TIGHT)

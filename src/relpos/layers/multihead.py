@@ -98,7 +98,9 @@ class MultiheadAttention(nn.Module):
         bias: biases on the four projections.
         kdim, vdim: widths of the key/value inputs for cross-attention (default ``E``).
         batch_first: inputs are ``(B, L, E)`` (default) rather than ``(L, B, E)``.
-        backend: attention backend for relative schemes (``"auto"``, ``"eager"``, …).
+        backend: attention backend for relative schemes (``"auto"``, ``"eager"``, …); the
+            attribute ``module.backend`` may be changed later, e.g. to compare backends on
+            one set of weights.
 
     The position scheme's parameters live on ``module.position``: for Shaw's terms,
     ``position.key_table`` / ``position.value_table``, ``(2k+1, D)`` shared or ``(H, 2k+1, D)``
