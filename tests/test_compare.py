@@ -571,3 +571,14 @@ def test_the_recorded_preset_is_the_one_the_grid_started_from(flags, preset):
     # recorded "preset": "arch" in its results.json.
     args = build_parser().parse_args(["compare", *flags])
     assert build_experiments(args)[1] == preset
+
+
+def test_the_seen_column_names_the_lengths_it_scores(tmp_path, capsys):
+    # Trained on 1-5 but evaluated on 1-3 only: the column scores 1-3 (it said "seen 1-5").
+    flags = [f for f in TINY if f not in ("1-3", "1-5")]
+    flags[flags.index("--train-lengths") + 1 : flags.index("--train-lengths") + 1] = ["1-5"]
+    flags[flags.index("--eval-lengths") + 1 : flags.index("--eval-lengths") + 1] = ["1-3"]
+    assert main(["compare", *flags, "--schemes", "shaw", "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "seen 1–3" in printed and "seen 1–5" not in printed
+    assert "unseen none" in printed

@@ -300,14 +300,13 @@ def _unseen_text(unseen: list[int], low: int, high: int) -> str:
 
 def _table_rows(experiment: dict) -> tuple[list[str], list[list[str]]]:
     low, high = experiment["train_lengths"]
-    unseen = [
-        int(n)
-        for n, e in next(iter(experiment["summary"].values()))["by_length"].items()
-        if not e["seen"]
-    ]
+    by_length = next(iter(experiment["summary"].values()))["by_length"]
+    unseen = [int(n) for n, e in by_length.items() if not e["seen"]]
+    # The seen column scores the training lengths the evaluation has (all of them by default).
+    seen = [int(n) for n, e in by_length.items() if e["seen"]]
     header = [
         "variant",
-        f"seen {low}–{high}",
+        f"seen {_span(seen)}" if seen else "seen (none evaluated)",
         f"unseen {_unseen_text(unseen, low, high)}",
         "unseen token",
         "unseen token, TF",
