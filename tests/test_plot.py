@@ -8,14 +8,18 @@ import torch
 import relpos
 from relpos.cli import main
 from relpos.experiments import Experiment, Variant, run_compare
+from relpos.experiments import plots as plots_module
 from relpos.experiments.plots import (
     attention_maps,
     distance_profiles,
     plot_index,
     plot_vectors,
+    relative_key_tables,
 )
 from relpos.layers import MultiheadAttention
+from relpos.models import ModelConfig
 from relpos.schemes import get_scheme
+from relpos.training import TrainConfig, train
 
 
 def _is_png(path) -> bool:
@@ -201,3 +205,34 @@ def test_a_stored_results_folder_without_checkpoints_says_so(compare_dir, tmp_pa
     assert main(["plot", "vectors", str(stored), "--out", str(tmp_path / "v.png")]) == 2
     err = capsys.readouterr().err
     assert "lists the run" in err and "rerun the compare" in err
+
+
+def test_vectors_label_each_row_with_its_distance_under_asymmetric_clipping(tmp_path, monkeypatch):
+    # Rows of a table clipped to [-3, 1] are distances -3..+1 (they were labelled -2..+2).
+    layer = relpos.MultiheadAttention(
+        8, 2, position=relpos.ShawRelativePosition(4, 3, max_left=3, max_right=1, num_heads=2)
+    )
+    ((_, table, max_left),) = relative_key_tables(layer)
+    assert table.shape[1] == 5 and max_left == 3
+    drawn = []
+    save = plots_module._save
+    monkeypatch.setattr(plots_module, "_save", lambda fig, out: drawn.append(fig) or save(fig, out))
+    plot_vectors(layer, tmp_path / "v.png")
+    labels = [t.get_text() for t in drawn[0].axes[0].get_xticklabels()]
+    assert labels == ["-3", "-2", "-1", "0", "+1"]
+
+
+def test_scheme_on_a_train_run_folder_is_checked(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    config = TrainConfig(
+        task="reverse",
+        task_options={"max_train_length": 3, "eval_lengths": [1, 2, 3, 4], "n_train": 40},
+        model=ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, scheme="t5"),
+        steps=2,
+        batch_size=8,
+    )
+    train(config, run_dir, progress=False)
+    out = str(tmp_path / "a.png")
+    assert main(["plot", "attention", str(run_dir), "--scheme", "shaw", "--out", out]) == 2
+    assert "is a 't5' run, not a 'shaw' one" in capsys.readouterr().err
+    assert main(["plot", "attention", str(run_dir), "--out", out]) == 0  # no --scheme: this run

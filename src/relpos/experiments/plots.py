@@ -281,10 +281,11 @@ def plot_distances(out: str | Path, *, span: int = 48, max_distance: int = 4) ->
     return _save(fig, out)
 
 
-def relative_key_tables(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """``(module name, key table)`` for every Shaw self-attention layer of ``model``.
+def relative_key_tables(model: torch.nn.Module) -> list[tuple[str, torch.Tensor, int]]:
+    """``(module name, key table, max_left)`` for every Shaw self-attention layer of ``model``.
 
-    Tables come back as ``(H or 1, R, D)`` float tensors, whether shared or per head.
+    Tables come back as ``(H or 1, R, D)`` float tensors, whether shared or per head; row ``b``
+    is distance ``b - max_left`` (``max_left = k`` unless the clipping is asymmetric).
     """
     from ..schemes.shaw import ShawRelativePosition
 
@@ -292,7 +293,7 @@ def relative_key_tables(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]
     for name, module in model.named_modules():
         if isinstance(module, ShawRelativePosition) and module.key_table is not None:
             table = module.key_table.detach().float()
-            tables.append((name, table if table.dim() == 3 else table[None]))
+            tables.append((name, table if table.dim() == 3 else table[None], module.max_left))
     return tables
 
 
@@ -320,13 +321,12 @@ def plot_vectors(model: torch.nn.Module, out: str | Path, *, title: str = "") ->
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4 * rows), squeeze=False)
     for ax in axes.flat[len(tables) :]:
         ax.axis("off")
-    for ax, (name, table) in zip(axes.flat, tables, strict=False):
+    for ax, (name, table, max_left) in zip(axes.flat, tables, strict=False):
         similarity = torch.stack([_cosine_similarity(head) for head in table]).mean(0)  # (R, R)
         rows_in_table = similarity.shape[0]
-        k = (rows_in_table - 1) // 2
         image = ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
         ticks = list(range(rows_in_table))
-        labels = [f"{t - k:+d}" if t != k else "0" for t in ticks]
+        labels = [f"{t - max_left:+d}" if t != max_left else "0" for t in ticks]
         step = max(1, rows_in_table // 9)
         ax.set_xticks(ticks[::step], labels[::step])
         ax.set_yticks(ticks[::step], labels[::step])
@@ -471,6 +471,9 @@ def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
     run (its first ``scheme`` run if given)."""
     run_dir = Path(run_dir)
     if (run_dir / "config.json").is_file():
+        trained = json.loads((run_dir / "config.json").read_text()).get("model", {}).get("scheme")
+        if scheme is not None and trained != scheme:
+            raise ValueError(f"{str(run_dir)!r} is a {trained!r} run, not a {scheme!r} one")
         return run_dir
     results_path = run_dir / "results.json"
     if not results_path.is_file():
