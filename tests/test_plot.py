@@ -236,3 +236,12 @@ def test_scheme_on_a_train_run_folder_is_checked(tmp_path, capsys):
     assert main(["plot", "attention", str(run_dir), "--scheme", "shaw", "--out", out]) == 2
     assert "is a 't5' run, not a 'shaw' one" in capsys.readouterr().err
     assert main(["plot", "attention", str(run_dir), "--out", out]) == 0  # no --scheme: this run
+
+
+def test_long_attention_plots_thin_their_ticks_and_titles():
+    labels = [str(n) for n in range(49)]
+    positions, shown = plots_module._thinned(labels)
+    assert len(shown) <= 32 and shown[0] == "0" and positions == [int(x) for x in shown]
+    assert plots_module._thinned(labels[:10]) == (list(range(10)), labels[:10])
+    assert plots_module._shortened(list("ab")) == "a b"
+    assert plots_module._shortened(labels, most=3) == "0 1 2 … (+46)"

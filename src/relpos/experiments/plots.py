@@ -424,6 +424,18 @@ def attention_maps(
     return maps
 
 
+def _thinned(labels: list[str], most: int = 32) -> tuple[list[int], list[str]]:
+    """Tick positions and labels, every n-th one past ``most`` (49 labels overlap)."""
+    step = max(1, math.ceil(len(labels) / most))
+    return list(range(0, len(labels), step)), list(labels[::step])
+
+
+def _shortened(tokens: list[str], most: int = 40) -> str:
+    """Tokens for a title: the first ``most``, then how many more (a title sets the width)."""
+    shown = " ".join(tokens[:most])
+    return shown + (f" … (+{len(tokens) - most})" if len(tokens) > most else "")
+
+
 def plot_attention(
     maps: list[tuple[str, torch.Tensor]],
     out: str | Path,
@@ -454,9 +466,9 @@ def plot_attention(
         image = ax.imshow(weights.float().mean(0).numpy(), cmap="viridis", vmin=0)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)  # each panel has its own scale
         if query_labels.get(name) is not None:
-            ax.set_yticks(range(len(query_labels[name])), query_labels[name], fontsize=7)
+            ax.set_yticks(*_thinned(query_labels[name]), fontsize=7)
         if key_labels.get(name) is not None:  # vertical: "<bos>" would run into its neighbour
-            ax.set_xticks(range(len(key_labels[name])), key_labels[name], fontsize=7, rotation=90)
+            ax.set_xticks(*_thinned(key_labels[name]), fontsize=7, rotation=90)
         ax.set_title(f"{name} (mean of {weights.shape[0]} heads)", fontsize=9)
         ax.set_xlabel("key")
     for ax in axes[:, 0]:
@@ -585,8 +597,8 @@ def plot_run_attention(
     verdict = "correct" if prediction == target else "wrong"
     title = (
         f"Attention weights — {_run_title(loaded)}\n"
-        f"length {length} ({seen} in training): {' '.join(source)} → "
-        f"{' '.join(prediction) or '<empty>'} ({verdict})"
+        f"length {length} ({seen} in training): {_shortened(source)} → "
+        f"{_shortened(prediction) or '<empty>'} ({verdict})"
     )
     return plot_attention(maps, out, query_labels=query_labels, key_labels=key_labels, title=title)
 
