@@ -377,7 +377,8 @@ def run(args: argparse.Namespace) -> int:
     out = results["out"]
     console.print(
         f"{results['seconds']:.0f} s in all. Wrote {out}/results.json, table.md, accuracy.png "
-        f"(relpos plot accuracy {out} redraws it)",
+        f"(relpos plot accuracy {out} redraws it; relpos predict {out} SOURCE runs its "
+        "models on an input of yours)",
         highlight=False,
         soft_wrap=True,  # never break a path in two: it is meant to be copied
     )

@@ -3,6 +3,7 @@
 * :mod:`relpos.experiments.compare` — train a grid of schemes, score seen and unseen lengths;
 * :mod:`relpos.experiments.presets` — the named experiments (default, k-sweep, kv-ablation,
   length-gen);
+* :mod:`relpos.experiments.predict` — trained runs on inputs of your own (``relpos predict``);
 * :mod:`relpos.experiments.plots` — figures (matplotlib, imported lazily).
 """
 

@@ -204,6 +204,12 @@ class ScanTask:
     def vocabulary(self) -> list[str]:
         return COMMAND_WORDS + ACTIONS
 
+    def example(self, source: str | Sequence[str]) -> Example:
+        """The example of one command (``ValueError`` outside the grammar)."""
+        actions = interpret(source)
+        words = source.split() if isinstance(source, str) else source
+        return Example(tuple(words), actions, len(actions))
+
     def generate(self, seed: int) -> TaskData:
         rng = random.Random(check_seed(seed))
         cutoff = SPLITS[self.split]

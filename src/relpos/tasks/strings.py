@@ -183,6 +183,7 @@ class StringTask:
         return list(SYMBOLS[: self.vocab_size])
 
     def example(self, source: Sequence[str]) -> Example:
+        """The example of one source: its target under ``operation``, its length."""
         source = tuple(source)
         return Example(source, apply_operation(self.operation, source), len(source))
 

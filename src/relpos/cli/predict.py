@@ -1,0 +1,95 @@
+"""``relpos predict``: run trained models on inputs of your own.
+
+  relpos predict RUN_DIR 123456789012            a training run, or every scheme of a compare
+  relpos predict runs/compare-X 1234 12345678901234 --scheme shaw
+  relpos predict runs/kz-scan "jump twice after walk around left" --task scan
+
+RUN_DIR is a training run folder (config.json + checkpoint) or a `relpos compare` folder: one run
+per scheme variant (its lowest seed, or --seed), of its first experiment (or --task). A source is
+whitespace-separated tokens ("jump twice", "3 1 4") or, for one word that is not a token, its
+characters ("314" on the digit tasks). Each source prints its expected output (where the task
+can compute one), its length against the training range, and every model's greedy output
+marked ✓ or ✗.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run", "format_predictions"]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="run trained models (a run or a compare folder) on inputs of your own",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="training run or compare folder")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="input(s) to decode")
+    parser.add_argument("--task", help="in a compare folder: which experiment (default: first)")
+    parser.add_argument("--scheme", help="only runs of this scheme")
+    parser.add_argument("--seed", type=int, help="in a compare folder: runs of this seed")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    parser.add_argument(
+        "--max-new-tokens", type=int, help="decoding budget (default: the model's max_len)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def _joined(tokens) -> str:
+    """Digits as ``3141``, words as ``jump twice``: join with spaces unless every token is one
+    character."""
+    return "".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens)
+
+
+def format_predictions(table) -> str:
+    """The plain-text report of a :class:`~relpos.experiments.predict.PredictionTable`."""
+    lines = []
+    if table.train_lengths is not None:
+        low, high = table.train_lengths
+        trained = f"trained on lengths {low}–{high}"
+    else:
+        trained = "training lengths unknown"
+    lines.append(f"task {table.task}, {trained}; runs:")
+    for label, path in table.runs.items():
+        lines.append(f"  {label}: {path}")
+    width = max(len("expected"), *(len(label) for label in table.runs))
+    for row in table.rows:
+        if row.length is None:
+            where = "not in the task's data: no expected output"
+        else:
+            where = f"length {row.length}, {'seen' if row.seen else 'unseen'}"
+        lines.append("")
+        lines.append(f"{_joined(row.source)}  ({where})")
+        if row.expected is not None:
+            lines.append(f"  {'expected':<{width}}  {_joined(row.expected)}")
+        shown = {label: _joined(out) if out else "(empty)" for label, out in row.outputs.items()}
+        column = max(len(text) for text in shown.values())
+        for label, text in shown.items():
+            mark = {True: "  ✓", False: "  ✗", None: ""}[row.correct(label)]
+            lines.append(f"  {label:<{width}}  {text:<{column}}{mark}".rstrip())
+    scored = [row for row in table.rows if row.expected is not None]
+    if len(scored) > 1:
+        lines.append("")
+        for label in table.runs:
+            right = sum(bool(row.correct(label)) for row in scored)
+            lines.append(f"{label}: {right} of {len(scored)} right")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.predict import find_runs, predict_runs
+
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    runs = find_runs(args.run_dir, task=args.task, scheme=args.scheme, seed=args.seed)
+    table = predict_runs(runs, args.sources, device=args.device, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(table.to_dict(), indent=1, ensure_ascii=False))
+    else:
+        print(format_predictions(table))
+    return 0

@@ -1,0 +1,249 @@
+"""Trained models on inputs of your own: ``relpos predict``.
+
+A compare folder's table says *how often* each scheme gets unseen lengths right; running the
+models on one input shows *how* they go wrong. The default compare's seed-0 models (reverse,
+trained on lengths 1–8) on a 12-digit input (``relpos predict runs/compare-… 123456789012``)::
+
+    123456789012  (length 12, unseen)
+      expected    210987654321
+      none        2137509846    ✗
+      sinusoidal  970254312     ✗
+      learned     7654291031    ✗
+      shaw k=4    210987654321  ✓
+
+Absolute positions lose the thread where the training lengths end; no positions at all give a
+bag of digits. :func:`predict_runs` does the work; the CLI prints its result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Prediction", "PredictionTable", "find_runs", "split_source", "predict_runs"]
+
+
+@dataclass
+class Prediction:
+    """One source and what each run made of it.
+
+    ``expected``/``length``/``seen`` are ``None`` where the task cannot say (a file task whose
+    examples do not hold this source). ``outputs`` maps a run's label to its greedy output.
+    """
+
+    source: tuple[str, ...]
+    expected: tuple[str, ...] | None
+    length: int | None
+    seen: bool | None
+    outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def correct(self, label: str) -> bool | None:
+        """Whether run ``label`` output the expected target (``None``: no target known)."""
+        if self.expected is None:
+            return None
+        return self.outputs[label] == self.expected
+
+
+@dataclass
+class PredictionTable:
+    """The result of :func:`predict_runs`: which runs, on which task, and one row per source."""
+
+    task: str
+    train_lengths: tuple[int, int] | None
+    runs: dict[str, Path]  # label -> run folder
+    rows: list[Prediction]
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task,
+            "train_lengths": self.train_lengths,
+            "runs": {label: str(path) for label, path in self.runs.items()},
+            "predictions": [
+                {
+                    "source": list(row.source),
+                    "expected": None if row.expected is None else list(row.expected),
+                    "length": row.length,
+                    "seen": row.seen,
+                    "outputs": {label: list(out) for label, out in row.outputs.items()},
+                    "correct": {label: row.correct(label) for label in row.outputs},
+                }
+                for row in self.rows
+            ],
+        }
+
+
+def _scheme_label(config) -> str:
+    options = ",".join(f"{k}={v}" for k, v in config.model.scheme_options.items())
+    return f"{config.model.scheme}_{options}" if options else config.model.scheme
+
+
+def find_runs(
+    folder: str | Path,
+    *,
+    task: str | None = None,
+    scheme: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Path]:
+    """The runs to predict with, by label.
+
+    ``folder`` is a training run (``config.json``): that run. Or a ``relpos compare`` folder
+    (``results.json``): one run per variant of one experiment (``task``; default the first),
+    the variant's lowest seed unless ``seed`` is given; ``scheme`` keeps only that scheme's
+    variants. Runs whose files are not there (a stored results folder) are an error.
+    """
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        for option, value in (("task", task), ("seed", seed)):
+            if value is not None:
+                raise ValueError(
+                    f"{option} picks runs in a compare folder; {str(folder)!r} is one "
+                    f"training run (leave {option} out)"
+                )
+        from ..training.loop import TrainConfig
+
+        config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        if scheme is not None and config.model.scheme != scheme:
+            raise ValueError(
+                f"{str(folder)!r} is a {config.model.scheme!r} run, not a {scheme!r} one"
+            )
+        return {_scheme_label(config): folder}
+    if not (folder / "results.json").is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is neither a training run (config.json) nor a compare folder "
+            "(results.json)"
+        )
+    experiments = json.loads((folder / "results.json").read_text()).get("experiments", [])
+    tasks = [experiment["task"] for experiment in experiments]
+    if not tasks:
+        raise ValueError(f"compare folder {str(folder)!r} has no experiments")
+    if task is None:
+        task = tasks[0]
+    if task not in tasks:
+        raise ValueError(
+            f"compare folder {str(folder)!r} has no {task!r} experiment; its tasks: "
+            f"{', '.join(tasks)}"
+        )
+    experiment = experiments[tasks.index(task)]
+    schemes = {variant["label"]: variant["scheme"] for variant in experiment["variants"]}
+    chosen: dict[str, dict] = {}
+    for run in experiment["runs"]:
+        label = run["variant"]
+        if scheme is not None and schemes.get(label) != scheme:
+            continue
+        if seed is not None and run["seed"] != seed:
+            continue
+        if label not in chosen or run["seed"] < chosen[label]["seed"]:
+            chosen[label] = run
+    if not chosen:
+        wanted = " and ".join(
+            part
+            for part in (
+                f"scheme {scheme!r}" if scheme is not None else "",
+                f"seed {seed}" if seed is not None else "",
+            )
+            if part
+        )
+        has = ", ".join(sorted(set(schemes.values())))
+        seeds = ", ".join(str(s) for s in experiment.get("seeds", []))
+        raise ValueError(
+            f"compare folder {str(folder)!r} has no finished {task!r} run"
+            + (f" with {wanted} (schemes: {has}; seeds: {seeds})" if wanted else "")
+        )
+    runs = {}
+    for label in schemes:  # the variants' order, as the compare's table lists them
+        if label not in chosen:
+            continue
+        path = folder / chosen[label]["run_dir"]
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"compare folder {str(folder)!r} lists the run {chosen[label]['run_dir']!r}, "
+                "but its files (config.json, checkpoint) are not there: a stored results "
+                "folder keeps results.json and table.md only; rerun the compare to predict "
+                "with its models"
+            )
+        runs[label] = path
+    return runs
+
+
+def split_source(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """``text`` as task tokens: whitespace-separated words (``"jump twice"``, ``"3 1 4"``), or,
+    for a single word that is not a token, its characters (``"314"`` for digit tasks)."""
+    known = set(vocabulary)
+    words = text.split()
+    if not words:
+        raise ValueError(f"source {text!r} holds no tokens")
+    if all(word in known for word in words):
+        return tuple(words)
+    if len(words) == 1 and all(char in known for char in text.strip()):
+        return tuple(text.strip())
+    unknown = {w for w in words if w not in known} if len(words) > 1 else set(text) - known
+    shown = " ".join(vocabulary[:40])
+    if len(vocabulary) > 40:
+        shown += f" … ({len(vocabulary)} in all)"
+    raise ValueError(
+        f"source {text!r} has tokens outside the task vocabulary "
+        f"({', '.join(map(repr, sorted(unknown)))}); the vocabulary: {shown}"
+    )
+
+
+def predict_runs(
+    runs: dict[str, str | Path],
+    sources: Sequence[str],
+    *,
+    device: str = "cpu",
+    max_new_tokens: int | None = None,
+) -> PredictionTable:
+    """Every run of ``runs`` (label -> run folder, as :func:`find_runs` gives) decodes every
+    source greedily, as its evaluation does; the expected target, length and seen/unseen come
+    from the first run's task (the compare's runs share one task)."""
+    from ..tasks import get_task
+    from ..training import load_run
+
+    if isinstance(sources, str) or not sources:
+        raise ValueError("sources must be a non-empty list of strings, e.g. ['123456789012']")
+    if not runs:
+        raise ValueError("runs is empty: give at least one run folder")
+    loaded = {label: load_run(path, device=device) for label, path in runs.items()}
+    first = next(iter(loaded.values()))
+    config = first.config
+    vocabulary = first.tokenizer.vocabulary
+    try:
+        task = get_task(config.task, **config.task_options)
+        data = task.generate(config.seed)
+    except OSError:  # a file task whose file has moved: predict without expected outputs
+        task = data = None
+    known = {}
+    if data is not None:
+        for example in (*data.train, *data.evaluation):
+            known.setdefault(example.source, example)
+    rows = []
+    for text in sources:
+        source = split_source(text, vocabulary)
+        example = known.get(source)
+        # A task that computes any source's target (copy, SCAN, …) scores sources beyond its data.
+        if task is not None and hasattr(task, "example"):
+            try:
+                example = task.example(source)
+            except ValueError:  # outside the task (not a SCAN command): no expected output
+                example = None
+        seen = None if example is None or data is None else data.seen(example.length)
+        rows.append(
+            Prediction(
+                source=source,
+                expected=None if example is None else tuple(example.target),
+                length=None if example is None else example.length,
+                seen=seen,
+            )
+        )
+    for label, run in loaded.items():
+        outputs = run.predict([row.source for row in rows], max_new_tokens=max_new_tokens)
+        for row, output in zip(rows, outputs, strict=True):
+            row.outputs[label] = tuple(output)
+    return PredictionTable(
+        task=config.task,
+        train_lengths=None if data is None else tuple(data.train_lengths),
+        runs={label: Path(path) for label, path in runs.items()},
+        rows=rows,
+    )
