@@ -19,7 +19,7 @@ from relpos.experiments.plots import (
 from relpos.layers import MultiheadAttention
 from relpos.models import ModelConfig
 from relpos.schemes import get_scheme
-from relpos.training import TrainConfig, train
+from relpos.training import TrainConfig, load_run, train
 
 
 def _is_png(path) -> bool:
@@ -82,6 +82,31 @@ def test_variants_of_a_figure_do_not_replace_the_one_compare_wrote(compare_dir, 
     assert (compare_dir / "accuracy.png").read_bytes() == written
     assert _is_png(compare_dir / "accuracy-tf_token.png")
     assert _is_png(compare_dir / "attention-sinusoidal.png")
+
+
+def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
+    drawn = {}
+
+    def capture(maps, out, **kwargs):
+        drawn.update(kwargs, names=[name for name, _ in maps])
+        return out
+
+    monkeypatch.setattr(plots_module, "plot_attention", capture)
+    assert main(["plot", "attention", str(compare_dir), "--source", "12345"]) == 0
+    assert str(compare_dir / "attention-12345.png") in capsys.readouterr().out
+    assert drawn["query_labels"]["encoder.blocks.0.self_attn"] == list("12345")
+    assert drawn["key_labels"]["decoder.blocks.0.cross_attn"] == list("12345")
+    assert drawn["query_labels"]["decoder.blocks.0.self_attn"] == ["<bos>", *"54321"]
+    (output,) = load_run(compare_dir / "runs/reverse/shaw_k=2/seed0").predict(
+        ["12345"], max_new_tokens=6
+    )
+    verdict = "correct" if output == list("54321") else "wrong"  # the plot decodes 5 + 1 tokens
+    assert f"length 5 (UNSEEN in training): 1 2 3 4 5 → {' '.join(output)}" in drawn["title"]
+    assert drawn["title"].endswith(f"({verdict})")
+    assert main(["plot", "attention", str(compare_dir), "--source", "1", "--seed", "3"]) == 2
+    assert "--source is the example itself" in capsys.readouterr().err
+    assert main(["plot", "index", "--source", "1"]) == 2
+    assert "--source does not apply to `index`" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

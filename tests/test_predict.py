@@ -7,7 +7,7 @@ import json
 import pytest
 
 from relpos.cli import main
-from relpos.experiments import Experiment, Variant, run_compare
+from relpos.experiments import Experiment, Variant, plots, run_compare
 from relpos.experiments.predict import find_runs, predict_runs, split_source
 from relpos.models import ModelConfig
 from relpos.tasks import get_task
@@ -162,7 +162,7 @@ def test_scan_example_interprets_any_command():
         ScanTask().example("twice jump")
 
 
-def test_a_source_the_task_cannot_score_still_decodes(tmp_path):
+def test_a_source_the_task_cannot_score_still_decodes(tmp_path, monkeypatch):
     # SCAN: a string of command words outside the grammar has no expected actions; a file
     # task: a source not in its file has none either, and a moved file leaves only the models.
     data = tmp_path / "data.tsv"
@@ -180,6 +180,14 @@ def test_a_source_the_task_cannot_score_still_decodes(tmp_path):
     assert known.expected == ("c", "b", "a") and known.length == 3 and known.seen is False
     assert unknown.expected is None and unknown.length is None and unknown.correct("run") is None
     assert table.train_lengths == (1, 2)
+    # The attention plot of such a source teacher-forces the model's own output.
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_attention", lambda maps, out, **kw: drawn.update(kw) or out)
+    plots.plot_run_attention(tmp_path / "run", tmp_path / "a.png", source="c a")
+    output = load_run(tmp_path / "run").predict([("c", "a")])[0]
+    assert drawn["title"].endswith(
+        f"not a task example: c a → {' '.join(output) or '<empty>'} (no expected output)"
+    )
     data.unlink()
     table = predict_runs({"run": tmp_path / "run"}, ["a b c"])
     assert table.train_lengths is None and table.rows[0].expected is None

@@ -5,6 +5,7 @@
   relpos plot distances                  what each relative scheme makes of the distance j − i
   relpos plot vectors RUN_DIR            cosine similarity of a trained model's 2k+1 key vectors
   relpos plot attention RUN_DIR          a trained model's attention maps on one example
+                                         (--source "123456789012": on an input of your own)
   relpos plot accuracy RUN_DIR           accuracy vs. length from a `relpos compare` folder
 
 RUN_DIR for vectors/attention is a training run folder (config.json + checkpoint) or a compare
@@ -66,6 +67,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="which example `attention` draws")
     parser.add_argument(
+        "--source",
+        help='for `attention`: an input of your own, not a drawn example, e.g. "123456789012"',
+    )
+    parser.add_argument(
         "--scheme",
         help="in a compare folder, plot the first run of this scheme (default: shaw if present)",
     )
@@ -85,6 +90,10 @@ def default_name(args: argparse.Namespace) -> str:
             parts.append(f"L{args.length}")
         if args.seed != 0:
             parts.append(f"seed{args.seed}")
+        if args.source is not None:
+            from ..experiments.compare import slug
+
+            parts.append(slug(args.source)[:40])
     return "-".join(parts)
 
 
@@ -98,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         ("--scheme", args.scheme, ("vectors", "attention")),
         ("--length", args.length, ("sinusoidal", "index", "distances", "attention")),
         ("-k", args.max_distance, ("index", "distances")),
+        ("--source", args.source, ("attention",)),
     ):
         if value is not None and args.figure not in figures:
             only = ", ".join(figures)
@@ -137,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
             if args.scheme is not None:
                 raise
             run_dir = plots.find_run(run_dir)  # no shaw run: the first one
-        path = plots.plot_run_attention(run_dir, out, length=args.length, seed=args.seed)
+        if args.source is not None and (args.length is not None or args.seed != 0):
+            raise ValueError("--source is the example itself: give it without --length or --seed")
+        path = plots.plot_run_attention(
+            run_dir, out, length=args.length, seed=args.seed, source=args.source
+        )
     print(f"wrote {path}")
     return 0

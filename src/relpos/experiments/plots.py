@@ -537,32 +537,55 @@ def plot_run_vectors(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def plot_run_attention(
-    run_dir: str | Path, out: str | Path, *, length: int | None = None, seed: int = 0
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    length: int | None = None,
+    seed: int = 0,
+    source: str | None = None,
 ) -> Path:
     """:func:`plot_attention` for a trained run on one evaluation example of ``length``
-    (default: the longest evaluated length up to 24), drawn with ``seed``.
+    (default: the longest evaluated length up to 24), drawn with ``seed``; or on ``source``, an
+    input of your own (split as ``relpos predict`` splits it).
 
     The pass is teacher-forced (the decoder reads the gold target), so every map has the
-    example's true shape; the title shows the model's own greedy output as well.
+    example's true shape; the title shows the model's own greedy output as well. A source
+    whose target the task cannot give is teacher-forced on the model's own output.
     """
     import random
 
-    from ..tasks import get_task
+    from ..tasks import Example, get_task
     from ..training import load_run
     from ..training.data import encode_examples
     from ..training.evaluate import model_logits
     from ..training.tokenizer import BOS, EOS
+    from .predict import split_source, task_example, task_examples
 
     loaded = load_run(find_run(run_dir))
     config, model, tokenizer = loaded.config, loaded.model, loaded.tokenizer
-    data = get_task(config.task, **config.task_options).generate(config.seed)
-    lengths = sorted({ex.length for ex in data.evaluation})
-    if length is None:
-        length = max([n for n in lengths if n <= 24] or lengths[:1])
-    candidates = [ex for ex in data.evaluation if ex.length == length]
-    if not candidates:
-        raise ValueError(f"the task has no evaluation example of length {length}; it has {lengths}")
-    example = random.Random(seed).choice(candidates)
+    task = get_task(config.task, **config.task_options)
+    data = task.generate(config.seed)
+    expected = True
+    if source is not None:
+        if length is not None or seed != 0:
+            raise ValueError("source is the example itself: give it without length or seed")
+        tokens = split_source(source, tokenizer.vocabulary)
+        example = task_example(task, task_examples(data), tokens)
+        if example is None:  # no target known: the decoder reads what the model writes
+            expected = False
+            (output,) = loaded.predict([tokens])
+            example = Example(tokens, tuple(output), len(tokens))
+        length = example.length
+    else:
+        lengths = sorted({ex.length for ex in data.evaluation})
+        if length is None:
+            length = max([n for n in lengths if n <= 24] or lengths[:1])
+        candidates = [ex for ex in data.evaluation if ex.length == length]
+        if not candidates:
+            raise ValueError(
+                f"the task has no evaluation example of length {length}; it has {lengths}"
+            )
+        example = random.Random(seed).choice(candidates)
     arch = model.arch
     encoded = encode_examples([example], tokenizer, arch)
     batch = encoded.batch(torch.tensor([0]))
@@ -583,7 +606,8 @@ def plot_run_attention(
             ids = model.generate(prompt, eos=EOS, max_new_tokens=len(target) + 1)
         else:
             ids = model_logits(model, batch).argmax(-1)[:, : len(target)]
-    prediction = tokenizer.decode(ids[0].tolist())
+    # Teacher-forced on its own output, the model's output is that target (the same budget).
+    prediction = tokenizer.decode(ids[0].tolist()) if expected else target
     if arch == "encoder-decoder":
         sequence_labels = {"encoder": source, "decoder": ["<bos>", *target]}
     else:
@@ -593,12 +617,15 @@ def plot_run_attention(
         stack = "encoder" if name.startswith("encoder") else "decoder"
         query_labels[name] = sequence_labels[stack]
         key_labels[name] = sequence_labels["encoder" if "cross" in name else stack]
-    seen = "seen" if data.seen(length) else "UNSEEN"
-    verdict = "correct" if prediction == target else "wrong"
+    if expected:
+        seen = "seen" if data.seen(length) else "UNSEEN"
+        where = f"length {length} ({seen} in training)"
+        verdict = "correct" if prediction == target else "wrong"
+    else:
+        where, verdict = "not a task example", "no expected output"
     title = (
         f"Attention weights — {_run_title(loaded)}\n"
-        f"length {length} ({seen} in training): {_shortened(source)} → "
-        f"{_shortened(prediction) or '<empty>'} ({verdict})"
+        f"{where}: {_shortened(source)} → {_shortened(prediction) or '<empty>'} ({verdict})"
     )
     return plot_attention(maps, out, query_labels=query_labels, key_labels=key_labels, title=title)
 

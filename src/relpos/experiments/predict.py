@@ -22,7 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Prediction", "PredictionTable", "find_runs", "split_source", "predict_runs"]
+__all__ = [
+    "Prediction",
+    "PredictionTable",
+    "find_runs",
+    "split_source",
+    "task_example",
+    "task_examples",
+    "predict_runs",
+]
 
 
 @dataclass
@@ -188,6 +196,29 @@ def split_source(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
     )
 
 
+def task_example(task, known: dict, source: tuple[str, ...]):
+    """The task's :class:`~relpos.tasks.Example` for ``source``, or ``None`` where it has none.
+
+    A task that computes any source's target (``example(source)``: copy, reverse, SCAN, …)
+    scores sources beyond its data; otherwise ``known`` (source -> example, from its data) does.
+    """
+    if task is not None and hasattr(task, "example"):
+        try:
+            return task.example(source)
+        except ValueError:  # outside the task (not a SCAN command): no expected output
+            return None
+    return known.get(source)
+
+
+def task_examples(data) -> dict:
+    """source -> the first example with that source, over ``data``'s training and evaluation."""
+    known = {}
+    if data is not None:
+        for example in (*data.train, *data.evaluation):
+            known.setdefault(example.source, example)
+    return known
+
+
 def predict_runs(
     runs: dict[str, str | Path],
     sources: Sequence[str],
@@ -214,20 +245,11 @@ def predict_runs(
         data = task.generate(config.seed)
     except OSError:  # a file task whose file has moved: predict without expected outputs
         task = data = None
-    known = {}
-    if data is not None:
-        for example in (*data.train, *data.evaluation):
-            known.setdefault(example.source, example)
+    known = task_examples(data)
     rows = []
     for text in sources:
         source = split_source(text, vocabulary)
-        example = known.get(source)
-        # A task that computes any source's target (copy, SCAN, …) scores sources beyond its data.
-        if task is not None and hasattr(task, "example"):
-            try:
-                example = task.example(source)
-            except ValueError:  # outside the task (not a SCAN command): no expected output
-                example = None
+        example = task_example(task, known, source)
         seen = None if example is None or data is None else data.seen(example.length)
         rows.append(
             Prediction(
