@@ -12,9 +12,10 @@ def snippets(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
 
 
-@pytest.mark.parametrize("name", ["schemes.md"])
+@pytest.mark.parametrize("name", ["schemes.md", "shaw.md"])
 def test_every_python_snippet_runs(name):
     found = snippets(DOCS / name)
     assert found, f"docs/{name} has no python snippet"
+    namespace = {}  # one page's snippets run in order, as a reader pastes them into a session
     for code in found:
-        exec(compile(code, f"docs/{name}", "exec"), {})
+        exec(compile(code, f"docs/{name}", "exec"), namespace)
