@@ -40,6 +40,7 @@ from relpos.training import (
     train,
 )
 from relpos.training import checkpoint as ckpt
+from relpos.training import loop as loop_module
 from relpos.training.distributed import Distributed, check_batch_size
 from relpos.training.evaluate import eval_batches
 
@@ -691,3 +692,49 @@ def test_cli_resume_says_which_step_it_continues_from(tmp_path, capsys):
     shutil.rmtree(tmp_path / "run" / "checkpoint")  # stopped before its first checkpoint
     assert cli_main(["train", "--run-dir", run_dir, "--resume", "--no-progress"]) == 0
     assert f"no checkpoint in {run_dir} yet: starting from step 0" in capsys.readouterr().err
+
+
+def test_bf16_precision_trains_under_autocast_and_evaluates_as_it_predicts(tmp_path, monkeypatch):
+    # The forward passes run in bfloat16 (the logits come out in it), the weights stay float32,
+    # and the stored metrics are what the loaded run's own decoding scores.
+    dtypes = set()
+    original = loop_module.model_logits
+
+    def spy(model, batch):
+        logits = original(model, batch)
+        dtypes.add(logits.dtype)
+        return logits
+
+    monkeypatch.setattr(loop_module, "model_logits", spy)
+    copy = {"n_train": 256, "max_train_length": 3, "max_eval_length": 5, "n_eval_per_length": 8}
+    config = tiny_config(precision="bf16", steps=200, lr=3e-3, task="copy", task_options=copy)
+    result = train(config, tmp_path / "run", progress=False)
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    losses = [entry["loss"] for entry in result.history]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    run = load_run(tmp_path / "run")
+    data = get_task("copy", **config.task_options).generate(config.seed)
+    predictions = run.predict([ex.source for ex in data.evaluation])
+    for length, scores in result.metrics["by_length"].items():
+        right = [
+            p == list(ex.target)
+            for p, ex in zip(predictions, data.evaluation, strict=True)
+            if ex.length == int(length)
+        ]
+        assert sum(right) / len(right) == pytest.approx(scores["exact"]), length
+    assert result.metrics["seen"]["exact"] > 0  # a comparison of zeros would prove nothing
+    # The same weights decoded in float32 need not agree token for token: the precision is
+    # part of the run, and a resume may not change it.
+    with pytest.raises(ValueError, match="precision: 'bf16' -> 'fp32'"):
+        train(
+            dataclasses.replace(config, precision="fp32"),
+            tmp_path / "run",
+            resume=True,
+            progress=False,
+        )
+
+
+def test_precision_names_its_choices():
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        tiny_config(precision="fp16")

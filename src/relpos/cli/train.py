@@ -48,8 +48,10 @@ def _choices() -> dict[str, tuple[str, ...]]:
     from .. import available_schemes
     from ..models import ACTIVATIONS, ARCHS
     from ..tasks import available_tasks
+    from ..training.precision import PRECISIONS
 
     return {
+        "precision": PRECISIONS,
         "arch": ARCHS,
         "activation": ACTIVATIONS,
         "scheme": tuple(available_schemes()),

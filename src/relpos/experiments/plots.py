@@ -558,6 +558,7 @@ def plot_run_attention(
     from ..training import load_run
     from ..training.data import encode_examples
     from ..training.evaluate import model_logits
+    from ..training.precision import autocast
     from ..training.tokenizer import BOS, EOS
     from .predict import split_source, task_example, task_examples
 
@@ -589,10 +590,12 @@ def plot_run_attention(
     arch = model.arch
     encoded = encode_examples([example], tokenizer, arch)
     batch = encoded.batch(torch.tensor([0]))
-    maps = attention_maps(model, lambda: model_logits(model, batch))
+    device = next(model.parameters()).device
+    with autocast(config.precision, device):  # as the run trained and evaluated
+        maps = attention_maps(model, lambda: model_logits(model, batch))
 
     source, target = list(example.source), list(example.target)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(config.precision, device):
         if arch == "encoder-decoder":
             ids = model.generate(
                 batch.source,

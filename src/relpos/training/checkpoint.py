@@ -271,12 +271,18 @@ class LoadedRun:
         decoder-only: each source then SEP as the prompt; encoder-only: one token per source
         token. Decoding stops at EOS or after ``max_new_tokens`` (default: ``max_len``).
         """
-        from .tokenizer import BOS, EOS, PAD, SEP
+        from .precision import autocast
 
         if isinstance(sources, str) or not all(isinstance(s, (str, list, tuple)) for s in sources):
             raise TypeError("sources must be a list of token sequences, e.g. ['12345', '907']")
         budget = self.config.model.max_len if max_new_tokens is None else max_new_tokens
         device = next(self.model.parameters()).device
+        with autocast(self.config.precision, device):  # as the run's evaluation computed
+            return self._decode(sources, budget, device)
+
+    def _decode(self, sources, budget: int, device: torch.device) -> list[list[str]]:
+        from .tokenizer import BOS, EOS, PAD, SEP
+
         encoded = [self.tokenizer.encode(list(source)) for source in sources]
         arch = self.config.model.arch
         if arch == "decoder":  # one prompt at a time: generate takes prompts of one length

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..tasks import TaskData
 from .data import IGNORE, Batch, EncodedExamples, encode_examples
+from .precision import autocast
 from .tokenizer import BOS, EOS, PAD, SEP, Tokenizer
 
 __all__ = ["evaluate", "model_logits", "eval_batches"]
@@ -137,8 +138,10 @@ def evaluate(
     device: str | torch.device = "cpu",
     batch_size: int = 256,
     tokenizer: Tokenizer | None = None,
+    precision: str = "fp32",
 ) -> dict:
-    """Score ``model`` on ``data.evaluation`` (see the module docstring for the measures).
+    """Score ``model`` on ``data.evaluation`` (see the module docstring for the measures), its
+    forward passes in ``precision`` (``"fp32"`` or ``"bf16"``, as the run trained).
 
     Returns ``{"by_length": {"<L>": {"exact", "token", "tf_token", "count", "seen"}},
     "seen": {...}, "unseen": {...}}`` with lengths as strings (JSON keys), in increasing order.
@@ -157,11 +160,12 @@ def evaluate(
         torch.zeros(len(encoded), dtype=torch.long, device=device) for _ in range(3)
     )
     try:
-        for indices in eval_batches(encoded, batch_size):
-            indices = indices.to(device)
-            batch_exact, batch_correct, batch_tf = _score_batch(model, encoded.batch(indices))
-            exact[indices], correct[indices] = batch_exact.long(), batch_correct
-            tf_correct[indices] = batch_tf.long()
+        with autocast(precision, device):
+            for indices in eval_batches(encoded, batch_size):
+                indices = indices.to(device)
+                batch_exact, batch_correct, batch_tf = _score_batch(model, encoded.batch(indices))
+                exact[indices], correct[indices] = batch_exact.long(), batch_correct
+                tf_correct[indices] = batch_tf.long()
     finally:
         model.train(was_training)
 

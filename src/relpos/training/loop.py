@@ -45,10 +45,17 @@ from . import checkpoint as ckpt
 from .data import IGNORE, BatchOrder, encode_examples, mix_seed
 from .distributed import Distributed, check_batch_size, setup, shard, teardown
 from .evaluate import evaluate, model_logits
+from .precision import PRECISIONS, autocast
 from .progress import TrainProgress
 from .tokenizer import Tokenizer
 
-__all__ = ["TrainConfig", "RunResult", "train", "learning_rate", "make_optimizer"]
+__all__ = [
+    "TrainConfig",
+    "RunResult",
+    "train",
+    "learning_rate",
+    "make_optimizer",
+]
 
 #: fields that may differ when resuming: they do not change what is computed — except that
 #: another ``device`` or number of ``threads`` sums in another order, so the resumed run then
@@ -84,6 +91,10 @@ class TrainConfig:
     # torch intra-op threads (None keeps torch's default). 1 is fastest for d_model=64 models on
     # a small shared CPU: a second thread made a step several times slower there.
     threads: int | None = 1
+    # "bf16": forward and backward under torch.autocast in bfloat16 (matmuls in bf16, weights,
+    # optimizer state and the loss in float32), evaluation too; on a GPU this runs Shaw's
+    # attention through the Triton kernel in bf16. No "fp16": it would need loss scaling.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -130,6 +141,10 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"init_seed must be None (use seed) or an int >= 0, got {self.init_seed!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if self.threads is not None:
             if isinstance(self.threads, bool) or not isinstance(self.threads, int):
@@ -446,9 +461,13 @@ def _train(
             # The mean over the GLOBAL batch's target tokens, times world_size because DDP
             # averages gradients over ranks (see relpos.training.distributed).
             global_tokens = int((train_set.labels[global_indices.to(device)] != IGNORE).sum())
-            logits = model_logits(trained, batch)  # (B, L, V)
-            loss_sum = F.cross_entropy(
-                logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE, reduction="sum"
+            with autocast(config.precision, device):
+                logits = model_logits(trained, batch)  # (B, L, V)
+            loss_sum = F.cross_entropy(  # in float32 whatever the precision
+                logits.float().flatten(0, 1),
+                batch.labels.flatten(),
+                ignore_index=IGNORE,
+                reduction="sum",
             )
             # max(1, ·): a batch without target tokens (empty examples) gives no gradient.
             (loss_sum * (context.world_size / max(1, global_tokens))).backward()
@@ -485,7 +504,12 @@ def _train(
     metrics = None
     if context.is_main:
         metrics = evaluate(
-            model, data, device=device, batch_size=config.eval_batch_size, tokenizer=tokenizer
+            model,
+            data,
+            device=device,
+            batch_size=config.eval_batch_size,
+            tokenizer=tokenizer,
+            precision=config.precision,
         )
         metrics["final_loss"] = history[-1]["loss"] if history else None
         if run_dir is not None:
