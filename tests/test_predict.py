@@ -69,7 +69,7 @@ def test_cli_prints_expected_outputs_and_marks(compare_dir, capsys):
     assert "task reverse, trained on lengths 1–3" in printed
     assert "sinusoidal" not in printed  # --scheme keeps the Shaw run only
     assert "123  (length 3, seen)" in printed and "12345  (length 5, unseen)" in printed
-    assert "  expected  321" in printed and "  expected  54321" in printed
+    assert "  expected    321" in printed and "  expected    54321" in printed
     assert printed.count("✓") + printed.count("✗") == 2
     assert "shaw k=2: " in printed.splitlines()[-1] and "of 2 right" in printed
 

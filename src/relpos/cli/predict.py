@@ -60,18 +60,19 @@ def format_predictions(table) -> str:
     width = max(len("expected"), *(len(label) for label in table.runs))
     for row in table.rows:
         if row.length is None:
-            where = "not in the task's data: no expected output"
+            where = "the task gives no expected output for it"
         else:
             where = f"length {row.length}, {'seen' if row.seen else 'unseen'}"
         lines.append("")
         lines.append(f"{_joined(row.source)}  ({where})")
         if row.expected is not None:
-            lines.append(f"  {'expected':<{width}}  {_joined(row.expected)}")
-        shown = {label: _joined(out) if out else "(empty)" for label, out in row.outputs.items()}
-        column = max(len(text) for text in shown.values())
-        for label, text in shown.items():
-            mark = {True: "  ✓", False: "  ✗", None: ""}[row.correct(label)]
-            lines.append(f"  {label:<{width}}  {text:<{column}}{mark}".rstrip())
+            lines.append(f"  {'expected':<{width}}    {_joined(row.expected)}")
+        for label, output in row.outputs.items():
+            # The mark before the output: a runaway output (SCAN's can run to hundreds of
+            # tokens) would push a mark after it off the screen.
+            mark = {True: "✓ ", False: "✗ ", None: ""}[row.correct(label)]
+            text = _joined(output) if output else "(empty)"
+            lines.append(f"  {label:<{width}}  {mark}{text}")
     scored = [row for row in table.rows if row.expected is not None]
     if len(scored) > 1:
         lines.append("")

@@ -5,11 +5,11 @@ models on one input shows *how* they go wrong. The default compare's seed-0 mode
 trained on lengths 1–8) on a 12-digit input (``relpos predict runs/compare-… 123456789012``)::
 
     123456789012  (length 12, unseen)
-      expected    210987654321
-      none        2137509846    ✗
-      sinusoidal  970254312     ✗
-      learned     7654291031    ✗
-      shaw k=4    210987654321  ✓
+      expected      210987654321
+      none        ✗ 2137509846
+      sinusoidal  ✗ 970254312
+      learned     ✗ 7654291031
+      shaw k=4    ✓ 210987654321
 
 Absolute positions lose the thread where the training lengths end; no positions at all give a
 bag of digits. :func:`predict_runs` does the work; the CLI prints its result.
