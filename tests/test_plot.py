@@ -120,7 +120,10 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
         (["index", "--scheme", "shaw"], "--scheme does not apply to `index`"),
         (["vectors", "{run}", "--length", "5"], "--length does not apply to `vectors`"),
         (["sinusoidal", "--length", "100000"], "length must be an int in 1..4096, got 100000"),
-        (["attention", "{run}", "--scheme", "t5"], "has no finished 't5' run; its finished runs"),
+        (
+            ["attention", "{run}", "--scheme", "t5"],
+            "no finished run of scheme 't5'; its finished runs are of",
+        ),
     ],
 )
 def test_flags_that_do_not_apply_and_bad_values(compare_dir, capsys, args, message):

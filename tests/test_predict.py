@@ -90,8 +90,11 @@ def test_cli_json_and_a_single_run_folder(compare_dir, capsys):
     "argv, message",
     [
         (["12", "--task", "copy"], "has no 'copy' experiment; its tasks: reverse"),
-        (["12", "--scheme", "t5"], "has no finished 'reverse' run with scheme 't5'"),
-        (["12", "--seed", "7"], "with seed 7 (schemes: shaw, sinusoidal; seeds: 0)"),
+        (["12", "--scheme", "t5"], "no finished run of scheme 't5'; its finished runs are of shaw"),
+        (
+            ["12", "--seed", "7"],
+            "run with seed 7; its finished runs are of shaw, sinusoidal (seeds: 0)",
+        ),
         (["12a"], "outside the task vocabulary ('a')"),
         (["12", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
     ],
@@ -131,6 +134,21 @@ def test_find_runs_takes_each_variants_lowest_seed_in_the_tables_order(tmp_path)
     assert runs["none"] == tmp_path / "runs/reverse/none/seed0"
     assert find_runs(tmp_path, seed=1)["shaw k=2"] == tmp_path / "runs/reverse/shaw k=2/seed1"
     assert list(find_runs(tmp_path, scheme="none")) == ["none"]
+
+
+def test_find_runs_takes_the_first_experiment_with_the_scheme(tmp_path):
+    _fake_compare(tmp_path, [("none", 0)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    second = {**results["experiments"][0], "task": "copy", "runs": []}
+    second["runs"] = [{"variant": "shaw k=2", "seed": 3, "run_dir": "runs/copy/shaw/seed3"}]
+    (tmp_path / "runs/copy/shaw/seed3").mkdir(parents=True)
+    (tmp_path / "runs/copy/shaw/seed3/config.json").write_text("{}")
+    results["experiments"].append(second)
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert find_runs(tmp_path) == {"none": tmp_path / "runs/reverse/none/seed0"}
+    assert find_runs(tmp_path, scheme="shaw") == {"shaw k=2": tmp_path / "runs/copy/shaw/seed3"}
+    with pytest.raises(ValueError, match="no finished 'reverse' run of scheme 'shaw'"):
+        find_runs(tmp_path, task="reverse", scheme="shaw")
 
 
 def test_find_runs_says_a_stored_results_folder_has_no_models(tmp_path):

@@ -479,39 +479,12 @@ def plot_attention(
 
 
 def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
-    """A training run folder: ``run_dir`` itself, or, for a ``relpos compare`` folder, its first
-    run (its first ``scheme`` run if given)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "config.json").is_file():
-        trained = json.loads((run_dir / "config.json").read_text()).get("model", {}).get("scheme")
-        if scheme is not None and trained != scheme:
-            raise ValueError(f"{str(run_dir)!r} is a {trained!r} run, not a {scheme!r} one")
-        return run_dir
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise FileNotFoundError(
-            f"{str(run_dir)!r} is neither a training run (config.json) nor a compare folder "
-            "(results.json)"
-        )
-    results = json.loads(results_path.read_text())
-    finished = set()  # the schemes of the runs this folder has, for the error below
-    for experiment in results.get("experiments", []):
-        schemes = {v["label"]: v["scheme"] for v in experiment["variants"]}
-        for run in experiment["runs"]:
-            if scheme is None or schemes.get(run["variant"]) == scheme:
-                found = run_dir / run["run_dir"]
-                if not (found / "config.json").is_file():
-                    raise FileNotFoundError(
-                        f"compare folder {str(run_dir)!r} lists the run {run['run_dir']!r}, but "
-                        "its files (config.json, checkpoint) are not there: a stored results "
-                        "folder keeps results.json and table.md only; rerun the compare to draw "
-                        "from its models"
-                    )
-                return found
-            finished.add(schemes.get(run["variant"], run["variant"]))
-    wanted = f"finished {scheme!r} run" if scheme else "finished run"
-    has = f"; its finished runs are of {', '.join(sorted(finished))}" if finished else ""
-    raise ValueError(f"compare folder {str(run_dir)!r} has no {wanted}{has}")
+    """A training run folder: ``run_dir`` itself, or, for a ``relpos compare`` folder, the
+    first variant's (of ``scheme`` if given) lowest-seed run in the first experiment that has
+    one (:func:`relpos.experiments.predict.find_runs`)."""
+    from .predict import find_runs
+
+    return next(iter(find_runs(run_dir, scheme=scheme).values()))
 
 
 def _run_title(loaded) -> str:

@@ -94,12 +94,13 @@ def find_runs(
     scheme: str | None = None,
     seed: int | None = None,
 ) -> dict[str, Path]:
-    """The runs to predict with, by label.
+    """The runs to predict with (or draw from), by label.
 
     ``folder`` is a training run (``config.json``): that run. Or a ``relpos compare`` folder
-    (``results.json``): one run per variant of one experiment (``task``; default the first),
-    the variant's lowest seed unless ``seed`` is given; ``scheme`` keeps only that scheme's
-    variants. Runs whose files are not there (a stored results folder) are an error.
+    (``results.json``): one run per variant of one experiment — ``task``'s, or else the first
+    experiment that has a run of ``scheme`` and ``seed`` — each variant's lowest seed unless
+    ``seed`` is given; ``scheme`` keeps only that scheme's variants. Runs whose files are not
+    there (a stored results folder) are an error.
     """
     folder = Path(folder)
     if (folder / "config.json").is_file():
@@ -124,16 +125,44 @@ def find_runs(
         )
     experiments = json.loads((folder / "results.json").read_text()).get("experiments", [])
     tasks = [experiment["task"] for experiment in experiments]
-    if not tasks:
-        raise ValueError(f"compare folder {str(folder)!r} has no experiments")
-    if task is None:
-        task = tasks[0]
-    if task not in tasks:
+    if task is not None and task not in tasks:
         raise ValueError(
             f"compare folder {str(folder)!r} has no {task!r} experiment; its tasks: "
-            f"{', '.join(tasks)}"
+            f"{', '.join(tasks) or 'none'}"
         )
-    experiment = experiments[tasks.index(task)]
+    for experiment in experiments:
+        if task is not None and experiment["task"] != task:
+            continue
+        chosen = _lowest_seed_runs(experiment, scheme, seed)
+        if chosen:
+            return {label: _run_files(folder, run) for label, run in chosen.items()}
+    finished = {
+        variant["scheme"]
+        for experiment in experiments
+        if task is None or experiment["task"] == task
+        for variant in experiment["variants"]
+        if any(run["variant"] == variant["label"] for run in experiment["runs"])
+    }
+    seeds = sorted({run["seed"] for experiment in experiments for run in experiment["runs"]})
+    wanted = "".join(
+        part
+        for part in (
+            f" {task!r}" if task is not None else "",
+            " run",
+            f" of scheme {scheme!r}" if scheme is not None else "",
+            f" with seed {seed}" if seed is not None else "",
+        )
+    )
+    raise ValueError(
+        f"compare folder {str(folder)!r} has no finished{wanted}; its finished runs are of "
+        f"{', '.join(sorted(finished)) or 'no scheme'} (seeds: "
+        f"{', '.join(map(str, seeds)) or 'none'})"
+    )
+
+
+def _lowest_seed_runs(experiment: dict, scheme: str | None, seed: int | None) -> dict[str, dict]:
+    """Label -> the run of each matching variant with the lowest (or the given) seed, in the
+    order the compare's table lists the variants."""
     schemes = {variant["label"]: variant["scheme"] for variant in experiment["variants"]}
     chosen: dict[str, dict] = {}
     for run in experiment["runs"]:
@@ -144,35 +173,18 @@ def find_runs(
             continue
         if label not in chosen or run["seed"] < chosen[label]["seed"]:
             chosen[label] = run
-    if not chosen:
-        wanted = " and ".join(
-            part
-            for part in (
-                f"scheme {scheme!r}" if scheme is not None else "",
-                f"seed {seed}" if seed is not None else "",
-            )
-            if part
+    return {label: chosen[label] for label in schemes if label in chosen}
+
+
+def _run_files(folder: Path, run: dict) -> Path:
+    path = folder / run["run_dir"]
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"compare folder {str(folder)!r} lists the run {run['run_dir']!r}, but its files "
+            "(config.json, checkpoint) are not there: a stored results folder keeps "
+            "results.json and table.md only; rerun the compare to use its models"
         )
-        has = ", ".join(sorted(set(schemes.values())))
-        seeds = ", ".join(str(s) for s in experiment.get("seeds", []))
-        raise ValueError(
-            f"compare folder {str(folder)!r} has no finished {task!r} run"
-            + (f" with {wanted} (schemes: {has}; seeds: {seeds})" if wanted else "")
-        )
-    runs = {}
-    for label in schemes:  # the variants' order, as the compare's table lists them
-        if label not in chosen:
-            continue
-        path = folder / chosen[label]["run_dir"]
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"compare folder {str(folder)!r} lists the run {chosen[label]['run_dir']!r}, "
-                "but its files (config.json, checkpoint) are not there: a stored results "
-                "folder keeps results.json and table.md only; rerun the compare to predict "
-                "with its models"
-            )
-        runs[label] = path
-    return runs
+    return path
 
 
 def split_source(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
