@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -210,3 +211,22 @@ def test_a_source_the_task_cannot_score_still_decodes(tmp_path, monkeypatch):
     table = predict_runs({"run": tmp_path / "run"}, ["a b c"])
     assert table.train_lengths is None and table.rows[0].expected is None
     assert len(table.rows[0].outputs["run"]) <= 16
+
+
+def test_a_model_that_cannot_take_a_source_leaves_the_others_their_outputs(tmp_path):
+    # A learned absolute table has max_len rows: a longer source is that run's error, not the
+    # whole table's.
+    runs = {}
+    for scheme in ("learned", "shaw"):
+        model = ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=8)
+        model = dataclasses.replace(model, scheme=scheme)
+        config = TrainConfig(task_options=TASK_OPTIONS, model=model, steps=2, batch_size=4)
+        train(config, tmp_path / scheme, progress=False)
+        runs[scheme] = tmp_path / scheme
+    table = predict_runs(runs, ["1234567890", "12"])
+    long, short = table.rows
+    assert "beyond this learned absolute table (max_len=8" in long.errors["learned"]
+    assert "learned" not in long.outputs and long.correct("learned") is False
+    assert set(long.outputs) == {"shaw"} and set(short.outputs) == {"learned", "shaw"}
+    assert short.errors == {}
+    assert table.to_dict()["predictions"][0]["errors"] == long.errors

@@ -67,10 +67,14 @@ def format_predictions(table) -> str:
         lines.append(f"{_joined(row.source)}  ({where})")
         if row.expected is not None:
             lines.append(f"  {'expected':<{width}}    {_joined(row.expected)}")
-        for label, output in row.outputs.items():
+        for label in table.runs:
+            if label in row.errors:
+                lines.append(f"  {label:<{width}}  ! cannot decode it: {row.errors[label]}")
+                continue
             # The mark before the output: a runaway output (SCAN's can run to hundreds of
             # tokens) would push a mark after it off the screen.
             mark = {True: "✓ ", False: "✗ ", None: ""}[row.correct(label)]
+            output = row.outputs[label]
             text = _joined(output) if output else "(empty)"
             lines.append(f"  {label:<{width}}  {mark}{text}")
     scored = [row for row in table.rows if row.expected is not None]

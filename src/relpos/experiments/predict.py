@@ -38,7 +38,9 @@ class Prediction:
     """One source and what each run made of it.
 
     ``expected``/``length``/``seen`` are ``None`` where the task cannot say (a file task whose
-    examples do not hold this source). ``outputs`` maps a run's label to its greedy output.
+    examples do not hold this source). ``outputs`` maps a run's label to its greedy output;
+    ``errors`` holds, instead, why a run could not decode this source (a learned absolute table
+    shorter than the source), so that one model's limit does not hide the others' outputs.
     """
 
     source: tuple[str, ...]
@@ -46,12 +48,14 @@ class Prediction:
     length: int | None
     seen: bool | None
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def correct(self, label: str) -> bool | None:
-        """Whether run ``label`` output the expected target (``None``: no target known)."""
+        """Whether run ``label`` output the expected target (``None``: no target known; a run
+        that could not decode the source is not correct)."""
         if self.expected is None:
             return None
-        return self.outputs[label] == self.expected
+        return self.outputs.get(label) == self.expected
 
 
 @dataclass
@@ -75,7 +79,8 @@ class PredictionTable:
                     "length": row.length,
                     "seen": row.seen,
                     "outputs": {label: list(out) for label, out in row.outputs.items()},
-                    "correct": {label: row.correct(label) for label in row.outputs},
+                    "errors": row.errors,
+                    "correct": {label: row.correct(label) for label in self.runs},
                 }
                 for row in self.rows
             ],
@@ -272,9 +277,19 @@ def predict_runs(
             )
         )
     for label, run in loaded.items():
-        outputs = run.predict([row.source for row in rows], max_new_tokens=max_new_tokens)
+        try:
+            outputs = run.predict([row.source for row in rows], max_new_tokens=max_new_tokens)
+        except ValueError:  # a source this model cannot take: find which, decode the rest
+            outputs = []
+            for row in rows:
+                try:
+                    (output,) = run.predict([row.source], max_new_tokens=max_new_tokens)
+                except ValueError as error:
+                    output, row.errors[label] = None, str(error)
+                outputs.append(output)
         for row, output in zip(rows, outputs, strict=True):
-            row.outputs[label] = tuple(output)
+            if output is not None:
+                row.outputs[label] = tuple(output)
     return PredictionTable(
         task=config.task,
         train_lengths=None if data is None else tuple(data.train_lengths),
