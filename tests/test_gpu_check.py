@@ -106,6 +106,24 @@ def _candidates():
     return CANDIDATES
 
 
+def test_gpu_train_smoke_dry_run_trains_every_row():
+    """The training check of the GPU session runs (on the CPU: eager for Shaw, SDPA for none)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_train_smoke.py"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("none", "shaw"))]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("shaw", "bf16"), ("none", "bf16"), ("shaw", "fp32"), ("none", "fp32")
+    ]  # fmt: skip
+    assert "{'eager':" in " ".join(rows[0]) and "(sdpa)" in rows[1]
+
+
 def test_ws_probe_specialises_its_loop_for_hopper():
     """The probe's warp-specialised configurations (forward and both backward kernels) do compile
     for sm_90 with the loop split into producer and consumer warps (no GPU needed: Triton's
