@@ -357,6 +357,33 @@ def test_query_offset_gives_the_rows_of_the_full_computation(backend):
     assert not torch.allclose(wrong, full[:, :, 4:])
 
 
+@pytest.mark.parametrize("backend", ["reference", *FAST_BACKENDS])
+def test_causal_with_a_query_offset_masks_by_position(backend):
+    # Cached decoding through the functional API: the new queries at their offset, is_causal,
+    # and no mask of one's own give the last rows of the full causal computation. (SDPA's
+    # top-left mask would let the single new query see only the first key.)
+    tensors, kwargs = make_inputs(q_len=6, k_len=6, mask="padding")
+    full = shaw_attention(*tensors.values(), is_causal=True, backend=backend, **kwargs)
+    for start in (3, 5):
+        tail = dict(tensors, query=tensors["query"][:, :, start:])
+        step = shaw_attention(
+            *tail.values(), is_causal=True, query_offset=start, backend=backend, **kwargs
+        )
+        torch.testing.assert_close(step, full[:, :, start:], **TIGHT)
+    # Keys that start after the queries: query r (position r) sees keys 2 + c <= r, so rows 0
+    # and 1 see none and give zeros, not NaN; row 3 sees the first two keys.
+    tensors, kwargs = make_inputs(q_len=4, k_len=4)
+    shifted = shaw_attention(
+        *tensors.values(), is_causal=True, key_offset=2, backend=backend, **kwargs
+    )
+    allowed = torch.tensor([[c + 2 <= r for c in range(4)] for r in range(4)])
+    explicit = shaw_attention(
+        *tensors.values(), attn_mask=allowed, key_offset=2, backend=backend, **kwargs
+    )
+    torch.testing.assert_close(shifted, explicit, **TIGHT)
+    assert torch.equal(shifted[:, :, :2], torch.zeros_like(shifted[:, :, :2]))
+
+
 def test_reference_matches_eq_3_and_4_by_hand():
     # One head, three tokens, k = 1, written out as loops over i and j.
     tensors, kwargs = make_inputs(batch=1, heads=1, q_len=3, k_len=3, head_dim=2, max_distance=1)

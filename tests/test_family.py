@@ -682,6 +682,25 @@ def test_fused_path_equals_manual_reference(name, masked):
 
 
 @pytest.mark.parametrize("name", FAMILY + ["shaw"])
+def test_attend_with_a_query_offset_is_causal_by_position(name):
+    # A scheme's attention piece called directly, as a decoding loop of one's own would: the
+    # last rows at their offset, with is_causal, equal the full causal pass's last rows.
+    torch.manual_seed(3)
+    if name == "shaw":
+        position = relpos.ShawRelativePosition(4, max_distance=2, num_heads=2)
+    else:  # "none": plain content attention
+        position = build(name, causal=True) or relpos.AttentionPosition()
+    position = position.double()
+    for param in position.parameters():
+        torch.nn.init.normal_(param)
+    q, k, v = torch.randn(3, 2, 2, 7, 4, dtype=torch.float64)
+    q, k = position.rotate(q, k)  # positions 0..6 (RoPE); the others leave q, k as they are
+    full = position.attend(q, k, v, is_causal=True)
+    step = position.attend(q[:, :, 5:], k, v, is_causal=True, query_offset=5)
+    torch.testing.assert_close(step, full[:, :, 5:], rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", FAMILY + ["shaw"])
 def test_cached_decoding_equals_full_recomputation(name):
     torch.manual_seed(2)
     if name == "shaw":

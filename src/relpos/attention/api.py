@@ -158,15 +158,17 @@ def shaw_attention(
             (added to the logits), broadcasting to ``(B, H, Lq, Lk)``. A float mask must not hold
             ``+inf`` or NaN (its row's softmax is then NaN, as in SDPA); ``-inf`` masks a key.
             The values are not scanned for them, to keep the check off the hot path.
-        is_causal: top-left aligned causal mask, as in SDPA (row ``r`` sees columns ``c <= r``);
-            may be combined with ``attn_mask``. For cached decoding pass an explicit mask.
+        is_causal: a query sees the keys at its own position and before it: row ``r`` sees
+            column ``c`` iff ``key_offset + c <= query_offset + r``. With equal offsets (the
+            default) that is SDPA's top-left mask (``c <= r``); with ``query_offset`` set for
+            cached decoding it is the right one for the cached keys too. May be combined with
+            ``attn_mask``.
         dropout_p: probability of dropping an attention weight; both value terms use the dropped
             weights. Applied whenever ``> 0`` (pass 0.0 at evaluation, as with SDPA).
         scale: logit scale, default ``1/sqrt(D)``.
         query_offset: absolute position of the first query; with a key/value cache this is the
             number of cached positions, so query ``r`` is at ``i = query_offset + r``. It moves
-            the relative distances only, not ``is_causal``'s top-left mask: decoding with a
-            cache needs an explicit mask (``MultiheadAttention`` with a ``KVCache`` builds it).
+            the relative distances and, with ``is_causal``, the causal mask.
         key_offset: absolute position of the first key.
         max_left, max_right: asymmetric clipping (default ``max_distance`` each).
         key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4); needs
@@ -205,6 +207,9 @@ def shaw_attention(
             "key_query=True needs a key_table: the key-query term k_j · a^K_ij reads the key "
             "table (pass one, or key_query=False)"
         )
+    attn_mask, is_causal = checks.causal_by_position(
+        attn_mask, is_causal, q_len, k_len, query_offset, key_offset, query.device
+    )
 
     chosen = _pick_backend(
         backend,

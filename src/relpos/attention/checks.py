@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "causal_by_position",
     "check_qkv",
     "check_table",
     "check_attn_mask",
@@ -183,6 +184,37 @@ def logit_mask(
         causal = causal.masked_fill(~allowed, float("-inf"))
         mask = causal if mask is None else mask + causal
     return mask
+
+
+def causal_by_position(
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    q_len: int,
+    k_len: int,
+    query_offset: int,
+    key_offset: int,
+    device: torch.device,
+) -> tuple[Tensor | None, bool]:
+    """``is_causal`` for queries and keys at absolute positions: query row ``r`` (position
+    ``query_offset + r``) may see key column ``c`` (position ``key_offset + c``) iff
+    ``key_offset + c <= query_offset + r``.
+
+    With equal offsets that is SDPA's top-left mask, and the flag goes on as it came (fused
+    kernels skip whole masked blocks). With unequal offsets, as in cached decoding, the top-left
+    mask would be wrong (a single new query would see only the first key), so it becomes an
+    explicit ``(Lq, Lk)`` mask combined with ``attn_mask``. Returns ``(attn_mask, is_causal)``
+    for the backends, which know only the top-left meaning.
+    """
+    if not is_causal or query_offset == key_offset:
+        return attn_mask, is_causal
+    query_pos = torch.arange(q_len, device=device) + query_offset
+    key_pos = torch.arange(k_len, device=device) + key_offset
+    allowed = key_pos[None, :] <= query_pos[:, None]  # (Lq, Lk)
+    if attn_mask is None:
+        return allowed, False
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & allowed, False
+    return torch.where(allowed, attn_mask, attn_mask.new_tensor(float("-inf"))), False
 
 
 def autocast_off(device: torch.device):

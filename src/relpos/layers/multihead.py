@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention.api import available_backends
-from ..attention.checks import check_attn_mask
+from ..attention.checks import causal_by_position, check_attn_mask
 from ..schemes.base import AttentionPosition, check_bool
 from ..schemes.shaw import ShawRelativePosition
 
@@ -355,12 +355,11 @@ class MultiheadAttention(nn.Module):
         if batch == 0 or q_len == 0:
             # Nothing to attend from; some kernels and position modules refuse empty blocks.
             return q.new_zeros(batch, self.num_heads, q_len, self.head_dim)
-        # Without an offset the causal mask is SDPA's top-left one: pass it as a flag, so fused
-        # kernels can skip whole masked blocks instead of reading a dense mask.
-        causal_flag = is_causal and q_offset == 0
-        mask = self._mask(
-            attn_mask, key_padding_mask, is_causal and not causal_flag, q_len, k_len, q_offset, q
-        )
+        mask = self._mask(attn_mask, key_padding_mask)
+        # Without an offset the causal mask is SDPA's top-left one and stays a flag, so fused
+        # kernels can skip whole masked blocks; with cached keys it becomes a mask by position
+        # here, so that a position module of the user's own needs to know only the flag.
+        mask, causal_flag = causal_by_position(mask, is_causal, q_len, k_len, q_offset, 0, q.device)
         if self_attention:
             out = self.position.attend(
                 q,
@@ -460,29 +459,14 @@ class MultiheadAttention(nn.Module):
                 f"with True at padding (Lk counts cached keys too), got {got}"
             )
 
-    def _mask(
-        self,
-        attn_mask: Tensor | None,
-        key_padding_mask: Tensor | None,
-        is_causal: bool,
-        q_len: int,
-        k_len: int,
-        q_offset: int,
-        like: Tensor,
-    ) -> Tensor | None:
-        """Combine the masks into one boolean ``(B|1, 1|H, Lq, Lk)`` mask (True = may attend)."""
-        allowed = None
-        if key_padding_mask is not None:
-            allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
-        if is_causal:
-            query_pos = torch.arange(q_len, device=like.device) + q_offset
-            key_pos = torch.arange(k_len, device=like.device)
-            causal = key_pos[None, :] <= query_pos[:, None]  # (Lq, Lk)
-            allowed = causal if allowed is None else allowed & causal
+    def _mask(self, attn_mask: Tensor | None, key_padding_mask: Tensor | None) -> Tensor | None:
+        """Combine ``attn_mask`` and ``key_padding_mask`` into one ``(B|1, 1|H, Lq, Lk)`` mask
+        (boolean True = may attend, or float added to the logits)."""
+        if key_padding_mask is None:
+            return attn_mask
+        allowed = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
         if attn_mask is None:
             return allowed
-        if allowed is None:
-            return attn_mask
         if attn_mask.dtype == torch.bool:
             return attn_mask & allowed
         return torch.where(allowed, attn_mask, torch.full_like(attn_mask, float("-inf")))

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ..attention.checks import check_dropout, check_qkv
+from ..attention.checks import causal_by_position, check_dropout, check_qkv
 from ..attention.flex_bias import (
     RelativeScores,
     check_bias_backend,
@@ -43,6 +43,22 @@ __all__ = [
     "available_schemes",
     "SCHEMES",
 ]
+
+
+def causal_mask(
+    query: Tensor,
+    key: Tensor,
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    query_offset: int,
+    key_offset: int,
+) -> tuple[Tensor | None, bool]:
+    """``(attn_mask, is_causal)`` for a backend, ``is_causal`` taken by position
+    (:func:`relpos.attention.checks.causal_by_position`) for ``query (B, H, Lq, D)`` at
+    ``query_offset`` and ``key (B, H, Lk, D)`` at ``key_offset``."""
+    return causal_by_position(
+        attn_mask, is_causal, query.shape[-2], key.shape[-2], query_offset, key_offset, query.device
+    )
 
 
 class AttentionPosition(nn.Module):
@@ -77,8 +93,13 @@ class AttentionPosition(nn.Module):
         """Attention output ``(B, H, Lq, Dv)`` with this scheme's position terms.
 
         ``query`` is at absolute positions ``query_offset + r``, ``key``/``value`` at
-        ``key_offset + c``; masks mean what they mean for SDPA.
+        ``key_offset + c``; ``attn_mask`` means what it means for SDPA, and ``is_causal`` lets
+        a query see the keys at its position and before (SDPA's top-left mask when the offsets
+        are equal; see :func:`relpos.attention.checks.causal_by_position`).
         """
+        attn_mask, is_causal = causal_mask(
+            query, key, attn_mask, is_causal, query_offset, key_offset
+        )
         return sdpa_attention(
             query, key, value, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p
         )
@@ -123,6 +144,9 @@ class DistanceBias(AttentionPosition):
     ) -> Tensor:
         per_distance = self.distance_bias(
             query.shape[-2], key.shape[-2], query_offset=query_offset, key_offset=key_offset
+        )
+        attn_mask, is_causal = causal_mask(
+            query, key, attn_mask, is_causal, query_offset, key_offset
         )
         if per_distance.shape[0] != query.shape[1]:
             raise ValueError(
@@ -202,6 +226,9 @@ class PairBias(AttentionPosition):
                 f"{self.num_heads}; build it with num_heads={heads}"
             )
         scale = self.logit_scale(query.shape[-1])
+        attn_mask, is_causal = causal_mask(
+            query, key, attn_mask, is_causal, query_offset, key_offset
+        )
         if backend == "flex":
             factored = self.relative_scores(
                 query, key, query_offset=query_offset, key_offset=key_offset

@@ -39,6 +39,7 @@ from ..attention.flex_bias import dense_bias_attention
 from .base import (
     AttentionPosition,
     PositionScheme,
+    causal_mask,
     check_base,
     check_finite_above,
     register_scheme,
@@ -318,6 +319,9 @@ class RotaryPosition(AttentionPosition):
         backend: str = "auto",
     ) -> Tensor:
         # Positions are already in the rotated q and k: attention itself has no bias.
+        attn_mask, is_causal = causal_mask(
+            query, key, attn_mask, is_causal, query_offset, key_offset
+        )
         return dense_bias_attention(
             query,
             key,
