@@ -74,6 +74,11 @@ def test_compare_prints_the_table(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "shaw k=2" in printed and "seen 1–3" in printed and "results.json" in printed
+    # Under the table, one input of the shortest unseen length and the model's output for it.
+    assert (
+        "reverse: one input of the shortest unseen length, each variant's seed-0 model" in printed
+    )
+    assert "  (length 4, unseen)" in printed and "  expected    " in printed
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from relpos.cli import main
 from relpos.experiments import Experiment, Variant, plots, run_compare
-from relpos.experiments.predict import find_runs, predict_runs, split_source
+from relpos.experiments.predict import find_runs, predict_runs, split_source, unseen_example
 from relpos.models import ModelConfig
 from relpos.tasks import get_task
 from relpos.tasks.scan import ScanTask, interpret
@@ -230,3 +230,17 @@ def test_a_model_that_cannot_take_a_source_leaves_the_others_their_outputs(tmp_p
     assert set(long.outputs) == {"shaw"} and set(short.outputs) == {"learned", "shaw"}
     assert short.errors == {}
     assert table.to_dict()["predictions"][0]["errors"] == long.errors
+
+
+def test_unseen_example_is_the_first_input_one_past_the_training_range(compare_dir):
+    results = json.loads((compare_dir / "results.json").read_text())
+    (experiment,) = results["experiments"]
+    table = unseen_example(compare_dir, experiment)
+    data = get_task("reverse", **TASK_OPTIONS).generate(0)
+    first = next(ex for ex in data.evaluation if ex.length == 4)  # trained on 1-3
+    (row,) = table.rows
+    assert row.source == first.source and row.expected == first.target and row.seen is False
+    for label, path in find_runs(compare_dir).items():
+        assert [list(row.outputs[label])] == load_run(path).predict([first.source])
+    # Evaluated on training lengths only: nothing unseen to show.
+    assert unseen_example(compare_dir, {**experiment, "eval_lengths": [1, 2, 3]}) is None

@@ -349,6 +349,31 @@ def _command_line(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+def _print_unseen_examples(console, results: dict) -> None:
+    """Under the table, one input of an unseen length per experiment and what each variant's
+    first model made of it: the table's numbers as one concrete case."""
+    from ..experiments.predict import unseen_example
+    from .predict import format_predictions
+
+    for experiment in results["experiments"]:
+        try:
+            table = unseen_example(results["out"], experiment)
+        except (ValueError, FileNotFoundError):  # an unfinished or unloadable run: no example
+            continue
+        if table is None:
+            continue
+        seeds = sorted({run["seed"] for run in experiment["runs"]})
+        console.print(
+            f"{experiment['task']}: one input of the shortest unseen length, each variant's seed-"
+            f"{seeds[0]} model (relpos predict {results['out']} SOURCE tries yours):",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(
+            format_predictions(table, header=False), highlight=False, soft_wrap=True, markup=False
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -375,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
     for table in format_table(results):
         console.print(table)
     out = results["out"]
+    _print_unseen_examples(console, results)
     console.print(
         f"{results['seconds']:.0f} s in all. Wrote {out}/results.json, table.md, accuracy.png "
         f"(relpos plot accuracy {out} redraws it; relpos predict {out} SOURCE runs its "

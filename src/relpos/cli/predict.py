@@ -46,24 +46,27 @@ def _joined(tokens) -> str:
     return "".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens)
 
 
-def format_predictions(table) -> str:
-    """The plain-text report of a :class:`~relpos.experiments.predict.PredictionTable`."""
+def format_predictions(table, *, header: bool = True) -> str:
+    """The plain-text report of a :class:`~relpos.experiments.predict.PredictionTable`
+    (``header``: the task, its training lengths and the run folders first)."""
     lines = []
-    if table.train_lengths is not None:
-        low, high = table.train_lengths
-        trained = f"trained on lengths {low}–{high}"
-    else:
-        trained = "training lengths unknown"
-    lines.append(f"task {table.task}, {trained}; runs:")
-    for label, path in table.runs.items():
-        lines.append(f"  {label}: {path}")
+    if header:
+        if table.train_lengths is not None:
+            low, high = table.train_lengths
+            trained = f"trained on lengths {low}–{high}"
+        else:
+            trained = "training lengths unknown"
+        lines.append(f"task {table.task}, {trained}; runs:")
+        for label, path in table.runs.items():
+            lines.append(f"  {label}: {path}")
     width = max(len("expected"), *(len(label) for label in table.runs))
     for row in table.rows:
         if row.length is None:
             where = "the task gives no expected output for it"
         else:
             where = f"length {row.length}, {'seen' if row.seen else 'unseen'}"
-        lines.append("")
+        if lines:
+            lines.append("")
         lines.append(f"{_joined(row.source)}  ({where})")
         if row.expected is not None:
             lines.append(f"  {'expected':<{width}}    {_joined(row.expected)}")

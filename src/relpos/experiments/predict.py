@@ -30,6 +30,7 @@ __all__ = [
     "task_example",
     "task_examples",
     "predict_runs",
+    "unseen_example",
 ]
 
 
@@ -192,6 +193,32 @@ def _run_files(folder: Path, run: dict) -> Path:
     return path
 
 
+def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | None:
+    """The first evaluation input of the shortest unseen length of ``experiment`` (an entry of a
+    compare's ``results.json``), decoded by each variant's lowest-seed run in ``folder``: what the
+    compare prints under its table. ``None`` when the experiment has no unseen length or no
+    runs."""
+    from ..tasks import get_task
+    from ..training.loop import TrainConfig
+
+    low, high = experiment["train_lengths"]
+    unseen = [n for n in experiment["eval_lengths"] if not low <= n <= high]
+    chosen = _lowest_seed_runs(experiment, None, None)
+    if not unseen or not chosen:
+        return None
+    runs = {label: _run_files(Path(folder), run) for label, run in chosen.items()}
+    config = TrainConfig.from_dict(
+        json.loads((next(iter(runs.values())) / "config.json").read_text())
+    )
+    data = get_task(config.task, **config.task_options).generate(config.seed)
+    above = [n for n in unseen if n > high]
+    length = above[0] if above else unseen[0]  # one past the training range, where there is one
+    example = next((ex for ex in data.evaluation if ex.length == length), None)
+    if example is None:
+        return None
+    return predict_runs(runs, [example.source])
+
+
 def split_source(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
     """``text`` as task tokens: whitespace-separated words (``"jump twice"``, ``"3 1 4"``), or,
     for a single word that is not a token, its characters (``"314"`` for digit tasks)."""
@@ -245,12 +272,15 @@ def predict_runs(
 ) -> PredictionTable:
     """Every run of ``runs`` (label -> run folder, as :func:`find_runs` gives) decodes every
     source greedily, as its evaluation does; the expected target, length and seen/unseen come
-    from the first run's task (the compare's runs share one task)."""
+    from the first run's task (the compare's runs share one task). A source is a string (split
+    by :func:`split_source`) or a list/tuple of tokens."""
     from ..tasks import get_task
     from ..training import load_run
 
     if isinstance(sources, str) or not sources:
-        raise ValueError("sources must be a non-empty list of strings, e.g. ['123456789012']")
+        raise ValueError(
+            "sources must be a non-empty list of strings or token lists, e.g. ['123456789012']"
+        )
     if not runs:
         raise ValueError("runs is empty: give at least one run folder")
     loaded = {label: load_run(path, device=device) for label, path in runs.items()}
@@ -265,7 +295,7 @@ def predict_runs(
     known = task_examples(data)
     rows = []
     for text in sources:
-        source = split_source(text, vocabulary)
+        source = tuple(text) if isinstance(text, (list, tuple)) else split_source(text, vocabulary)
         example = task_example(task, known, source)
         seen = None if example is None or data is None else data.seen(example.length)
         rows.append(
