@@ -124,6 +124,8 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
             ["attention", "{run}", "--scheme", "t5"],
             "no finished run of scheme 't5'; its finished runs are of",
         ),
+        (["attention", "{run}", "--task", "copy"], "has no 'copy' experiment; its tasks: reverse"),
+        (["index", "--task", "copy"], "--task does not apply to `index`"),
     ],
 )
 def test_flags_that_do_not_apply_and_bad_values(compare_dir, capsys, args, message):

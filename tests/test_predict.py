@@ -80,7 +80,7 @@ def test_cli_json_and_a_single_run_folder(compare_dir, capsys):
     assert main(["predict", str(run_dir), "1 2 3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     (label,) = result["runs"]
-    assert label == "shaw_max_distance=2"
+    assert label == "shaw k=2"  # as a compare labels the same variant
     (row,) = result["predictions"]
     assert row["source"] == ["1", "2", "3"] and row["expected"] == ["3", "2", "1"]
     assert row["length"] == 3 and row["seen"] is True
@@ -244,3 +244,45 @@ def test_unseen_example_is_the_first_input_one_past_the_training_range(compare_d
         assert [list(row.outputs[label])] == load_run(path).predict([first.source])
     # Evaluated on training lengths only: nothing unseen to show.
     assert unseen_example(compare_dir, {**experiment, "eval_lengths": [1, 2, 3]}) is None
+
+
+def test_character_level_tasks_keep_the_spaces_of_a_source(tmp_path, monkeypatch):
+    # A char-level file task reads "a b" as three tokens, the space one of them; a typed source
+    # must be split the same way, or another example is scored (and plotted).
+    assert split_source(" a b ", [" ", "a", "b"], char_level=True) == ("a", " ", "b")
+    with pytest.raises(ValueError, match=r"characters outside the task vocabulary \('c'\)"):
+        split_source("a c", [" ", "a", "b"], char_level=True)
+    data = tmp_path / "chars.tsv"
+    data.write_text("a b\tb a\nab\tba\na\ta\nb\tb\nabb\tbba\n")
+    model = ModelConfig(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=16)
+    options = {"max_train_length": 2, "char_level": True}
+    train(TrainConfig(task=f"file:{data}", task_options=options, model=model, steps=2,
+                      batch_size=2), tmp_path / "run", progress=False)  # fmt: skip
+    (row,) = predict_runs({"run": tmp_path / "run"}, ["a b"]).rows
+    assert row.source == ("a", " ", "b") and row.expected == ("b", " ", "a") and row.length == 3
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_attention", lambda maps, out, **kw: drawn.update(kw) or out)
+    plots.plot_run_attention(tmp_path / "run", tmp_path / "a.png", source="a b")
+    assert drawn["query_labels"]["encoder.blocks.0.self_attn"] == ["a", " ", "b"]
+
+
+def test_a_decoder_only_model_decodes_as_far_as_its_positions_reach(tmp_path):
+    # Prompt and output share the positions of one sequence: by default a learned table of
+    # max_len rows decodes what is left after the prompt, instead of failing past its end.
+    model = ModelConfig(arch="decoder", d_model=16, num_heads=2, num_layers=1, d_ff=32,
+                        scheme="learned", max_len=12)  # fmt: skip
+    train(TrainConfig(task_options=TASK_OPTIONS, model=model, steps=2, batch_size=4),
+          tmp_path / "run", progress=False)  # fmt: skip
+    run = load_run(tmp_path / "run")
+    (output,) = run.predict(["12345"])
+    assert len(output) <= 12 - 6  # 5 source tokens and SEP
+    with pytest.raises(ValueError, match="beyond this learned absolute table"):
+        run.predict(["12345"], max_new_tokens=20)  # asked for explicitly: the table's limit
+
+
+def test_long_outputs_are_cut_on_screen_only():
+    from relpos.cli.predict import SHOWN_TOKENS, _joined
+
+    tokens = ("7",) * (SHOWN_TOKENS + 10)
+    assert _joined(tokens) == "7" * SHOWN_TOKENS + " … (+10 tokens)"
+    assert _joined(("a", " ", "b")) == "a␣b"

@@ -738,3 +738,21 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_as_it_predicts(tmp_p
 def test_precision_names_its_choices():
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
         tiny_config(precision="fp16")
+
+
+def test_cli_a_refused_resume_does_not_first_say_it_resumes(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    small = ["--steps", "2", "--no-progress", "--run-dir", run_dir, "--d-model", "16"]
+    small += [
+        "--num-heads",
+        "2",
+        "--task-option",
+        "n_train=32",
+        "--task-option",
+        "n_eval_per_length=2",
+    ]
+    assert cli_main(["train", *small]) == 0
+    capsys.readouterr()
+    assert cli_main(["train", "--run-dir", run_dir, "--resume", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert "precision: 'fp32' -> 'bf16'" in err and "resuming" not in err

@@ -74,6 +74,10 @@ def register(subparsers) -> None:
         "--scheme",
         help="in a compare folder, plot the first run of this scheme (default: shaw if present)",
     )
+    parser.add_argument(
+        "--task",
+        help="in a compare folder of several tasks, plot a run of this task (default: the first)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,6 +87,10 @@ def default_name(args: argparse.Namespace) -> str:
     parts = [args.figure]
     if args.figure == "accuracy" and args.metric != "exact":
         parts.append(args.metric)
+    if args.figure in ("vectors", "attention") and args.task is not None:
+        from ..experiments.compare import slug
+
+        parts.append(slug(args.task))
     if args.figure in ("vectors", "attention") and args.scheme is not None:
         parts.append(args.scheme)
     if args.figure == "attention":
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         ("--length", args.length, ("sinusoidal", "index", "distances", "attention")),
         ("-k", args.max_distance, ("index", "distances")),
         ("--source", args.source, ("attention",)),
+        ("--task", args.task, ("vectors", "attention")),
     ):
         if value is not None and args.figure not in figures:
             only = ", ".join(figures)
@@ -137,16 +146,16 @@ def run(args: argparse.Namespace) -> int:
         path = plots.plot_accuracy(args.run_dir, out, metric=args.metric)
     elif args.figure == "vectors":
         path = plots.plot_run_vectors(
-            plots.find_run(args.run_dir, scheme=args.scheme or "shaw"), out
+            plots.find_run(args.run_dir, scheme=args.scheme or "shaw", task=args.task), out
         )
     else:
         run_dir = args.run_dir
         try:
-            run_dir = plots.find_run(run_dir, scheme=args.scheme or "shaw")
+            run_dir = plots.find_run(run_dir, scheme=args.scheme or "shaw", task=args.task)
         except ValueError:
             if args.scheme is not None:
                 raise
-            run_dir = plots.find_run(run_dir)  # no shaw run: the first one
+            run_dir = plots.find_run(run_dir, task=args.task)  # no shaw run: the first one
         if args.source is not None and (args.length is not None or args.seed != 0):
             raise ValueError("--source is the example itself: give it without --length or --seed")
         path = plots.plot_run_attention(

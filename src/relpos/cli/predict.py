@@ -40,10 +40,18 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+#: tokens of one output shown on screen; --json has them all (a runaway output can be max_len).
+SHOWN_TOKENS = 120
+
+
 def _joined(tokens) -> str:
     """Digits as ``3141``, words as ``jump twice``: join with spaces unless every token is one
-    character."""
-    return "".join(tokens) if all(len(t) == 1 for t in tokens) else " ".join(tokens)
+    character (a space token, from a character-level task, shows as ``␣``); at most
+    :data:`SHOWN_TOKENS`, then how many more."""
+    shown = [("␣" if t == " " else t) for t in tokens[:SHOWN_TOKENS]]
+    text = "".join(shown) if all(len(t) == 1 for t in shown) else " ".join(shown)
+    more = len(tokens) - SHOWN_TOKENS
+    return text + (f" … (+{more} tokens)" if more > 0 else "")
 
 
 def format_predictions(table, *, header: bool = True) -> str:

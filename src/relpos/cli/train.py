@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import typing
+from pathlib import Path
 
 __all__ = ["register", "run", "config_from_args", "parse_option"]
 
@@ -197,8 +198,12 @@ def run(args: argparse.Namespace) -> int:
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if args.resume and rank0:
         # Say where the run goes on from: a mistyped folder, or a stop before the first
-        # checkpoint, would otherwise start from step 0 unnoticed.
+        # checkpoint, would otherwise start from step 0 unnoticed. (A resume that will be
+        # refused, a changed setting, says so first.)
         from ..training.checkpoint import read_checkpoint_state
+        from ..training.loop import check_run_dir
+
+        check_run_dir(Path(run_dir), config, resume=True, overwrite=args.overwrite)
 
         state = read_checkpoint_state(run_dir) if os.path.isfile(saved) else None
         if not os.path.isfile(saved):

@@ -478,13 +478,13 @@ def plot_attention(
     return _save(fig, out)
 
 
-def find_run(run_dir: str | Path, *, scheme: str | None = None) -> Path:
+def find_run(run_dir: str | Path, *, scheme: str | None = None, task: str | None = None) -> Path:
     """A training run folder: ``run_dir`` itself, or, for a ``relpos compare`` folder, the
-    first variant's (of ``scheme`` if given) lowest-seed run in the first experiment that has
-    one (:func:`relpos.experiments.predict.find_runs`)."""
+    first variant's (of ``scheme`` if given) lowest-seed run in ``task``'s experiment, else the
+    first experiment that has one (:func:`relpos.experiments.predict.find_runs`)."""
     from .predict import find_runs
 
-    return next(iter(find_runs(run_dir, scheme=scheme).values()))
+    return next(iter(find_runs(run_dir, scheme=scheme, task=task).values()))
 
 
 def _run_title(loaded) -> str:
@@ -533,7 +533,7 @@ def plot_run_attention(
     from ..training.evaluate import model_logits
     from ..training.precision import autocast
     from ..training.tokenizer import BOS, EOS
-    from .predict import split_source, task_example, task_examples
+    from .predict import char_level, split_source, task_example, task_examples
 
     loaded = load_run(find_run(run_dir))
     config, model, tokenizer = loaded.config, loaded.model, loaded.tokenizer
@@ -543,7 +543,7 @@ def plot_run_attention(
     if source is not None:
         if length is not None or seed != 0:
             raise ValueError("source is the example itself: give it without length or seed")
-        tokens = split_source(source, tokenizer.vocabulary)
+        tokens = split_source(source, tokenizer.vocabulary, char_level=char_level(config))
         example = task_example(task, task_examples(data), tokens)
         if example is None:  # no target known: the decoder reads what the model writes
             expected = False

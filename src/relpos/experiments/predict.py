@@ -27,6 +27,7 @@ __all__ = [
     "PredictionTable",
     "find_runs",
     "split_source",
+    "char_level",
     "task_example",
     "task_examples",
     "predict_runs",
@@ -89,8 +90,10 @@ class PredictionTable:
 
 
 def _scheme_label(config) -> str:
-    options = ",".join(f"{k}={v}" for k, v in config.model.scheme_options.items())
-    return f"{config.model.scheme}_{options}" if options else config.model.scheme
+    """The label a compare would give this run's variant (``shaw k=4``)."""
+    from .compare import Variant
+
+    return Variant(config.model.scheme, dict(config.model.scheme_options)).label
 
 
 def find_runs(
@@ -193,6 +196,12 @@ def _run_files(folder: Path, run: dict) -> Path:
     return path
 
 
+def char_level(config) -> bool:
+    """Whether a run's task reads its sources character by character (a file task's
+    ``char_level=True``), so that a typed source is split the same way."""
+    return bool(config.task_options.get("char_level", False))
+
+
 def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | None:
     """The first evaluation input of the shortest unseen length of ``experiment`` (an entry of a
     compare's ``results.json``), decoded by each variant's lowest-seed run in ``folder``: what the
@@ -219,10 +228,27 @@ def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | No
     return predict_runs(runs, [example.source])
 
 
-def split_source(text: str, vocabulary: Sequence[str]) -> tuple[str, ...]:
+def split_source(
+    text: str, vocabulary: Sequence[str], *, char_level: bool = False
+) -> tuple[str, ...]:
     """``text`` as task tokens: whitespace-separated words (``"jump twice"``, ``"3 1 4"``), or,
-    for a single word that is not a token, its characters (``"314"`` for digit tasks)."""
+    for a single word that is not a token, its characters (``"314"`` for digit tasks).
+    ``char_level`` (a character-level file task): every character after stripping the ends,
+    spaces included, as the task file was read."""
     known = set(vocabulary)
+    if char_level:
+        tokens = tuple(text.strip())
+        unknown = sorted(set(tokens) - known)
+        if not tokens or unknown:
+            what = (
+                "holds no tokens"
+                if not tokens
+                else (
+                    f"has characters outside the task vocabulary ({', '.join(map(repr, unknown))})"
+                )
+            )
+            raise ValueError(f"source {text!r} {what}; the vocabulary: {vocabulary!r}")
+        return tokens
     words = text.split()
     if not words:
         raise ValueError(f"source {text!r} holds no tokens")
@@ -295,7 +321,11 @@ def predict_runs(
     known = task_examples(data)
     rows = []
     for text in sources:
-        source = tuple(text) if isinstance(text, (list, tuple)) else split_source(text, vocabulary)
+        source = (
+            tuple(text)
+            if isinstance(text, (list, tuple))
+            else split_source(text, vocabulary, char_level=char_level(config))
+        )
         example = task_example(task, known, source)
         seen = None if example is None or data is None else data.seen(example.length)
         rows.append(

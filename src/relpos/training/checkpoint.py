@@ -269,29 +269,32 @@ class LoadedRun:
         ``sources``: token sequences (a string is a sequence of one-character tokens, as the
         digit tasks use). Encoder-decoder: the sources padded into one batch, decoded from BOS;
         decoder-only: each source then SEP as the prompt; encoder-only: one token per source
-        token. Decoding stops at EOS or after ``max_new_tokens`` (default: ``max_len``).
+        token. Decoding stops at EOS or after ``max_new_tokens`` (default: ``max_len``; for a
+        decoder-only model what its ``max_len`` positions leave after the prompt).
         """
         from .precision import autocast
 
         if isinstance(sources, str) or not all(isinstance(s, (str, list, tuple)) for s in sources):
             raise TypeError("sources must be a list of token sequences, e.g. ['12345', '907']")
-        budget = self.config.model.max_len if max_new_tokens is None else max_new_tokens
         device = next(self.model.parameters()).device
         with autocast(self.config.precision, device):  # as the run's evaluation computed
-            return self._decode(sources, budget, device)
+            return self._decode(sources, max_new_tokens, device)
 
-    def _decode(self, sources, budget: int, device: torch.device) -> list[list[str]]:
+    def _decode(self, sources, max_new_tokens: int | None, device) -> list[list[str]]:
         from .tokenizer import BOS, EOS, PAD, SEP
 
         encoded = [self.tokenizer.encode(list(source)) for source in sources]
-        arch = self.config.model.arch
+        arch, max_len = self.config.model.arch, self.config.model.max_len
+        budget = max_len if max_new_tokens is None else max_new_tokens
         if arch == "decoder":  # one prompt at a time: generate takes prompts of one length
-            outputs = [
-                self.model.generate(
-                    torch.tensor([[*ids, SEP]], device=device), eos=EOS, max_new_tokens=budget
-                )[0]
-                for ids in encoded
-            ]
+            outputs = []
+            for ids in encoded:
+                # The prompt and what follows share one sequence of positions: by default,
+                # decode only as far as max_len reaches (a learned table has no row beyond).
+                room = max(1, max_len - len(ids) - 1)
+                prompt = torch.tensor([[*ids, SEP]], device=device)
+                limit = room if max_new_tokens is None else max_new_tokens
+                outputs.append(self.model.generate(prompt, eos=EOS, max_new_tokens=limit)[0])
             return [self.tokenizer.decode(out.tolist()) for out in outputs]
         width = max((len(ids) for ids in encoded), default=0)
         batch = torch.full((len(encoded), width), PAD, dtype=torch.long, device=device)

@@ -206,7 +206,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98), eps=1e-9, fused=fused)
 
 
-def _prepare_run_dir(
+def check_run_dir(
     run_dir: Path | None, config: TrainConfig, *, resume: bool, overwrite: bool
 ) -> None:
     """Refuse to clobber an existing run folder unless told to resume or overwrite (read-only)."""
@@ -386,7 +386,7 @@ def _train(
     check_batch_size(config.batch_size, context)
     data_digest = _digest(data)
 
-    _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+    check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     context.barrier()  # every rank has checked the folder before rank 0 writes into it
     if run_dir is not None and context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
