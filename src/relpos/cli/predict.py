@@ -5,11 +5,13 @@
   relpos predict runs/kz-scan "jump twice after walk around left" --task scan
 
 RUN_DIR is a training run folder (config.json + checkpoint) or a `relpos compare` folder: one run
-per scheme variant (its lowest seed, or --seed), of its first experiment (or --task). A source is
+per scheme variant (its lowest seed, or --seed), of --task's experiment or else the first one
+with a run of --scheme (a scheme name such as shaw, not a label such as "shaw k=4"). A source is
 whitespace-separated tokens ("jump twice", "3 1 4") or, for one word that is not a token, its
-characters ("314" on the digit tasks). Each source prints its expected output (where the task
-can compute one), its length against the training range, and every model's greedy output
-marked ✓ or ✗.
+characters ("314" on the digit tasks); a character-level file task takes every character,
+spaces included. Each source prints its expected output (where the task can compute one), its
+length against the training range, and every model's greedy output marked ✓ or ✗ (on screen cut
+at 120 tokens; --json has all).
 """
 
 from __future__ import annotations
@@ -29,12 +31,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="training run or compare folder")
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="input(s) to decode")
-    parser.add_argument("--task", help="in a compare folder: which experiment (default: first)")
-    parser.add_argument("--scheme", help="only runs of this scheme")
+    parser.add_argument(
+        "--task", help="in a compare folder: which experiment (default: the first with --scheme)"
+    )
+    parser.add_argument("--scheme", help="only runs of this scheme (a name: shaw, t5, …)")
     parser.add_argument("--seed", type=int, help="in a compare folder: runs of this seed")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
     parser.add_argument(
-        "--max-new-tokens", type=int, help="decoding budget (default: the model's max_len)"
+        "--max-new-tokens",
+        type=int,
+        help="decoding budget (default: the model's max_len; decoder-only: what it leaves after "
+        "the source)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
