@@ -17,10 +17,11 @@ bag of digits. :func:`predict_runs` does the work; the CLI prints its result.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..training.checkpoint import CONFIG_ADVICE, read_json
 
 __all__ = [
     "Prediction",
@@ -121,7 +122,7 @@ def find_runs(
                 )
         from ..training.loop import TrainConfig
 
-        config = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        config = TrainConfig.from_dict(read_json(folder / "config.json", CONFIG_ADVICE))
         if scheme is not None and config.model.scheme != scheme:
             raise ValueError(
                 f"{str(folder)!r} is a {config.model.scheme!r} run, not a {scheme!r} one"
@@ -132,7 +133,8 @@ def find_runs(
             f"{str(folder)!r} is neither a training run (config.json) nor a compare folder "
             "(results.json)"
         )
-    experiments = json.loads((folder / "results.json").read_text()).get("experiments", [])
+    results = read_json(folder / "results.json", "restore it, or run the compare again")
+    experiments = results.get("experiments", [])
     tasks = [experiment["task"] for experiment in experiments]
     if task is not None and task not in tasks:
         raise ValueError(
@@ -217,7 +219,7 @@ def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | No
         return None
     runs = {label: _run_files(Path(folder), run) for label, run in chosen.items()}
     config = TrainConfig.from_dict(
-        json.loads((next(iter(runs.values())) / "config.json").read_text())
+        read_json(next(iter(runs.values())) / "config.json", CONFIG_ADVICE)
     )
     data = get_task(config.task, **config.task_options).generate(config.seed)
     above = [n for n in unseen if n > high]
