@@ -3,7 +3,7 @@
 # limit of one call even when all three timeouts are reached: 360 + 180 + 50 s):
 #   1. benchmarks/gpu_check.py --backends triton: versions, correctness against the float64
 #      reference, timings against SDPA (synchronised and queued), the kernels without tables,
-#      a per-kernel profile, the host's time per call, the sweep of tiles (tails in kernels of
+#      a per-kernel profile, the host's time per call, the peak memory buffer by buffer, the sweep of tiles (tails in kernels of
 #      their own first, interleaved halves, TMA, grouped dQ blocks; each candidate checked
 #      against the default's results), the chosen tiles at every length, variants, `relpos
 #      bench`. Left out: the warp-specialisation probe and the folded-tails comparison, both

@@ -75,6 +75,9 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert all(row["fwd_us"] > 0 and row["fwd_bwd_us"] > 0 for row in host.values()), host
     top = sections["host"]["triton_top"]
     assert isinstance(top, list) and top and all(entry["own_us"] >= 0 for entry in top), top
+    memory = sections["memory"]["rows"]
+    assert [row["length"] for row in memory] == [16] and "error" not in memory[0], memory
+    assert memory[0]["buffers_mib"] > 0 and "query_rel" in {b[0] for b in memory[0]["largest"]}
 
     sweep = sections["sweep"]
     # Every candidate ran, reproduced the default's results, and one per kernel was chosen.
