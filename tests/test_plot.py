@@ -50,6 +50,8 @@ def compare_dir(tmp_path_factory):
         ["index", "--tokens", "I think therefore I am", "-k", "4"],
         ["distances"],
         ["distances", "--length", "20", "-k", "2"],
+        ["window"],
+        ["window", "--window", "3x5", "--query", "0,4"],
     ],
 )
 def test_plots_without_a_run(tmp_path, capsys, argv):
@@ -126,12 +128,38 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
         ),
         (["attention", "{run}", "--task", "copy"], "has no 'copy' experiment; its tasks: reverse"),
         (["index", "--task", "copy"], "--task does not apply to `index`"),
+        (["index", "--window", "3x3"], "--window does not apply to `index` (only window)"),
+        (["window", "--query", "1"], "--query must look like y,x"),
+        (["window", "--query", "0,4"], "query patch must lie in the 4x4 window, got (0, 4)"),
+        (["window", "--window", "7"], "--window must look like HxW"),
     ],
 )
 def test_flags_that_do_not_apply_and_bad_values(compare_dir, capsys, args, message):
     args = [arg.format(run=compare_dir) for arg in args]
     assert main(["plot", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("window, query", [((4, 4), (1, 1)), ((3, 5), (0, 4)), ((2, 3), (1, 0))])
+def test_window_views_are_swins_offsets(window, query):
+    """Each key patch's row is its offset from the query, (dy + Wh − 1)(2Ww − 1) + dx + Ww − 1 with
+    (dy, dx) = query − key (Swin's order), and the rows read are those offsets and no others."""
+    window_h, window_w = window
+    index, key_rows, reads = plots_module.window_views(window, query)
+    assert index.shape == (window_h * window_w,) * 2
+    read = set()
+    for y in range(window_h):
+        for x in range(window_w):
+            dy, dx = query[0] - y, query[1] - x
+            assert key_rows[y, x] == (dy + window_h - 1) * (2 * window_w - 1) + dx + window_w - 1
+            read.add((dy + window_h - 1, dx + window_w - 1))
+    assert {tuple(cell) for cell in reads.nonzero().tolist()} == read
+    # Over all the window's queries, every one of the (2Wh − 1)(2Ww − 1) rows is read.
+    every = torch.zeros_like(reads)
+    for y in range(window_h):
+        for x in range(window_w):
+            every |= plots_module.window_views(window, (y, x))[2]
+    assert every.all()
 
 
 def test_vector_formats(tmp_path):

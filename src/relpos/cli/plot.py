@@ -3,6 +3,8 @@
   relpos plot sinusoidal                 the sinusoidal encoding as a heatmap, and PE(p)·PE(q)
   relpos plot index                      the relative index matrix (the seed's: length 10, k = 3)
   relpos plot distances                  what each relative scheme makes of the distance j − i
+  relpos plot window                     Swin's 2D window index, and the table rows one query
+                                         patch reads (--window 4x4 --query 1,2)
   relpos plot vectors RUN_DIR            cosine similarity of a trained model's 2k+1 key vectors
   relpos plot attention RUN_DIR          a trained model's attention maps on one example
                                          (--source "123456789012": on an input of your own)
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .show import parse_window
+
 __all__ = ["register", "run"]
 
-FIGURES = ("sinusoidal", "index", "distances", "vectors", "attention", "accuracy")
+FIGURES = ("sinusoidal", "index", "distances", "window", "vectors", "attention", "accuracy")
 
 
 def _positive(text: str) -> int:
@@ -35,10 +39,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _parse_query(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise ValueError(f"--query must look like y,x (e.g. 1,2), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "plot",
-        help="draw a figure (PNG): sinusoidal, index, distances, vectors, attention, accuracy",
+        help="draw a figure (PNG): " + ", ".join(FIGURES),
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,6 +79,10 @@ def register(subparsers) -> None:
         help="for `accuracy`: exact match, token accuracy, or token accuracy teacher-forced",
     )
     parser.add_argument("--seed", type=int, default=0, help="which example `attention` draws")
+    parser.add_argument("--window", help="for `window`: its size HxW (default 4x4)")
+    parser.add_argument(
+        "--query", help="for `window`: the query patch y,x (default: the window's centre)"
+    )
     parser.add_argument(
         "--source",
         help='for `attention`: an input of your own, not a drawn example, e.g. "123456789012"',
@@ -117,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         ("-k", args.max_distance, ("index", "distances")),
         ("--source", args.source, ("attention",)),
         ("--task", args.task, ("vectors", "attention")),
+        ("--window", args.window, ("window",)),
+        ("--query", args.query, ("window",)),
     ):
         if value is not None and args.figure not in figures:
             only = ", ".join(figures)
@@ -142,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.figure == "distances":
         k = 4 if args.max_distance is None else args.max_distance
         path = plots.plot_distances(out, span=args.length or 48, max_distance=k)
+    elif args.figure == "window":
+        path = plots.plot_window(
+            out, window=parse_window(args.window or "4x4"), query=_parse_query(args.query)
+        )
     elif args.figure == "accuracy":
         path = plots.plot_accuracy(args.run_dir, out, metric=args.metric)
     elif args.figure == "vectors":

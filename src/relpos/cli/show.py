@@ -126,7 +126,7 @@ def format_index(
     return "\n".join(lines)
 
 
-def _parse_window(text: str) -> tuple[int, int]:
+def parse_window(text: str) -> tuple[int, int]:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
         raise ValueError(f"--window must look like HxW, e.g. 7x7, got {text!r}")
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     if args.two_d:
         from ..schemes.swin import swin_relative_position_index
 
-        window_h, window_w = _parse_window(args.window or "2x2")
+        window_h, window_w = parse_window(args.window or "2x2")
         index = swin_relative_position_index(window_h, window_w).tolist()
         print(format_window_index(index, window_h, window_w, args.format))
         return 0

@@ -11,6 +11,8 @@ headless machines.
 * :func:`plot_index` — the seed's relative index matrix ``clip(j - i, -k, k) + k``;
 * :func:`plot_distances` — what each scheme makes of the distance ``j - i`` (table rows,
   buckets, biases, RoPE's decay), side by side (:func:`distance_profiles` has the numbers);
+* :func:`plot_window` — Swin's 2D window index, and which rows of its ``(2Wh - 1)(2Ww - 1)``
+  table one query patch reads (:func:`window_views` has the numbers);
 * :func:`plot_vectors` — cosine similarity of a trained model's ``2k + 1`` relative key vectors;
 * :func:`plot_attention` — attention maps of a trained model on one example;
 * :func:`plot_accuracy` — exact-match accuracy against length from a ``relpos compare`` folder.
@@ -33,6 +35,8 @@ __all__ = [
     "plot_index",
     "distance_profiles",
     "plot_distances",
+    "window_views",
+    "plot_window",
     "plot_vectors",
     "plot_attention",
     "plot_accuracy",
@@ -167,6 +171,115 @@ def plot_index(
         fontsize=10,
         pad=28,
     )
+    return _save(fig, out)
+
+
+def window_views(
+    window: tuple[int, int], query: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Swin's window index seen from one query patch ``query = (y, x)`` of a ``window = (Wh, Ww)``.
+
+    Returns ``index (N, N)`` (:func:`~relpos.schemes.swin.swin_relative_position_index`,
+    ``N = Wh·Ww``), ``key_rows (Wh, Ww)``: the table row each key patch uses for this query (its
+    row of ``index``, laid out as the window), and ``reads (2Wh - 1, 2Ww - 1)``: which rows of the
+    table, laid out by offset ``(dy, dx) = (y_q - y_k, x_q - x_k)``, the query reads — a
+    ``Wh x Ww`` block whose place depends on where the query sits.
+    """
+    from ..schemes.swin import swin_relative_position_index
+
+    window_h, window_w = window
+    y, x = query
+    if not (0 <= y < window_h and 0 <= x < window_w):
+        raise ValueError(f"query patch must lie in the {window_h}x{window_w} window, got {query}")
+    index = swin_relative_position_index(window_h, window_w)  # (N, N)
+    key_rows = index[y * window_w + x].view(window_h, window_w)  # (Wh, Ww)
+    reads = torch.zeros((2 * window_h - 1) * (2 * window_w - 1), dtype=torch.bool)
+    reads[key_rows.flatten()] = True
+    return index, key_rows, reads.view(2 * window_h - 1, 2 * window_w - 1)
+
+
+def plot_window(
+    out: str | Path, *, window: tuple[int, int] = (4, 4), query: tuple[int, int] | None = None
+) -> Path:
+    """Swin's 2D relative position index (Liu et al. 2021, Sec. 3.2) in three panels: the
+    ``(N, N)`` index of a window, the table row each key patch uses for one query patch (default:
+    the centre), and where those rows sit in the ``(2Wh - 1) x (2Ww - 1)`` table."""
+    from ..schemes.swin import _window
+
+    window_h, window_w = _window(window)
+    if max(window_h, window_w) > 16:
+        raise ValueError(f"window sides must be <= 16 to draw, got {window_h}x{window_w}")
+    query = query if query is not None else ((window_h - 1) // 2, (window_w - 1) // 2)
+    index, key_rows, reads = window_views((window_h, window_w), query)
+    tokens = window_h * window_w
+    rows = reads.numel()
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.8), gridspec_kw={"width_ratios": [1.3, 1, 1.3]})
+
+    ax = axes[0]
+    ax.imshow(index.numpy(), cmap="viridis", vmin=0, vmax=rows - 1)
+    if tokens <= 16:
+        for i in range(tokens):
+            for j in range(tokens):
+                ax.text(j, i, int(index[i, j]), ha="center", va="center", fontsize=7, color="w")
+    ticks = range(0, tokens, math.ceil(tokens / 16))
+    labels = [f"{n // window_w},{n % window_w}" for n in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel("key patch (y,x)")
+    ax.set_ylabel("query patch (y,x)")
+    focus = query[0] * window_w + query[1]
+    ax.axhline(focus - 0.5, color="red", lw=1)
+    ax.axhline(focus + 0.5, color="red", lw=1)
+    ax.set_title(
+        f"index of a {window_h}×{window_w} window: {tokens}² pairs, {rows} table rows\n"
+        f"(dy + {window_h - 1})·{2 * window_w - 1} + (dx + {window_w - 1}); "
+        f"red: query {query[0]},{query[1]}",
+        fontsize=10,
+    )
+
+    ax = axes[1]
+    ax.imshow(key_rows.numpy(), cmap="viridis", vmin=0, vmax=rows - 1)
+    for y in range(window_h):
+        for x in range(window_w):
+            ax.text(x, y, int(key_rows[y, x]), ha="center", va="center", fontsize=9, color="w")
+    ax.add_patch(
+        plt.Rectangle((query[1] - 0.5, query[0] - 0.5), 1, 1, fill=False, ec="red", lw=2.5)
+    )
+    ax.set_xticks(range(window_w))
+    ax.set_yticks(range(window_h))
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(
+        f"the window as query {query[0]},{query[1]} (red) sees it:\n"
+        "each key patch's table row (its row of the index)",
+        fontsize=10,
+    )
+
+    ax = axes[2]
+    table = torch.arange(rows).view(2 * window_h - 1, 2 * window_w - 1)
+    ax.imshow(reads.numpy(), cmap="Greys", vmin=0, vmax=1.6)
+    if rows <= 225:
+        for dy in range(2 * window_h - 1):
+            for dx in range(2 * window_w - 1):
+                ax.text(dx, dy, int(table[dy, dx]), ha="center", va="center", fontsize=7,
+                        color="w" if reads[dy, dx] else "0.5")  # fmt: skip
+    ax.set_xticks(range(2 * window_w - 1), range(-(window_w - 1), window_w), fontsize=7)
+    ax.set_yticks(range(2 * window_h - 1), range(-(window_h - 1), window_h), fontsize=7)
+    ax.set_xlabel("dx = x_query − x_key")
+    ax.set_ylabel("dy = y_query − y_key")
+    ax.set_title(
+        f"the bias table by offset: query {query[0]},{query[1]} reads the dark "
+        f"{window_h}×{window_w} block\n"
+        f"(every query reads {tokens} of the {rows} rows; "
+        "the centre row is dy = dx = 0)",
+        fontsize=10,
+    )
+    fig.suptitle(
+        "Swin's relative position bias: a 2D offset (dy, dx) names one learned scalar per head; "
+        "every window of the image reads the same table"
+    )
+    fig.tight_layout()
     return _save(fig, out)
 
 
