@@ -10,6 +10,7 @@ import pytest
 
 from relpos import ShawRelativePosition, get_scheme
 from relpos.models import ModelConfig
+from relpos.schemes import ShawScheme
 from relpos.training import TrainConfig
 
 NAN, INF = math.nan, math.inf
@@ -112,6 +113,27 @@ def test_shaw_module_flags_must_be_bools(flag):
 def test_model_config_rejects_bad_types(changes, error, match):
     with pytest.raises(error, match=match):
         ModelConfig(**changes)
+
+
+def test_a_scheme_instance_is_saved_by_name_and_reads_back():
+    # A ShawScheme instance was written to config.json as a dict of its fields without its
+    # name, so load_run and predict failed on the run with "unhashable type: 'dict'".
+    config = ModelConfig(scheme=ShawScheme(max_distance=2), scheme_options={"value_term": False})
+    assert config.scheme == "shaw"
+    assert config.scheme_options["max_distance"] == 2
+    assert config.scheme_options["value_term"] is False
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_an_unregistered_scheme_instance_builds_models_but_is_not_saved():
+    class Unregistered(ShawScheme):
+        pass
+
+    config = ModelConfig(scheme=Unregistered(max_distance=2))
+    with pytest.raises(TypeError, match="not a registered scheme"):
+        config.to_dict()
+    with pytest.raises(TypeError, match=r"scheme must be a scheme name .*got int"):
+        ModelConfig(scheme=3)
 
 
 # --- TrainConfig ------------------------------------------------------------------------------

@@ -248,6 +248,25 @@ def test_unknown_scheme_or_task_fails_before_writing(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_run_with_a_scheme_object_can_be_loaded_back(tmp_path):
+    # A registered scheme passed as an object used to be saved as a nameless dict of its fields:
+    # training worked, but load_run (and predict, plot) failed with "unhashable type: 'dict'".
+    from relpos.schemes import ShawScheme
+
+    config = tiny_config(steps=1)
+    config.model = dataclasses.replace(config.model, scheme=ShawScheme(max_distance=3))
+    train(config, tmp_path / "run", progress=False)
+    assert load_run(tmp_path / "run").config.model.scheme == "shaw"
+
+    class Unregistered(ShawScheme):
+        pass
+
+    config.model = dataclasses.replace(config.model, scheme=Unregistered(max_distance=3))
+    with pytest.raises(TypeError, match="not a registered scheme"):
+        train(config, tmp_path / "other", progress=False)
+    assert not (tmp_path / "other").exists()
+
+
 def test_learned_table_shorter_than_eval_lengths_fails_before_training(tmp_path):
     # Encoder-decoder sources reach 7 here; a 6-row table cannot place them.
     config = tiny_config(scheme="learned")

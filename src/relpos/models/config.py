@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..schemes import get_scheme
+from ..schemes import SCHEMES, PositionScheme, get_scheme
 
 __all__ = ["ModelConfig", "build_model", "json_options", "ARCHS", "ACTIVATIONS"]
 
@@ -87,6 +87,23 @@ class ModelConfig:
             raise ValueError(
                 f"activation must be one of {', '.join(ACTIVATIONS)}; got {self.activation!r}"
             )
+        if isinstance(self.scheme, PositionScheme):
+            if type(self.scheme) is SCHEMES.get(self.scheme.name):
+                # A registered scheme's instance is kept as its name and options: config.json
+                # then names it, and load_run / predict / resume read the same scheme back.
+                own = {
+                    f.name: getattr(self.scheme, f.name)
+                    for f in dataclasses.fields(self.scheme)
+                    if f.init
+                }
+                self.scheme_options = {**own, **self.scheme_options}
+                self.scheme = self.scheme.name
+            # else: an unregistered class builds models, but cannot be saved (to_dict refuses)
+        elif not isinstance(self.scheme, str):
+            raise TypeError(
+                "scheme must be a scheme name or a PositionScheme, got "
+                f"{type(self.scheme).__name__}"
+            )
         self.scheme_options = json_options(self.scheme_options, "scheme_options")
 
     @property
@@ -94,6 +111,12 @@ class ModelConfig:
         return self.d_model // self.num_heads
 
     def to_dict(self) -> dict:
+        if isinstance(self.scheme, PositionScheme):
+            raise TypeError(
+                f"scheme {type(self.scheme).__name__} is not a registered scheme, so a saved "
+                "config could not name it; register the class with relpos.register_scheme and "
+                "pass its name"
+            )
         return dataclasses.asdict(self)
 
     @classmethod

@@ -386,6 +386,8 @@ def _train(
     check_batch_size(config.batch_size, context)
     data_digest = _digest(data)
 
+    if run_dir is not None:
+        config.model.to_dict()  # refuses a scheme object that config.json could not name
     check_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
     context.barrier()  # every rank has checked the folder before rank 0 writes into it
     if run_dir is not None and context.is_main:
