@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_family import plain_t5_bucket  # T5's bucket formula, one integer at a time
 
 from relpos.models import ModelConfig, build_model
 
@@ -44,35 +45,12 @@ def model_of(arch, scheme="none", seed=0, **changes):
 # A pre-LN transformer written out with plain tensor operations, on the model's own weights
 
 
-def t5_bucket(n, *, bidirectional, num_buckets, max_distance):
-    """Raffel et al.'s bucket of the relative position ``n = j - i``, one integer at a time."""
-    offset = 0
-    if bidirectional:
-        num_buckets //= 2
-        offset = num_buckets if n > 0 else 0
-        n = abs(n)
-    else:
-        n = max(-n, 0)
-    exact = num_buckets // 2
-    if n < exact:
-        return offset + n
-    far = exact + int(math.log(n / exact) / math.log(max_distance / exact) * (num_buckets - exact))
-    return offset + min(far, num_buckets - 1)
-
-
 def t5_bias(position, length, *, causal):
     """``(H, L, L)``: the written-out T5 bias ``w[bucket(j - i), h]`` of a stack's shared module."""
     weights = position.bucket_weights  # (num_buckets, H)
     rows = [
         [
-            weights[
-                t5_bucket(
-                    j - i,
-                    bidirectional=not causal,
-                    num_buckets=position.num_buckets,
-                    max_distance=position.max_distance,
-                )
-            ]
+            weights[plain_t5_bucket(j - i, not causal, position.num_buckets, position.max_distance)]
             for j in range(length)
         ]
         for i in range(length)
