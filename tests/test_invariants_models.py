@@ -351,6 +351,46 @@ def test_rng_state_round_trip_through_json_restores_every_generator():
         torch.set_rng_state(saved[2])
 
 
+def test_rng_state_saves_and_restores_the_cuda_generators(monkeypatch):
+    # The CUDA branch of rng_state/set_rng_state, on the CPU: with CUDA faked as initialised on
+    # two devices, every device's state is saved and put back as the same bytes; a checkpoint
+    # from a machine with another device count leaves the CUDA generators alone.
+    from relpos.training.checkpoint import rng_state, set_rng_state
+
+    states = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    state = json.loads(json.dumps(rng_state()))
+    cpu_state = torch.get_rng_state()
+    set_rng_state(state)
+    assert [s.tolist() for s in restored] == [s.tolist() for s in states]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    restored.clear()
+    set_rng_state(state)
+    assert restored == []
+    torch.set_rng_state(cpu_state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_rng_state_round_trip_on_a_real_gpu():
+    from relpos.training.checkpoint import rng_state, set_rng_state
+
+    torch.cuda.init()
+    saved = torch.cuda.get_rng_state_all()
+    try:
+        state = json.loads(json.dumps(rng_state()))
+        first = torch.rand(4, device="cuda").tolist()
+        torch.cuda.manual_seed_all(123)
+        set_rng_state(state)
+        assert torch.rand(4, device="cuda").tolist() == first
+    finally:
+        torch.cuda.set_rng_state_all(saved)
+
+
 def tiny_training_pieces(num_layers=1):
     from relpos.training import TrainConfig, make_optimizer
 

@@ -301,6 +301,26 @@ def test_checkpoint_round_trip(tmp_path):
             assert torch.equal(value, loaded["state"][index][key]), (index, key)
 
 
+@pytest.mark.parametrize(
+    ("state", "error", "message"),
+    [
+        ({"step": 1, "optimizer": {"lr": 0.1}}, ValueError, "key 'optimizer'"),
+        ([("step", 1)], TypeError, "state must be a dict"),
+        ({"step": torch.tensor(1)}, TypeError, "only JSON values"),
+    ],
+)
+def test_save_checkpoint_refuses_a_state_it_would_lose_or_cannot_write(
+    tmp_path, state, error, message
+):
+    # The optimizer's own state is stored under "optimizer"; a caller's value there used to be
+    # overwritten without a word. Nothing may be written before the refusal.
+    config = tiny_config()
+    model = build_model(config.model, 14)
+    with pytest.raises(error, match=message):
+        save_checkpoint(tmp_path, model, make_optimizer(model, config), state)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_folder_round_trip_and_load_run(tmp_path):
     result = train(tiny_config(steps=5), tmp_path / "run", progress=False)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())

@@ -156,9 +156,15 @@ def _optimizer_state_dict(tensors: dict, rest: dict) -> dict:
 def save_checkpoint(
     run_dir: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict
 ) -> None:
-    """Write ``run_dir/checkpoint`` atomically (module docstring); ``state`` is JSON-able."""
+    """Write ``run_dir/checkpoint`` atomically (module docstring); ``state`` is JSON-able.
+
+    ``state`` is stored as ``state.json`` beside the optimizer's own non-tensor state, which
+    takes the key ``"optimizer"``; a ``state`` that is not a dict of JSON values, or that uses
+    that key, is refused before anything is written.
+    """
     from safetensors.torch import save_file, save_model
 
+    _check_state(state)
     run_dir = Path(run_dir)
     tmp, final, old = (
         run_dir / name for name in ("checkpoint.tmp", "checkpoint", "checkpoint.old")
@@ -178,6 +184,25 @@ def save_checkpoint(
     os.replace(tmp, final)
     _fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_state(state: object) -> None:
+    if not isinstance(state, dict):
+        raise TypeError(
+            f"state must be a dict of JSON values, e.g. {{'step': 100}}, "
+            f"got {type(state).__name__} {state!r}"
+        )
+    if "optimizer" in state:
+        raise ValueError(
+            "state must not have the key 'optimizer': the checkpoint stores the optimizer's "
+            "own state under it (pass the optimizer as the optimizer argument)"
+        )
+    try:
+        json.dumps(state)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"state must hold only JSON values (dict, list, str, number): {error}"
+        ) from None
 
 
 def _complete_checkpoint(run_dir: Path) -> Path | None:
