@@ -187,6 +187,15 @@ def test_alibi_bias_formula(causal):
     assert list(alibi.parameters()) == []
 
 
+@pytest.mark.parametrize("name", ["t5", "alibi"])
+def test_distance_bias_attend_names_a_3d_query_as_such(name):
+    # A (H, L, D) query once read as "query has L heads": its length taken for the head count.
+    position = relpos.get_scheme(name).attention_position(4, 8, causal=False)
+    q = torch.randn(4, 6, 8)
+    with pytest.raises(ValueError, match="query must have 4 dimensions"):
+        position.attend(q, q, q)
+
+
 # ---------------------------------------------------------------------------------------------
 # RoPE
 

@@ -271,6 +271,15 @@ def test_wrong_heads_unknown_backend_and_reference_dropout_are_refused(name):
 
 
 @pytest.mark.parametrize("name", ["deberta", "transformer-xl"])
+def test_wrong_head_size_is_refused_by_name(name):
+    # The relative vectors are head_dim wide: another size failed inside a matmul, in torch's words.
+    position = relpos.get_scheme(name).attention_position(2, 8, causal=False)
+    q, k, v = torch.randn(3, 1, 2, 5, 4)
+    with pytest.raises(ValueError, match="head size 4 but .* built for head_dim=8"):
+        position.attend(q, k, v)
+
+
+@pytest.mark.parametrize("name", ["deberta", "transformer-xl"])
 def test_fully_masked_row_gives_zeros_and_finite_gradients(name):
     position = _randomise(relpos.get_scheme(name).attention_position(2, 4, causal=False))
     q, k, v = (t.requires_grad_() for t in _qkv(2, 4, 4, 4))

@@ -142,16 +142,18 @@ class DistanceBias(AttentionPosition):
         key_offset: int = 0,
         backend: str = "auto",
     ) -> Tensor:
+        # First: a 3-D query would otherwise be reported as having Lq heads.
+        _, heads, q_len, k_len, _ = check_qkv(query, key, value)
         per_distance = self.distance_bias(
-            query.shape[-2], key.shape[-2], query_offset=query_offset, key_offset=key_offset
+            q_len, k_len, query_offset=query_offset, key_offset=key_offset
         )
         attn_mask, is_causal = causal_mask(
             query, key, attn_mask, is_causal, query_offset, key_offset
         )
-        if per_distance.shape[0] != query.shape[1]:
+        if per_distance.shape[0] != heads:
             raise ValueError(
-                f"query has {query.shape[1]} heads but this {type(self).__name__} was built for "
-                f"{per_distance.shape[0]}; build it with num_heads={query.shape[1]}"
+                f"query has {heads} heads but this {type(self).__name__} was built for "
+                f"{per_distance.shape[0]}; build it with num_heads={heads}"
             )
         return distance_bias_attention(
             query,
@@ -219,11 +221,19 @@ class PairBias(AttentionPosition):
         key_offset: int = 0,
         backend: str = "auto",
     ) -> Tensor:
-        heads = check_qkv(query, key, value)[1]
+        _, heads, _, _, head_dim = check_qkv(query, key, value)
         if heads != self.num_heads:
             raise ValueError(
                 f"query has {heads} heads but this {type(self).__name__} was built for "
                 f"{self.num_heads}; build it with num_heads={heads}"
+            )
+        # Its relative vectors (and u, v) are head_dim wide: another size would fail deep in a
+        # matmul. A subclass whose bias does not depend on the head size sets no head_dim.
+        built_dim = getattr(self, "head_dim", None)
+        if built_dim is not None and head_dim != built_dim:
+            raise ValueError(
+                f"query has head size {head_dim} but this {type(self).__name__} was built for "
+                f"head_dim={built_dim}; build it with head_dim={head_dim}"
             )
         scale = self.logit_scale(query.shape[-1])
         attn_mask, is_causal = causal_mask(
