@@ -523,6 +523,8 @@ def test_cli_train_on_a_missing_device_is_a_clear_error(tmp_path, capsys):
         (["--scheme-option", "key_term=maybe"], "key_term must be a bool, got 'maybe'"),
         (["--task-option", "max_train_length=abc"], "max_train_length"),
         (["--run-dir", "/dev/null/run"], "/dev/null/run"),
+        # The flags, not train()'s keywords (the message once said resume=True, overwrite=True).
+        (["--resume", "--overwrite"], "--resume continues the run in --run-dir and --overwrite"),
     ],
 )
 def test_cli_train_wrong_types_and_folders_are_one_line_errors(args, message, capsys):

@@ -186,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.compare import slug
     from ..training import TrainConfig, train
 
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume continues the run in --run-dir and --overwrite starts it again: pass one"
+        )
     config = config_from_args(args)
     # One folder name, whatever the task is called (file:../data.tsv must not climb out).
     name = slug(f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}")
