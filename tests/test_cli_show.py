@@ -129,9 +129,15 @@ def test_json_with_tokens_and_k0(capsys):
         (["--window", "7x7"], "--window sizes the 2D index: add --2d"),
         (["--2d", "-k", "3"], "-k does not apply with --2d"),
         (["--2d", "--tokens", "a b", "-k", "2"], "--tokens, -k do not apply with --2d"),
+        # 1600 x 1600 entries printed; 300x300 asked for 65 GB before printing anything.
+        (["--2d", "--window", "40x40"], "--window must hold at most 1024 patches"),
+        (["--2d", "--window", "32x32"], None),
     ],
 )
 def test_bad_values_exit_2_with_a_message(capsys, args, message):
+    if message is None:  # the limit itself is fine
+        assert main(["show", *args]) == 0
+        return
     assert main(["show", *args]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -213,6 +219,9 @@ def test_t5_ranges_agree_with_the_bucket_function():
         (["--t5", "--2d"], "--2d and --t5 are different pictures"),
         (["--buckets", "8"], "--buckets and --causal describe T5's buckets: add --t5"),
         (["--t5", "--buckets", "32", "-k", "8"], "max_distance"),
+        # Every distance up to 2k + N is bucketed: k = 10**11 was a 3 TB allocation's traceback.
+        (["--t5", "-k", str(10**11)], "-k and --buckets must keep 2k + N <= 4194304"),
+        (["--t5", "--buckets", "4000000", "-k", "3000000"], "got -k 3000000, --buckets 4000000"),
     ],
 )
 def test_t5_flag_errors(capsys, args, message):

@@ -20,8 +20,12 @@ import torch
 
 from ..attention.index import relative_position_index
 
-#: the longest sequence `relpos show` prints (its L x L table has a line per token)
+#: the longest sequence `relpos show` prints (its L x L table has a line per token); also the most
+#: patches of a --2d window, whose table is (Wh·Ww) x (Wh·Ww)
 MAX_PRINTED_LENGTH = 1024
+#: the largest 2k + N that --t5 accepts: t5_bucket_ranges evaluates every distance in
+#: [-(2k + N), 2k + N], and k = 10**11 asked the allocator for 3 TB
+MAX_T5_REACH = 2**22
 
 __all__ = [
     "register",
@@ -255,6 +259,11 @@ def run(args: argparse.Namespace) -> int:
         get_scheme(
             "t5", num_buckets=num_buckets, max_distance=max_distance, bidirectional=not args.causal
         )
+        if 2 * max_distance + num_buckets > MAX_T5_REACH:
+            raise ValueError(
+                f"--t5 lists the buckets of every distance up to 2k + N: -k and --buckets must "
+                f"keep 2k + N <= {MAX_T5_REACH}, got -k {max_distance}, --buckets {num_buckets}"
+            )
         ranges = t5_bucket_ranges(num_buckets, max_distance, bidirectional=not args.causal)
         print(format_t5_buckets(ranges, num_buckets, max_distance, args.causal, args.format))
         return 0
@@ -262,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
         from ..schemes.swin import swin_relative_position_index
 
         window_h, window_w = parse_window(args.window or "2x2")
+        if window_h * window_w > MAX_PRINTED_LENGTH:
+            raise ValueError(
+                f"--window must hold at most {MAX_PRINTED_LENGTH} patches (the (Wh*Ww) x (Wh*Ww) "
+                f"table is printed), got {args.window!r}"
+            )
         index = swin_relative_position_index(window_h, window_w).tolist()
         print(format_window_index(index, window_h, window_w, args.format))
         return 0
