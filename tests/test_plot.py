@@ -122,6 +122,8 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
         (["index", "--scheme", "shaw"], "--scheme does not apply to `index`"),
         (["vectors", "{run}", "--length", "5"], "--length does not apply to `vectors`"),
         (["sinusoidal", "--length", "100000"], "length must be an int in 1..4096, got 100000"),
+        # The flag, not plot_distances' keyword (the message once said "span must be").
+        (["distances", "--length", "5000"], "--length (the largest |j − i| drawn) must be <= 4096"),
         (
             ["attention", "{run}", "--scheme", "t5"],
             "no finished run of scheme 't5'; its finished runs are of",

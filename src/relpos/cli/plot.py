@@ -160,7 +160,13 @@ def run(args: argparse.Namespace) -> int:
         path = plots.plot_index(out, length=args.length or 10, max_distance=k, tokens=tokens)
     elif args.figure == "distances":
         k = 4 if args.max_distance is None else args.max_distance
-        path = plots.plot_distances(out, span=args.length or 48, max_distance=k)
+        span = args.length or 48
+        if span > plots.MAX_FIGURE_LENGTH:  # plot_distances would name it span, not --length
+            raise ValueError(
+                f"--length (the largest |j − i| drawn) must be <= {plots.MAX_FIGURE_LENGTH}, "
+                f"got {span}"
+            )
+        path = plots.plot_distances(out, span=span, max_distance=k)
     elif args.figure == "window":
         path = plots.plot_window(
             out, window=parse_window(args.window or "4x4"), query=_parse_query(args.query)
