@@ -587,3 +587,20 @@ def test_the_seen_column_names_the_lengths_it_scores(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "seen 1–3" in printed and "seen 1–5" not in printed
     assert "unseen none" in printed
+
+
+def test_a_compare_with_no_unseen_length_says_so_before_training(tmp_path, fake_train):
+    # Evaluating only inside the training range leaves the table's unseen columns empty; the
+    # user hears it before the runs, not after them.
+    messages = []
+    inside = {"max_train_length": 3, "eval_lengths": [1, 2, 3], "n_train": 50}
+    run_compare(
+        [_quick_experiment(task_options=inside)], tmp_path / "in", progress=False,
+        log=messages.append, plot=False,
+    )  # fmt: skip
+    assert any("unseen columns will be empty" in m for m in messages)
+    messages.clear()
+    run_compare(
+        [_quick_experiment()], tmp_path / "out", progress=False, log=messages.append, plot=False
+    )
+    assert not any("unseen columns" in m for m in messages)

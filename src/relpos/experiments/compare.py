@@ -485,6 +485,13 @@ def run_compare(
         # The training range (for the table and the plot's shading) comes from the data itself:
         # an evaluation set need not contain every seen length (SCAN's test set has none).
         data = get_task(experiment.task, **experiment.task_options).generate(experiment.seeds[0])
+        low, high = data.train_lengths
+        if all(low <= ex.length <= high for ex in data.evaluation):
+            say(
+                f"{experiment.title}: every evaluation length lies in the training range "
+                f"{low}–{high}, so the unseen columns will be empty (evaluate longer lengths: "
+                "--eval-lengths, or the task's max_eval_length option)"
+            )
         train_options = dict(experiment.train)
         if device is not None:
             train_options["device"] = device
