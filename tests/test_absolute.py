@@ -234,3 +234,13 @@ def test_register_scheme_refuses_nameless_and_duplicate():
     with pytest.raises(ValueError, match=r"a scheme named 'shaw' is already registered"):
         register_scheme(Impostor)
     assert relpos.schemes.SCHEMES["shaw"] is relpos.schemes.ShawScheme
+
+
+@pytest.mark.parametrize("wrong", [3, relpos.schemes.ShawScheme(), dict])
+def test_register_scheme_refuses_what_is_not_a_scheme_class(wrong):
+    # An instance (register_scheme(MyScheme())) or any other object is named in the error,
+    # not met with an AttributeError about `name`.
+    before = dict(relpos.schemes.SCHEMES)
+    with pytest.raises(TypeError, match="register_scheme takes a subclass of PositionScheme"):
+        register_scheme(wrong)
+    assert relpos.schemes.SCHEMES == before

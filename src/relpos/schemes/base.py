@@ -319,7 +319,12 @@ SCHEMES: dict[str, type[PositionScheme]] = {}
 
 def register_scheme(cls: type[PositionScheme]) -> type[PositionScheme]:
     """Class decorator: make ``cls`` available as ``get_scheme(cls.name)``."""
-    if not cls.name:
+    if not (isinstance(cls, type) and issubclass(cls, PositionScheme)):
+        raise TypeError(
+            "register_scheme takes a subclass of PositionScheme (use it as a class decorator), "
+            f"got {type(cls).__name__} {cls!r}"
+        )
+    if not isinstance(cls.name, str) or not cls.name:
         raise ValueError(f"{cls.__name__} needs a non-empty `name` to be registered")
     if cls.name in SCHEMES and SCHEMES[cls.name] is not cls:
         raise ValueError(f"a scheme named {cls.name!r} is already registered")
