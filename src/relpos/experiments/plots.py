@@ -204,9 +204,9 @@ def plot_window(
     """Swin's 2D relative position index (Liu et al. 2021, Sec. 3.2) in three panels: the
     ``(N, N)`` index of a window, the table row each key patch uses for one query patch (default:
     the centre), and where those rows sit in the ``(2Wh - 1) x (2Ww - 1)`` table."""
-    from ..schemes.swin import _window
+    from ..schemes.swin import window_size_pair
 
-    window_h, window_w = _window(window)
+    window_h, window_w = window_size_pair(window)
     if max(window_h, window_w) > 16:
         raise ValueError(f"window sides must be <= 16 to draw, got {window_h}x{window_w}")
     query = query if query is not None else ((window_h - 1) // 2, (window_w - 1) // 2)

@@ -53,10 +53,13 @@ __all__ = [
     "ContinuousWindowBias",
     "window_partition",
     "window_reverse",
+    "window_size_pair",
 ]
 
 
-def _window(window_size: int | tuple[int, int]) -> tuple[int, int]:
+def window_size_pair(window_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(Wh, Ww)`` from a window size given as one int (a square) or a pair; anything else, or a
+    side below 1, is a ``ValueError`` naming ``window_size``."""
     if isinstance(window_size, int):
         size = (window_size, window_size)
     elif isinstance(window_size, (tuple, list)):
@@ -82,7 +85,7 @@ def window_partition(x: Tensor, window_size: int | tuple[int, int]) -> Tensor:
     """``x (B, Hp, Wp, C)`` → ``(B·nW, Wh·Ww, C)``: the windows, row-major over the grid of
     windows, each one's tokens row-major (the order :func:`swin_relative_position_index` uses);
     ``nW = (Hp / Wh)·(Wp / Ww)``."""
-    window_h, window_w = _window(window_size)
+    window_h, window_w = window_size_pair(window_size)
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a (B, Hp, Wp, C) tensor, got {getattr(x, 'shape', x)!r}")
     batch, height, width, channels = x.shape
@@ -96,7 +99,7 @@ def window_reverse(
     windows: Tensor, window_size: int | tuple[int, int], height: int, width: int
 ) -> Tensor:
     """The inverse of :func:`window_partition`: ``(B·nW, Wh·Ww, C)`` → ``(B, Hp, Wp, C)``."""
-    window_h, window_w = _window(window_size)
+    window_h, window_w = window_size_pair(window_size)
     _check_grid(height, width, window_h, window_w)
     per_image = (height // window_h) * (width // window_w)
     if (
@@ -129,7 +132,7 @@ def shifted_window_mask(
     opposite sides of the image; a patch may attend only to those from its own side. For a batch
     of ``B`` images pass ``mask.repeat(B, 1, 1)[:, None]`` (``(B·nW, 1, N, N)``) as ``attn_mask``.
     """
-    window_h, window_w = _window(window_size)
+    window_h, window_w = window_size_pair(window_size)
     _check_grid(height, width, window_h, window_w)
     shifts = tuple(shift) if isinstance(shift, (tuple, list)) else (shift, shift)
     if len(shifts) != 2 or any(
@@ -164,7 +167,7 @@ def swin_relative_position_index(window_h: int, window_w: int) -> Tensor:
     Values lie in ``[0, (2Wh - 1)(2Ww - 1))``; the diagonal is the centre row
     ``(Wh - 1)(2Ww - 1) + Ww - 1`` ("myself"), and ``index[i, j] + index[j, i]`` is twice that.
     """
-    window_h, window_w = _window((window_h, window_w))
+    window_h, window_w = window_size_pair((window_h, window_w))
     ys, xs = torch.meshgrid(torch.arange(window_h), torch.arange(window_w), indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()  # (N,) each: token n sits at (n // Ww, n % Ww)
     dy = ys[:, None] - ys[None, :]  # (N, N): y_i - y_j
@@ -182,8 +185,8 @@ def swin_v2_log_offsets(
     ``t = 8 · (dy, dx) / (S - 1)``, with ``S`` the pre-training window's side if given, else this
     window's: offsets of the pre-training window span ``[-1, 1]``, larger ones go beyond.
     """
-    window_h, window_w = _window((window_h, window_w))
-    norm_h, norm_w = _window(pretrained_window_size or (window_h, window_w))
+    window_h, window_w = window_size_pair((window_h, window_w))
+    norm_h, norm_w = window_size_pair(pretrained_window_size or (window_h, window_w))
     if norm_h < 2 or norm_w < 2:
         raise ValueError(
             "the continuous bias divides offsets by the window side minus one, so each side "
@@ -202,7 +205,7 @@ class _WindowBias(AttentionPosition):
 
     def __init__(self, window_size: int | tuple[int, int], num_heads: int) -> None:
         super().__init__()
-        self.window_h, self.window_w = _window(window_size)
+        self.window_h, self.window_w = window_size_pair(window_size)
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
         self.num_heads = num_heads
@@ -360,7 +363,9 @@ class ContinuousWindowBias(_WindowBias):
         super().__init__(window_size, num_heads)
         if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
             raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
-        pretrained = None if pretrained_window_size is None else _window(pretrained_window_size)
+        pretrained = (
+            None if pretrained_window_size is None else window_size_pair(pretrained_window_size)
+        )
         self.pretrained_window_size = pretrained
         self.mlp = nn.Sequential(
             nn.Linear(2, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_heads, bias=False)
