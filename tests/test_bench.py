@@ -101,6 +101,20 @@ def test_cli_rejects_bad_settings_before_printing_anything(capsys):
     assert torch.cuda.is_available() or "relpos bench --fwd-only" in captured.err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the triton backend runs on CUDA")
+@pytest.mark.parametrize("schemes", [[], ["--schemes", "shaw"]])
+def test_cli_refuses_triton_on_the_cpu_before_the_header(capsys, monkeypatch, schemes):
+    # Outside the interpreter the kernels need CUDA: say so before printing the table's header
+    # (it used to come at the first timed call, under a header).
+    from relpos.cli import main
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert main(["bench", "--lengths", "8", "--backends", "triton", *schemes]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the triton backend needs CUDA tensors (got device cpu)" in captured.err
+
+
 def test_schemes_all_times_every_scheme_with_an_attention_term(tmp_path, capsys):
     path = tmp_path / "schemes.json"
     args = ["bench", "--schemes", "all", "--lengths", "12", "-H", "2", "-D", "8", "-k", "3"]

@@ -107,7 +107,23 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
     _check_fields(config)
     device = available_device(config.device)
     if config.schemes is not None:
-        return device, _check_schemes(config, device)
+        backends = _check_schemes(config)
+    else:
+        backends = _check_backends(config, device)
+    if "flex" in backends and config.backward and device.type == "cpu":
+        raise ValueError(
+            "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
+            "with backward=False (relpos bench --fwd-only), or run on CUDA"
+        )
+    if "triton" in backends:  # before the table's header, not at the first timed call
+        from .attention.triton_shaw import check_triton_device
+
+        check_triton_device(device)
+    return device, backends
+
+
+def _check_backends(config: BenchConfig, device: torch.device) -> list[str]:
+    """The backends to time (the device's defaults if none are named); unknown names fail."""
     backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
     from .attention import available_backends
 
@@ -115,15 +131,10 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
     if unknown:
         valid = ", ".join([BASELINE, *available_backends()])
         raise ValueError(f"unknown backend(s) {', '.join(unknown)}; valid names: {valid}")
-    if "flex" in backends and config.backward and device.type == "cpu":
-        raise ValueError(
-            "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
-            "with backward=False (relpos bench --fwd-only), or run on CUDA"
-        )
-    return device, backends
+    return backends
 
 
-def _check_schemes(config: BenchConfig, device: torch.device) -> list[str]:
+def _check_schemes(config: BenchConfig) -> list[str]:
     """Build every scheme once (bad names and options fail here); the backends given to them."""
     from .schemes import get_scheme
 
@@ -137,11 +148,6 @@ def _check_schemes(config: BenchConfig, device: torch.device) -> list[str]:
                 "with nothing of its own to time"
             )
     backends = list(config.backends or ("auto",))
-    if "flex" in backends and config.backward and device.type == "cpu":
-        raise ValueError(
-            "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
-            "with backward=False (relpos bench --fwd-only), or run on CUDA"
-        )
     return backends
 
 

@@ -71,6 +71,7 @@ from .eager import eager_attention
 from .index import RelativeIndex
 
 __all__ = [
+    "check_triton_device",
     "compile_kernels",
     "KernelLaunch",
     "TritonBlocks",
@@ -270,6 +271,18 @@ def triton_available() -> bool:
     """Whether Triton is installed (it is not imported). Asked once: a module search stats the
     import path, ~0.1 ms, which would otherwise be paid on every call."""
     return importlib.util.find_spec("triton") is not None
+
+
+def check_triton_device(device: torch.device) -> None:
+    """``ValueError`` unless the triton backend can run on ``device``: CUDA (or any device under
+    ``TRITON_INTERPRET=1``), with Triton installed."""
+    if not (device.type == "cuda" or _interpreting()):
+        raise ValueError(
+            f"the triton backend needs CUDA tensors (got device {device}); set "
+            "TRITON_INTERPRET=1 to run it on the CPU for testing, or use backend='eager'"
+        )
+    if not triton_available():
+        raise ValueError("the triton backend needs Triton: pip install triton (or relpos[triton])")
 
 
 def triton_applies(
@@ -1095,13 +1108,7 @@ def triton_attention(
             dropout_mask=upcast(dropout_mask),
             key_query=key_query,
         ).to(query.dtype)
-    if not (query.is_cuda or _interpreting()):
-        raise ValueError(
-            f"the triton backend needs CUDA tensors (got device {query.device}); set "
-            "TRITON_INTERPRET=1 to run it on the CPU for testing, or use backend='eager'"
-        )
-    if not triton_available():
-        raise ValueError("the triton backend needs Triton: pip install triton (or relpos[triton])")
+    check_triton_device(query.device)
     if (q_len, k_len) != (index.query_len, index.key_len):
         raise ValueError(
             f"index is for (Lq, Lk) = ({index.query_len}, {index.key_len}) but query/key have "
