@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from relpos import KVCache, MultiheadAttention, get_scheme, shaw_attention
+from relpos.schemes import AttentionPosition
 
 TIGHT = dict(rtol=1e-9, atol=1e-10)
 EMBED, HEADS = 12, 3
@@ -264,6 +265,26 @@ def test_embed_dim_not_divisible():
         ((8, 2), {"backend": "bogus"}, ValueError, r"unknown backend 'bogus'; valid names: auto"),
         ((8, 2), {"batch_first": "no"}, TypeError, r"batch_first must be a bool, got 'no'"),
         ((8, 2), {"max_distance": 2, "key_term": "no"}, TypeError, r"key_term must be a bool"),
+        # Both a scheme and Shaw's k: one of them would be dropped without a word.
+        (
+            (8, 2),
+            {"max_distance": 2, "position": AttentionPosition()},
+            ValueError,
+            r"give max_distance \(Shaw's terms\) or position .* not both; got max_distance=2",
+        ),
+        # Shaw's options without Shaw's tables did nothing.
+        (
+            (8, 2),
+            {"per_head_tables": True},
+            ValueError,
+            r"per_head_tables=True configures Shaw's tables, which only exist with max_distance",
+        ),
+        (
+            (8, 2),
+            {"position": AttentionPosition(), "value_term": False},
+            ValueError,
+            r"value_term=False configures Shaw's tables",
+        ),
     ],
 )
 def test_bad_constructor_arguments(args, kwargs, error, match):

@@ -93,7 +93,8 @@ class MultiheadAttention(nn.Module):
         max_distance: Shaw clipping distance ``k``; ``None`` for no relative terms.
         key_term / value_term: keep Shaw's ``a^K`` / ``a^V``.
         per_head_tables: one relative table per head (paper's base model) instead of shared.
-        position: any :class:`AttentionPosition`; overrides ``max_distance``.
+        position: any :class:`AttentionPosition` instead of Shaw's terms (give it or
+            ``max_distance``, not both).
         dropout: attention-weight dropout, active in ``train()`` mode.
         bias: biases on the four projections.
         kdim, vdim: widths of the key/value inputs for cross-attention (default ``E``).
@@ -151,6 +152,24 @@ class MultiheadAttention(nn.Module):
                 "relpos.get_scheme('t5').attention_position(num_heads, head_dim, causal=False)) "
                 f"or None, got {type(position).__name__} {position!r:.80}; for Shaw's relative "
                 "positions pass max_distance=k instead"
+            )
+        if position is not None and max_distance is not None:
+            raise ValueError(
+                f"give max_distance (Shaw's terms) or position (any other scheme), not both; got "
+                f"max_distance={max_distance!r} and position={type(position).__name__}"
+            )
+        shaw_defaults = {"key_term": True, "value_term": True, "per_head_tables": False}
+        shaw_given = {"key_term": key_term, "value_term": value_term}
+        shaw_given["per_head_tables"] = per_head_tables
+        changed = [
+            f"{name}={shaw_given[name]}"
+            for name in shaw_defaults
+            if shaw_given[name] != shaw_defaults[name]
+        ]
+        if max_distance is None and changed:
+            raise ValueError(
+                f"{', '.join(changed)} configures Shaw's tables, which only exist with "
+                "max_distance=k; pass max_distance, or leave the option out"
             )
         if backend not in available_backends():
             raise ValueError(
