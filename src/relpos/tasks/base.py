@@ -179,5 +179,30 @@ def hold_out(
     return kept, list(held.values())
 
 
+def check_int(option: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is an int in ``[minimum, maximum]``: a ``TypeError`` for another type, a
+    ``ValueError`` out of range, each naming ``option`` and what was expected."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{option} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{option} must be {expected}, got {value}")
+    return value
+
+
+def check_lengths(option: str, lengths: object) -> tuple[int, ...]:
+    """``lengths`` (a sequence of ints >= 1, e.g. ``range(1, 33)``) sorted, without repeats."""
+    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Sequence):
+        raise TypeError(
+            f"{option} must be a sequence of ints, e.g. range(1, 33), "
+            f"got {type(lengths).__name__} {lengths!r}"
+        )
+    if len(lengths) == 0:
+        raise ValueError(f"{option} must name at least one length, got none")
+    for length in lengths:
+        check_int(f"every entry of {option}", length, 1)
+    return tuple(sorted(set(lengths)))
+
+
 def lengths_in(examples: Sequence[Example]) -> list[int]:
     return sorted({ex.length for ex in examples})

@@ -58,7 +58,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import Example, TaskData, check_seed, register_task
+from .base import Example, TaskData, check_int, check_lengths, check_seed, register_task
 
 __all__ = ["StringTask", "OPERATIONS", "SYMBOLS", "apply_operation"]
 
@@ -86,15 +86,6 @@ def apply_operation(operation: str, source: Sequence[str]) -> tuple[str, ...]:
     if operation not in OPERATIONS:
         raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
     return OPERATIONS[operation](tuple(source))
-
-
-def _check_int(option: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        expected = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{option} must be {expected}, got {value}")
-    return value
 
 
 def _distinct_strings(
@@ -154,27 +145,16 @@ class StringTask:
             raise ValueError(
                 f"operation must be one of {', '.join(OPERATIONS)}, got {self.operation!r}"
             )
-        _check_int("min_train_length", self.min_train_length, 1)
-        _check_int("max_train_length", self.max_train_length, self.min_train_length)
-        _check_int("vocab_size", self.vocab_size, 2, len(SYMBOLS))
-        _check_int("n_train", self.n_train, 1)
-        _check_int("n_eval_per_length", self.n_eval_per_length, 1)
+        check_int("min_train_length", self.min_train_length, 1)
+        check_int("max_train_length", self.max_train_length, self.min_train_length)
+        check_int("vocab_size", self.vocab_size, 2, len(SYMBOLS))
+        check_int("n_train", self.n_train, 1)
+        check_int("n_eval_per_length", self.n_eval_per_length, 1)
         if self.eval_lengths is None:
-            _check_int("max_eval_length", self.max_eval_length, self.min_train_length)
+            check_int("max_eval_length", self.max_eval_length, self.min_train_length)
             self.eval_lengths = tuple(range(self.min_train_length, self.max_eval_length + 1))
         else:
-            if isinstance(self.eval_lengths, (str, bytes)) or not isinstance(
-                self.eval_lengths, Sequence
-            ):
-                raise TypeError(
-                    "eval_lengths must be a sequence of ints, e.g. range(1, 33), "
-                    f"got {type(self.eval_lengths).__name__} {self.eval_lengths!r}"
-                )
-            if len(self.eval_lengths) == 0:
-                raise ValueError("eval_lengths must name at least one length, got none")
-            for length in self.eval_lengths:
-                _check_int("every entry of eval_lengths", length, 1)
-            self.eval_lengths = tuple(sorted(set(self.eval_lengths)))
+            self.eval_lengths = check_lengths("eval_lengths", self.eval_lengths)
         if not self.name:
             self.name = self.operation
 
