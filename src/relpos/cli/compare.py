@@ -12,6 +12,7 @@ Examples:
   relpos compare --schemes none,shaw -k 2 --steps 300 --seeds 0
   relpos compare --schemes shaw,shaw:value_term=false,deberta -k 4   # options after colons
   relpos compare --task copy --train-lengths 1-8 --eval-lengths 1-16
+  relpos compare --task addition --train-lengths 1-4 --eval-lengths 1-8   # lengths in digits
   relpos compare --schemes shaw,deberta -k 4 --steps 2400 --train-option lr=1e-3
   relpos compare --preset k-sweep                 # the paper's Table 2 analogue
 """
@@ -128,7 +129,8 @@ def register(subparsers) -> None:
         "--train-lengths",
         type=parse_range,
         metavar="LOW-HIGH",
-        help="training lengths, e.g. 1-8 (task options min/max_train_length)",
+        help="training lengths, e.g. 1-8 (task options min/max_train_length; for addition, "
+        "min/max_train_digits)",
     )
     grid.add_argument(
         "--eval-lengths",
@@ -143,7 +145,7 @@ def register(subparsers) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="an option of the task (repeatable), e.g. max_train_length=10 for file:PATH, "
-        "split=length for scan",
+        "split=length for scan, reverse_digits=true for addition",
     )
     grid.add_argument("--arch", choices=("encoder-decoder", "decoder", "encoder"))
     grid.add_argument(
@@ -238,13 +240,15 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         if args.train_lengths is not None:
             low, high = args.train_lengths
             accepted = task_options(experiment.task)
-            if low > 1 or accepted is None or "min_train_length" in accepted:
-                experiment.task_options["min_train_length"] = low  # else 1-N: nothing to set
-            experiment.task_options["max_train_length"] = high
+            low_option, high_option = _train_length_options(accepted)
+            if low > 1 or accepted is None or low_option in accepted:
+                experiment.task_options[low_option] = low  # else 1-N: nothing to set
+            experiment.task_options[high_option] = high
         if args.eval_lengths is not None:
             low, high = args.eval_lengths
             experiment.task_options["eval_lengths"] = list(range(low, high + 1))
-            experiment.task_options.pop("max_eval_length", None)
+            for option in ("max_eval_length", "max_eval_digits"):  # eval_lengths replaces them
+                experiment.task_options.pop(option, None)
         if args.schemes is not None:
             experiment.variants = [Variant(*parse_scheme(item)) for item in args.schemes]
         if args.max_distance is not None:
@@ -257,6 +261,23 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         if args.seeds is not None:
             experiment.seeds = list(args.seeds)
     return experiments, name
+
+
+#: the task options ``--train-lengths LOW-HIGH`` sets, by what a task's lengths count: symbols
+#: (copy, reverse, a file) or digits (addition, whose length is its longer operand's digit count).
+TRAIN_LENGTH_OPTIONS = (
+    ("min_train_length", "max_train_length"),
+    ("min_train_digits", "max_train_digits"),
+)
+
+
+def _train_length_options(accepted: frozenset[str] | None) -> tuple[str, str]:
+    """The (min, max) option names of ``TRAIN_LENGTH_OPTIONS`` a task with options ``accepted``
+    takes; the first pair when it takes none (then building the task names the unknown option)."""
+    for low_option, high_option in TRAIN_LENGTH_OPTIONS:
+        if accepted is not None and high_option in accepted:
+            return low_option, high_option
+    return TRAIN_LENGTH_OPTIONS[0]
 
 
 #: what compare sets per run (or by its own flags), so a --train-option/--model-option may not.
