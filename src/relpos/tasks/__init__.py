@@ -2,10 +2,12 @@
 
 Importing this package registers every task: ``reverse``, ``duplicate`` (Ontañón et al. 2022)
 and ``copy`` on their lengths, ``copy-kz``, ``reverse-kz`` (Kazemnejad et al. 2023), ``scan``
-(Lake & Baroni 2018) and ``tsv`` / ``"file:PATH"`` (a user's file).
+(Lake & Baroni 2018), ``addition`` (integer addition on digit strings, Ontañón et al. 2022's
+lengths) and ``tsv`` / ``"file:PATH"`` (a user's file).
 ``get_task(name, **options).generate(seed)`` gives a :class:`TaskData`.
 """
 
+from .arithmetic import AdditionTask
 from .base import (
     FILE_PREFIX,
     TASKS,
@@ -42,4 +44,5 @@ __all__ = [
     "scan_commands",
     "StringTask",
     "apply_operation",
+    "AdditionTask",
 ]
