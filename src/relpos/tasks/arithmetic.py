@@ -1,4 +1,4 @@
-"""Integer addition on digit strings: every output digit may depend on every digit to its right.
+"""Integer addition on digit strings: a carry can travel the whole length of the numbers.
 
 Ontañón et al. 2022 ("Making Transformers Solve Compositional Tasks", ACL, arXiv:2108.04378) add
 operands of 1–8 digits in training and of 9–10 digits in testing, every number padded to 12
@@ -16,7 +16,8 @@ characters, written here without spaces)::
 The source is the digits of ``a``, then ``+``, then the digits of ``b``; the target is the digits
 of ``a + b``. The vocabulary is the ten digits and ``+``. ``length`` is the number of digits of
 the longer operand (0 counts as one digit), so "trained on 1–8" means both operands have at most
-8 digits; a source of length ``n`` has ``n + 2`` to ``2n + 1`` tokens.
+8 digits; a source of length ``n`` has ``n + 2`` to ``2n + 1`` tokens, its target ``n`` or
+``n + 1``.
 
 Registered as ``"addition"`` (:class:`AdditionTask`; every field is an option, e.g.
 ``get_task("addition", max_train_digits=4, reverse_digits=True)``):
@@ -42,10 +43,10 @@ Formats:
 * ``pad_to=P`` (``P > 0``) left-pads every operand with zeros to ``P`` digits and the sum to
   ``P + 1`` (in the reversed format the zeros come last), as Ontañón et al. pad to 12. Every
   source then has ``2P + 1`` tokens and every target ``P + 1``: no sequence is longer than one
-  seen in training, and length generalisation is about the digit count alone (leading zeros
-  where training had digits). ``P`` must be at least the longest training and evaluation length.
-  Ontañón et al.'s exact layout of the padded sum is not reproduced; ``P + 1`` digits hold any
-  sum of two ``P``-digit numbers.
+  seen in training, and length generalisation is about the digit count alone (an unseen length
+  puts digits where training only ever had padding zeros). ``P`` must be at least the longest
+  training and evaluation length. Ontañón et al.'s exact layout of the padded sum is not
+  reproduced; ``P + 1`` digits hold any sum of two ``P``-digit numbers.
 
 Sampling (all from ``random.Random(seed)``, never global state):
 
@@ -53,9 +54,9 @@ Sampling (all from ``random.Random(seed)``, never global state):
   max_train_digits]``; the longer operand is uniform over the ``n``-digit numbers (no leading
   zero; the 1-digit numbers include 0), the other operand draws its own digit count uniformly
   from ``[1, n]`` and is then uniform over those numbers, and a fair coin decides which of the two
-  is ``a``. Short second operands are thus as frequent as long ones, where uniform pairs would
-  almost always have two ``n``-digit operands. Examples are i.i.d., so repeats occur (there are
-  only 100 pairs of 1-digit numbers).
+  is ``a``. The other operand's size is thus uniform from 1 to ``n`` digits, where uniform pairs
+  would have two ``n``-digit operands 82% of the time (``n >= 2``). Examples are i.i.d., so
+  repeats occur (there are only 100 pairs of 1-digit numbers).
 * evaluation: for every length in ``eval_lengths``, ``n_eval_per_length`` *distinct* ordered pairs
   (all of them when fewer exist), drawn the same way as training pairs of that length; at seen
   lengths, from pairs absent from the training set. Where the space is small (fewer than 4×
