@@ -81,6 +81,18 @@ def test_compare_prints_the_table(tmp_path, capsys):
     assert "  (length 4, unseen)" in printed and "  expected    " in printed
 
 
+@pytest.mark.parametrize("flag", ["--train-lengths", "--eval-lengths"])
+def test_length_flags_on_a_task_without_length_options_name_the_flag(tmp_path, capsys, flag):
+    # SCAN's lengths come from its split: the error names the flag the user typed, not an
+    # option name the flag was turned into.
+    out = tmp_path / "run"
+    args = ["compare", "--task", "scan", "--schemes", "none", "--steps", "1", "--quiet"]
+    assert main([*args, flag, "1-8", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"{flag}: task 'scan' takes no option for these lengths" in error
+    assert "split" in error and not out.exists()
+
+
 @pytest.mark.parametrize(
     "flags, names",
     [

@@ -237,9 +237,19 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
                 experiment.task_options = {}
             experiment.task = experiment.title = args.task
         experiment.task_options.update(given_options)
+        accepted = task_options(experiment.task)
+        for flag, value, wanted in (
+            ("--train-lengths", args.train_lengths, {"max_train_length", "max_train_digits"}),
+            ("--eval-lengths", args.eval_lengths, {"eval_lengths"}),
+        ):
+            if value is not None and accepted is not None and not wanted & accepted:
+                raise ValueError(
+                    f"{flag}: task {experiment.task!r} takes no option for these lengths (a "
+                    f"task like scan fixes them by its split); its options are: "
+                    f"{', '.join(sorted(accepted))}"
+                )
         if args.train_lengths is not None:
             low, high = args.train_lengths
-            accepted = task_options(experiment.task)
             low_option, high_option = _train_length_options(accepted)
             if low > 1 or accepted is None or low_option in accepted:
                 experiment.task_options[low_option] = low  # else 1-N: nothing to set
