@@ -282,6 +282,32 @@ def test_vectors_label_each_row_with_its_distance_under_asymmetric_clipping(tmp_
     assert labels == ["-3", "-2", "-1", "0", "+1"]
 
 
+@pytest.mark.parametrize(
+    ("max_left", "max_right", "expected"),
+    [
+        (16, 16, ["-16", "-12", "-8", "-4", "0", "+4", "+8", "+12", "+16"]),
+        (6, 2, ["-6", "-5", "-4", "-3", "-2", "-1", "0", "+1", "+2"]),
+        (3, 17, ["-3", "0", "+3", "+6", "+9", "+12", "+15"]),
+    ],
+)
+def test_vectors_label_at_most_nine_distances_and_always_zero(
+    tmp_path, monkeypatch, max_left, max_right, expected
+):
+    # k = 16 labelled every third row from -16 (-16, -13, …, +14: 11 labels that ran into each
+    # other, none at 0).
+    position = relpos.ShawRelativePosition(
+        4, max(max_left, max_right), max_left=max_left, max_right=max_right, num_heads=2
+    )
+    layer = relpos.MultiheadAttention(8, 2, position=position)
+    drawn = []
+    save = plots_module._save
+    monkeypatch.setattr(plots_module, "_save", lambda fig, out: drawn.append(fig) or save(fig, out))
+    plot_vectors(layer, tmp_path / "v.png")
+    axis = drawn[0].axes[0]
+    assert [t.get_text() for t in axis.get_xticklabels()] == expected
+    assert [t.get_text() for t in axis.get_yticklabels()] == expected
+
+
 def test_scheme_on_a_train_run_folder_is_checked(tmp_path, capsys):
     run_dir = tmp_path / "run"
     config = TrainConfig(

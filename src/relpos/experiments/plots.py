@@ -438,11 +438,12 @@ def plot_vectors(model: torch.nn.Module, out: str | Path, *, title: str = "") ->
         similarity = torch.stack([_cosine_similarity(head) for head in table]).mean(0)  # (R, R)
         rows_in_table = similarity.shape[0]
         image = ax.imshow(similarity.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-        ticks = list(range(rows_in_table))
+        # At most ~9 labels, always one at distance 0 and the rest at multiples of the step.
+        step = math.ceil(rows_in_table / 9)
+        ticks = [t for t in range(rows_in_table) if (t - max_left) % step == 0]
         labels = [f"{t - max_left:+d}" if t != max_left else "0" for t in ticks]
-        step = max(1, rows_in_table // 9)
-        ax.set_xticks(ticks[::step], labels[::step])
-        ax.set_yticks(ticks[::step], labels[::step])
+        ax.set_xticks(ticks, labels, fontsize=8)
+        ax.set_yticks(ticks, labels, fontsize=8)
         heads = f", mean of {table.shape[0]} heads" if table.shape[0] > 1 else ""
         ax.set_title(f"{name.removesuffix('.position')}{heads}", fontsize=9)
         ax.set_xlabel("relative distance j − i")
