@@ -74,7 +74,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import Example, TaskData, check_int, check_lengths, check_seed, register_task
+from .base import (
+    Example,
+    TaskData,
+    check_int,
+    check_lengths,
+    check_seed,
+    distinct_draws,
+    register_task,
+)
 
 __all__ = ["AdditionTask", "DIGITS", "PLUS", "count_pairs"]
 
@@ -117,27 +125,16 @@ def _distinct_pairs(
     rng: random.Random, length: int, count: int, avoid: set[tuple[int, int]]
 ) -> list[tuple[int, int]]:
     """``min(count, count_pairs(length))`` distinct pairs of ``length``, avoiding ``avoid`` if
-    the space allows (see the module docstring)."""
-    space = count_pairs(length)
-    count = min(count, space)
-    if space - len(avoid) >= 4 * count:
-        # Large space: draw as training does and reject repeats and training pairs (every pair
-        # of `length` can be drawn, so the >= 4 * count fresh ones are found).
-        chosen: dict[tuple[int, int], None] = {}  # a dict keeps draw order (determinism)
-        while len(chosen) < count:
-            pair = _draw_pair(rng, length)
-            if pair not in avoid and pair not in chosen:
-                chosen[pair] = None
-        return list(chosen)
-    # Small space (here space < 4 * count + len(avoid), so listing it is cheap): enumerate it.
-    every = _pairs_of_length(length)
-    fresh = [pair for pair in every if pair not in avoid]
-    rng.shuffle(fresh)
-    if len(fresh) >= count:
-        return fresh[:count]
-    seen = [pair for pair in every if pair in avoid]
-    rng.shuffle(seen)
-    return fresh + seen[: count - len(fresh)]
+    the space allows (see the module docstring). Pairs are drawn as training draws them; every
+    pair of ``length`` can be drawn, which is what lets the rejection sampling finish."""
+    return distinct_draws(
+        rng,
+        draw=lambda: _draw_pair(rng, length),
+        every=lambda: _pairs_of_length(length),
+        space=count_pairs(length),
+        count=count,
+        avoid=avoid,
+    )
 
 
 @dataclass

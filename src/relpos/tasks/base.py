@@ -15,9 +15,9 @@ from __future__ import annotations
 import inspect
 import numbers
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "Example",
@@ -30,6 +30,7 @@ __all__ = [
     "TASKS",
     "FILE_PREFIX",
     "check_seed",
+    "distinct_draws",
     "hold_out",
 ]
 
@@ -142,6 +143,43 @@ def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     return int(seed)
+
+
+Item = TypeVar("Item", bound=Hashable)
+
+
+def distinct_draws(
+    rng: random.Random,
+    draw: Callable[[], Item],
+    every: Callable[[], Iterable[Item]],
+    space: int,
+    count: int,
+    avoid: set[Item],
+) -> list[Item]:
+    """``min(count, space)`` distinct items of one length, none in ``avoid`` if the space allows.
+
+    ``draw()`` samples one item (from ``rng``, as training does), ``every()`` lists all ``space``
+    of them in a fixed order. Where at least ``4 * count`` items lie outside ``avoid``, items
+    are drawn and repeats and avoided ones rejected (each draw is new with probability >= 3/4);
+    otherwise the space is listed and shuffled, its fresh items first, then avoided ones if too
+    few are fresh (evaluation at a length training has used up; see ``tasks.strings``).
+    """
+    count = min(count, space)
+    if space - len(avoid) >= 4 * count:
+        chosen: dict[Item, None] = {}  # a dict keeps draw order (determinism)
+        while len(chosen) < count:
+            item = draw()
+            if item not in avoid and item not in chosen:
+                chosen[item] = None
+        return list(chosen)
+    listed = list(every())
+    fresh = [item for item in listed if item not in avoid]
+    rng.shuffle(fresh)
+    if len(fresh) >= count:
+        return fresh[:count]
+    seen = [item for item in listed if item in avoid]
+    rng.shuffle(seen)
+    return fresh + seen[: count - len(fresh)]
 
 
 def hold_out(

@@ -58,7 +58,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import Example, TaskData, check_int, check_lengths, check_seed, register_task
+from .base import (
+    Example,
+    TaskData,
+    check_int,
+    check_lengths,
+    check_seed,
+    distinct_draws,
+    register_task,
+)
 
 __all__ = ["StringTask", "OPERATIONS", "SYMBOLS", "apply_operation"]
 
@@ -97,25 +105,14 @@ def _distinct_strings(
 ) -> list[tuple[str, ...]]:
     """``min(count, |symbols|**length)`` distinct strings of ``length``, avoiding ``avoid`` if
     the space allows (see the module docstring)."""
-    space = len(symbols) ** length
-    count = min(count, space)
-    if space - len(avoid) >= 4 * count:
-        # Large space: rejection sampling; each draw is new with probability >= 3/4.
-        chosen: dict[tuple[str, ...], None] = {}  # a dict keeps draw order (determinism)
-        while len(chosen) < count:
-            string = tuple(rng.choices(symbols, k=length))
-            if string not in avoid and string not in chosen:
-                chosen[string] = None
-        return list(chosen)
-    # Small space (here space < 4 * count + len(avoid)): enumerate it.
-    every = list(itertools.product(symbols, repeat=length))
-    fresh = [s for s in every if s not in avoid]
-    rng.shuffle(fresh)
-    if len(fresh) >= count:
-        return fresh[:count]
-    seen = [s for s in every if s in avoid]
-    rng.shuffle(seen)
-    return fresh + seen[: count - len(fresh)]
+    return distinct_draws(
+        rng,
+        draw=lambda: tuple(rng.choices(symbols, k=length)),
+        every=lambda: itertools.product(symbols, repeat=length),
+        space=len(symbols) ** length,
+        count=count,
+        avoid=avoid,
+    )
 
 
 @dataclass
