@@ -407,3 +407,18 @@ def test_attention_maps_of_cross_attention_are_the_first_rows_scaled_and_masked_
     logits = (q @ k.transpose(-1, -2) / 2.0).masked_fill(padding[0], -math.inf)  # sqrt(4) = 2
     assert len(maps) == 1 and torch.allclose(maps[0][1], torch.softmax(logits, -1).float())
     assert len(attention_maps(layer, lambda: layer(x, x, x))) == 1
+
+
+def test_attention_maps_of_self_attention_are_the_first_batch_rows():
+    # Pins: self-attention weights are reported for batch row 0 (written out here for content
+    # attention: softmax(q·k / sqrt(D))), not another row of the batch.
+    from relpos.experiments.plots import attention_maps
+
+    torch.manual_seed(6)
+    layer = relpos.MultiheadAttention(8, 2).double().eval()
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    maps = attention_maps(layer, lambda: layer(x))
+    q = (x[0] @ layer.q_proj.weight.T + layer.q_proj.bias).view(3, 2, 4).transpose(0, 1)
+    k = (x[0] @ layer.k_proj.weight.T + layer.k_proj.bias).view(3, 2, 4).transpose(0, 1)
+    expected = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1)  # sqrt(D) = sqrt(4) = 2
+    assert len(maps) == 1 and torch.allclose(maps[0][1], expected.float())
