@@ -239,7 +239,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
         experiment.task_options.update(given_options)
         accepted = task_options(experiment.task)
         for flag, value, wanted in (
-            ("--train-lengths", args.train_lengths, {"max_train_length", "max_train_digits"}),
+            ("--train-lengths", args.train_lengths, {high for _, high in TRAIN_LENGTH_OPTIONS}),
             ("--eval-lengths", args.eval_lengths, {"eval_lengths"}),
         ):
             if value is not None and accepted is not None and not wanted & accepted:
