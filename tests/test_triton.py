@@ -762,6 +762,33 @@ def test_kernels_compile_for_hopper_without_a_gpu():
     assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
 
 
+def test_default_tiles_fit_the_shared_memory_of_ampere_and_ada_cards():
+    """``auto`` picks the kernel on any CUDA card, with tiles timed on an H200; a launch whose tiles
+    need more shared memory than the card has fails (Triton's OutOfResources). Compiled for sm_86
+    (RTX 30xx, A10, A40) and sm_89 (RTX 40xx, L4, L40), whose blocks get at most 99 KiB, the
+    default tiles of the largest heads (where they need the most) fit, and they lower at all:
+    nothing Hopper-only is in the default path. (Measured with Triton 3.6: at most 76 KiB, the
+    float32 and bf16 D = 128 key/value kernels; the A100, sm_80, allows 163 KiB.)"""
+    script = (
+        "import torch\n"
+        "from relpos.attention.triton_shaw import compile_kernels\n"
+        "for arch in (86, 89):\n"
+        "    for dtype in (torch.bfloat16, torch.float32):\n"
+        "        kernels = compile_kernels(128, dtype, length=1000, arch=arch)\n"
+        "        assert {'forward', 'grad_query', 'grad_key_value'} <= set(kernels), kernels\n"
+        "        for name, kernel in kernels.items():\n"
+        "            assert kernel.asm['cubin'], (arch, dtype, name)\n"
+        "            shared = kernel.metadata.shared\n"
+        "            assert 0 < shared <= 99 * 1024, (arch, dtype, name, shared)\n"
+        "print('fits')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "fits" in result.stdout, result.stderr[-3000:]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_on_gpu_at_a_realistic_size(dtype):
