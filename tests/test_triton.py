@@ -10,6 +10,7 @@ both tables).
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -686,6 +687,33 @@ def test_applies_only_to_cuda_inputs_without_dropout_or_key_query():
         assert not triton_applies(query=gpu, key_query=True)
         assert not triton_applies(query=gpu.double())
         assert not triton_applies(query=torch.zeros(1, 1, 4, 256, device="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("capability", "applies"), [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)]
+)
+def test_auto_leaves_cards_older_than_ampere_to_the_eager_path(monkeypatch, capability, applies):
+    """On sm_75 the default dQ tiles need 96 KiB of shared memory per block and the card gives 64
+    (compiled on the CPU: benchmarks/shared_memory.py), so ``auto`` must not pick the kernel
+    there. A stand-in for a CUDA tensor and a faked card: no GPU needed."""
+    asked = []
+
+    def capability_of(index):
+        asked.append(index)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability_of)
+    monkeypatch.setattr(triton_shaw, "triton_available", lambda: True)
+    triton_shaw._cached_capability.cache_clear()
+    query = types.SimpleNamespace(
+        is_cuda=True, dtype=torch.bfloat16, shape=(1, 2, 8, 64), device=torch.device("cuda", 3)
+    )
+    try:
+        assert triton_shaw.triton_applies(query=query) is applies
+        assert triton_shaw.triton_applies(query=query) is applies
+    finally:
+        triton_shaw._cached_capability.cache_clear()
+    assert asked == [3]  # the card's index, asked once
 
 
 def test_cpu_tensors_without_the_interpreter_are_refused(monkeypatch):

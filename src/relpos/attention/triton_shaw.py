@@ -88,6 +88,8 @@ LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 128
 
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: oldest compute capability ``auto`` picks the kernel on (see ``triton_applies``).
+MIN_CAPABILITY = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -294,13 +296,19 @@ def triton_applies(
     value_dim: int | None = None,
     **_: object,
 ) -> bool:
-    """Whether ``auto`` may pick the kernel: CUDA, no dropout, no key-query term, head size <= 128.
+    """Whether ``auto`` may pick the kernel: a CUDA card of compute capability 8.0 or later
+    (Ampere on), no dropout, no key-query term, head size <= 128.
 
     Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
+    Older cards are left to the eager path: compiled for sm_75 (T4, RTX 20xx), the default
+    query-gradient tiles need 96 KiB of shared memory per block, where those cards give 64 KiB
+    (``benchmarks/shared_memory.py``). ``backend="triton"`` is still allowed there, with ``blocks``
+    that fit (untested on such a card).
     """
     value_dim = query.shape[-1] if value_dim is None else value_dim
     return (
         query.is_cuda
+        and _capability(query.device) >= MIN_CAPABILITY
         and not dropout
         and not key_query
         and query.dtype in _KERNEL_DTYPES
@@ -308,6 +316,16 @@ def triton_applies(
         and value_dim <= MAX_HEAD_DIM
         and triton_available()
     )
+
+
+@functools.cache
+def _cached_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    """The CUDA card's compute capability, asked once per card (``auto`` asks on every call)."""
+    return _cached_capability(torch.cuda.current_device() if device.index is None else device.index)
 
 
 def _pad(size: int) -> int:
