@@ -677,6 +677,27 @@ def test_dropout_and_key_query_run_the_eager_backend():
         torch.testing.assert_close(out, expected)
 
 
+def test_more_batch_heads_than_a_cuda_grid_axis_holds_run_the_eager_backend(monkeypatch):
+    """The kernels put batch × heads on the grid's second axis (at most 65,535 programs on
+    CUDA; the interpreter has no such limit, so the limit is lowered here to reach the branch)."""
+    index, tensors = _case(q_len=16, k_len=16)  # batch 1, heads 2
+    q, k, v = (tensors[n].detach() for n in ("query", "key", "value"))
+    tables = {name: tensors[name].detach() for name in ("key_table", "value_table")}
+    plain = dict(attn_mask=None, is_causal=False, scale=0.25)
+    expected = eager_attention(q, k, v, index=index, **plain, **tables)
+
+    def launched(*args, **kwargs):
+        raise AssertionError("a kernel was launched")
+
+    monkeypatch.setattr(triton_shaw, "_launch", launched)
+    monkeypatch.setattr(triton_shaw, "MAX_BATCH_HEADS", 2)
+    with pytest.raises(AssertionError, match="a kernel was launched"):
+        triton_attention(q, k, v, index=index, **plain, **tables)
+    monkeypatch.setattr(triton_shaw, "MAX_BATCH_HEADS", 1)
+    out = triton_attention(q, k, v, index=index, **plain, **tables)
+    torch.testing.assert_close(out, expected)
+
+
 def test_applies_only_to_cuda_inputs_without_dropout_or_key_query():
     cpu = torch.zeros(1, 1, 4, 32)
     assert not triton_applies(query=cpu)
@@ -711,6 +732,8 @@ def test_auto_leaves_cards_older_than_ampere_to_the_eager_path(monkeypatch, capa
     try:
         assert triton_shaw.triton_applies(query=query) is applies
         assert triton_shaw.triton_applies(query=query) is applies
+        query.shape = (4096, 16, 8, 64)  # 65,536 batch × heads: one past a CUDA grid axis
+        assert triton_shaw.triton_applies(query=query) is False
     finally:
         triton_shaw._cached_capability.cache_clear()
     assert asked == [3]  # the card's index, asked once

@@ -91,6 +91,10 @@ _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: oldest compute capability ``auto`` picks the kernel on (see ``triton_applies``).
 MIN_CAPABILITY = (8, 0)
 
+#: most batch × heads the kernels take: they put that product on the launch grid's second axis,
+#: which CUDA limits to 65,535 programs; more run the eager path.
+MAX_BATCH_HEADS = 65535
+
 
 @dataclass(frozen=True)
 class KernelLaunch:
@@ -297,7 +301,7 @@ def triton_applies(
     **_: object,
 ) -> bool:
     """Whether ``auto`` may pick the kernel: a CUDA card of compute capability 8.0 or later
-    (Ampere on), no dropout, no key-query term, head size <= 128.
+    (Ampere on), no dropout, no key-query term, head size <= 128, batch × heads <= 65,535.
 
     Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
     Older cards are left to the eager path: compiled for sm_75 (T4, RTX 20xx), the default
@@ -309,6 +313,7 @@ def triton_applies(
     return (
         query.is_cuda
         and _capability(query.device) >= MIN_CAPABILITY
+        and query.shape[0] * query.shape[1] <= MAX_BATCH_HEADS
         and not dropout
         and not key_query
         and query.dtype in _KERNEL_DTYPES
@@ -1077,7 +1082,8 @@ def triton_attention(
     them native).
 
     The kernels have no dropout and no key-query term, and keep at most 128-wide heads in
-    registers; for those inputs, float64, empty sequences, and bfloat16 under Triton's interpreter
+    registers; for those inputs, float64, empty sequences, more than 65,535 batch × heads (CUDA's
+    grid limit, :data:`MAX_BATCH_HEADS`), and bfloat16 under Triton's interpreter
     (``TRITON_INTERPRET=1``, whose bfloat16 ``tl.dot`` returns garbage: triton-lang/triton#11584)
     this runs the eager backend, which computes the same function. ``blocks`` overrides the tile
     sizes (:func:`default_blocks`).
@@ -1103,6 +1109,7 @@ def triton_attention(
         or query.shape[-1] > MAX_HEAD_DIM
         or value.shape[-1] > MAX_HEAD_DIM
         or 0 in (index.query_len, index.key_len, query.shape[0], query.shape[1])
+        or batch * heads > MAX_BATCH_HEADS
         or (attn_mask is not None and attn_mask.requires_grad)
         # The interpreter's bfloat16 dot is wrong (finite, ~1e9 off), not merely slow.
         or (_interpreting() and query.dtype == torch.bfloat16)
