@@ -677,6 +677,62 @@ def test_dropout_and_key_query_run_the_eager_backend():
         torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize(("version", "applies"), [((3, 3), False), ((3, 4), True), ((4, 0), True)])
+def test_auto_needs_a_triton_whose_compile_of_the_kernels_was_checked(
+    monkeypatch, version, applies
+):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (9, 0))
+    monkeypatch.setattr(triton_shaw, "triton_available", lambda: True)
+    monkeypatch.setattr(triton_shaw, "triton_version", lambda: version)
+    triton_shaw._cached_capability.cache_clear()
+    query = types.SimpleNamespace(
+        is_cuda=True, dtype=torch.float16, shape=(2, 4, 8, 64), device=torch.device("cuda", 0)
+    )
+    try:
+        assert triton_shaw.triton_applies(query=query) is applies
+    finally:
+        triton_shaw._cached_capability.cache_clear()
+
+
+def test_triton_version_reads_major_and_minor(monkeypatch):
+    triton_shaw.triton_version.cache_clear()
+    try:
+        for text, expected in (("3.6.0", (3, 6)), ("3.10.1+git4f2a", (3, 10)), ("dev", (0, 0))):
+            monkeypatch.setattr(triton, "__version__", text)
+            triton_shaw.triton_version.cache_clear()
+            assert triton_shaw.triton_version() == expected
+    finally:
+        triton_shaw.triton_version.cache_clear()
+
+
+@pytest.mark.parametrize("takes_scope", [True, False])
+def test_interpreter_loop_bound_patch_fits_both_signatures(monkeypatch, takes_scope):
+    """Triton 3.6 patches the interpreter's tensors through a ``scope`` argument, 3.3-3.5 set
+    the attribute directly; the NumPy 2.4 fix must work with either (checked by hand with 3.3.1,
+    3.4.0, 3.5.1 and 3.9.0 under the interpreter)."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    class Scope:
+        def set_attr(self, target, name, value):
+            setattr(target, name, value)
+
+    def old_style(tensor):
+        tensor.__bool__ = lambda self: True
+
+    def new_style(tensor, scope):
+        scope.set_attr(tensor, "__bool__", lambda self: True)
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", new_style if takes_scope else old_style)
+    triton_shaw._interpreter_loop_bounds.__wrapped__()  # past its once-only cache
+
+    class Tensor:
+        handle = types.SimpleNamespace(data=np.array([[7]]))
+
+    interpreter._patch_lang_tensor(Tensor, *([Scope()] if takes_scope else []))
+    assert range(Tensor()) == range(7) and bool(Tensor())
+
+
 def test_more_batch_heads_than_a_cuda_grid_axis_holds_run_the_eager_backend(monkeypatch):
     """The kernels put batch × heads on the grid's second axis (at most 65,535 programs on
     CUDA; the interpreter has no such limit, so the limit is lowered here to reach the branch)."""
@@ -725,6 +781,7 @@ def test_auto_leaves_cards_older_than_ampere_to_the_eager_path(monkeypatch, capa
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", capability_of)
     monkeypatch.setattr(triton_shaw, "triton_available", lambda: True)
+    monkeypatch.setattr(triton_shaw, "triton_version", lambda: (3, 6))
     triton_shaw._cached_capability.cache_clear()
     query = types.SimpleNamespace(
         is_cuda=True, dtype=torch.bfloat16, shape=(1, 2, 8, 64), device=torch.device("cuda", 3)

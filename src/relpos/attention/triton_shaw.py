@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,7 @@ __all__ = [
     "triton_attention",
     "triton_applies",
     "triton_available",
+    "triton_version",
 ]
 
 #: exp(x) = exp2(x · log2 e); the kernels work in base 2 because ``exp2`` is one instruction.
@@ -90,6 +92,11 @@ MAX_HEAD_DIM = 128
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 #: oldest compute capability ``auto`` picks the kernel on (see ``triton_applies``).
 MIN_CAPABILITY = (8, 0)
+
+#: oldest Triton ``auto`` picks the kernel with: the default tiles compile for sm_90 with Triton
+#: 3.4, 3.5, 3.6 and 3.9 (checked on the CPU) and ran on an H200 with 3.6; older versions are not
+#: checked (the compile-without-a-GPU tooling needs 3.4's internals).
+MIN_TRITON = (3, 4)
 
 #: most batch × heads the kernels take: they put that product on the launch grid's second axis,
 #: which CUDA limits to 65,535 programs; more run the eager path.
@@ -279,6 +286,16 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
+def triton_version() -> tuple[int, int]:
+    """Triton's ``(major, minor)`` (imports it; asked once). ``(0, 0)`` if its version string
+    does not start with two numbers."""
+    import triton
+
+    found = re.match(r"(\d+)\.(\d+)", triton.__version__)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
 def check_triton_device(device: torch.device) -> None:
     """``ValueError`` unless the triton backend can run on ``device``: CUDA (or any device under
     ``TRITON_INTERPRET=1``), with Triton installed."""
@@ -301,7 +318,8 @@ def triton_applies(
     **_: object,
 ) -> bool:
     """Whether ``auto`` may pick the kernel: a CUDA card of compute capability 8.0 or later
-    (Ampere on), no dropout, no key-query term, head size <= 128, batch × heads <= 65,535.
+    (Ampere on), Triton 3.4 or later, no dropout, no key-query term, head size <= 128, batch ×
+    heads <= 65,535.
 
     Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
     Older cards are left to the eager path: compiled for sm_75 (T4, RTX 20xx), the default
@@ -320,6 +338,7 @@ def triton_applies(
         and query.shape[-1] <= MAX_HEAD_DIM
         and value_dim <= MAX_HEAD_DIM
         and triton_available()
+        and triton_version() >= MIN_TRITON
     )
 
 
@@ -360,17 +379,24 @@ def _kernels():
 def _interpreter_loop_bounds() -> None:
     """Let Triton's interpreter run loops with computed bounds under NumPy >= 2.4.
 
-    The interpreter (Triton 3.6) turns a loop bound into a Python int with ``int(array)`` on a
-    1-element array, which NumPy 2.4 refuses; read the element instead. Applied once, only when
-    ``TRITON_INTERPRET`` is set; compiled kernels never go through this path.
+    The interpreter turns a loop bound into a Python int with ``int(array)`` on a 1-element
+    array, which NumPy 2.4 refuses; read the element instead. Applied once, only when
+    ``TRITON_INTERPRET`` is set; compiled kernels never go through this path. Triton 3.6 added a
+    ``scope`` argument through which the patch must go; earlier versions set the attribute.
     """
     from triton.runtime import interpreter
 
     original = interpreter._patch_lang_tensor
 
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+    def element(self):
+        return int(self.handle.data.reshape(-1)[0])
+
+    def patched(tensor, *scope):
+        original(tensor, *scope)
+        if scope:
+            scope[0].set_attr(tensor, "__index__", element)
+        else:
+            tensor.__index__ = element
 
     interpreter._patch_lang_tensor = patched
 
