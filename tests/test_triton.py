@@ -733,6 +733,33 @@ def test_interpreter_loop_bound_patch_fits_both_signatures(monkeypatch, takes_sc
     assert range(Tensor()) == range(7) and bool(Tensor())
 
 
+def test_a_compiled_caller_runs_the_kernels_as_they_are():
+    """``torch.compile`` of a function that calls the triton backend: Dynamo leaves the backend
+    to run as it is (before, it traced into Triton's interpreter and failed), and the values and
+    gradients are the uncompiled ones. Dynamo's "eager" backend: no inductor build needed."""
+    index, tensors = _case(q_len=12, k_len=12)
+
+    def twice(query, key, value, key_table, value_table):
+        out = triton_attention(
+            query, key, value, index=index, key_table=key_table, value_table=value_table,
+            is_causal=True,
+        )  # fmt: skip
+        return 2 * out
+
+    torch._dynamo.reset()
+    inputs = [tensors[n] for n in ("query", "key", "value", "key_table", "value_table")]
+    expected = twice(*inputs)
+    compiled = torch.compile(twice, backend="eager")(*inputs)
+    torch.testing.assert_close(compiled, expected)
+    upstream = torch.randn_like(expected)
+    for got, want in zip(
+        torch.autograd.grad(compiled, inputs, upstream),
+        torch.autograd.grad(expected, inputs, upstream),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want)
+
+
 def test_more_batch_heads_than_a_cuda_grid_axis_holds_run_the_eager_backend(monkeypatch):
     """The kernels put batch × heads on the grid's second axis (at most 65,535 programs on
     CUDA; the interpreter has no such limit, so the limit is lowered here to reach the branch)."""
