@@ -29,13 +29,12 @@ from relpos.cli import build_parser, main
 from relpos.cli.bench import _int_list
 from relpos.cli.compare import (
     _command_line,
-    _non_negative,
     _parse_seeds,
-    _positive,
     build_experiments,
     parse_list,
     parse_range,
 )
+from relpos.cli.flags import non_negative_int, positive_int
 from relpos.cli.train import config_from_args, parse_option
 
 # ---------------------------------------------------------------------------------------------
@@ -489,8 +488,8 @@ def test_compare_lists_seeds_and_counts():
     with pytest.raises(argparse.ArgumentTypeError, match="seeds must be >= 0"):
         _parse_seeds("0,-1")
     with pytest.raises(argparse.ArgumentTypeError, match="expected a positive int, got '0'"):
-        _positive("0")
-    assert _non_negative("0") == 0
+        positive_int("0")
+    assert non_negative_int("0") == 0
     (experiment,) = _experiments("--schemes", "shaw", "-k", "0")
     assert experiment.variants[0].options == {"max_distance": 0}
 

@@ -132,7 +132,7 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
         (["index", "--task", "copy"], "--task does not apply to `index`"),
         (["index", "--window", "3x3"], "--window does not apply to `index` (only window)"),
         (["window", "--query", "1"], "--query must look like y,x"),
-        (["window", "--query", "0,4"], "query patch must lie in the 4x4 window, got (0, 4)"),
+        (["window", "--query", "0,4"], "--query 0,4 is outside the 4x4 window: y must be in 0..3"),
         (["window", "--window", "7"], "--window must look like HxW"),
     ],
 )

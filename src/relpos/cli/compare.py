@@ -23,6 +23,8 @@ import argparse
 import shlex
 import sys
 
+from .flags import clipping_distance, positive_int
+
 __all__ = ["register", "run", "parse_range", "parse_list"]
 
 
@@ -79,26 +81,6 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare",
@@ -122,7 +104,7 @@ def register(subparsers) -> None:
     grid.add_argument(
         "-k",
         "--max-distance",
-        type=_non_negative,
+        type=clipping_distance,
         help="clipping distance k for the schemes that clip (shaw, huang, deberta)",
     )
     grid.add_argument(
@@ -161,7 +143,7 @@ def register(subparsers) -> None:
         "--preset", help="a named experiment: default, k-sweep, kv-ablation, length-gen"
     )
     budget = parser.add_argument_group("budget and where it runs")
-    budget.add_argument("--steps", type=_positive, help="training steps per run")
+    budget.add_argument("--steps", type=positive_int, help="training steps per run")
     budget.add_argument("--seeds", type=_parse_seeds, help="comma-separated seeds, e.g. 0,1,2")
     budget.add_argument(
         "--train-option",
@@ -175,7 +157,7 @@ def register(subparsers) -> None:
     budget.add_argument("--device", help="cpu (default), cuda, cuda:1, mps, …")
     budget.add_argument(
         "--jobs",
-        type=_positive,
+        type=positive_int,
         help="training runs at a time, one process each (default: one per CPU core, at most 8; "
         "1 on a GPU); results do not depend on it",
     )

@@ -22,21 +22,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .flags import clipping_distance, positive_int
 from .show import parse_window
 
 __all__ = ["register", "run"]
 
 FIGURES = ("sinusoidal", "index", "distances", "window", "vectors", "attention", "accuracy")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
 
 
 def _parse_query(text: str | None) -> tuple[int, int] | None:
@@ -60,18 +51,20 @@ def register(subparsers) -> None:
     parser.add_argument("--out", help="file to write (.png, .pdf or .svg)")
     parser.add_argument(
         "--length",
-        type=_positive,
+        type=positive_int,
         help="sequence length (sinusoidal, index, attention); for distances, the largest |j − i|",
     )
     parser.add_argument(
         "-k",
         "--max-distance",
-        type=int,
+        type=clipping_distance,
         default=None,
-        help="k for `index` (default 3) and `distances` (default 4)",
+        help="k for `index` (default 3) and `distances` (default 4, at least 1)",
     )
     parser.add_argument("--tokens", help='label the index matrix, e.g. "I think therefore I am"')
-    parser.add_argument("--dim", type=_positive, default=64, help="encoding size for `sinusoidal`")
+    parser.add_argument(
+        "--dim", type=positive_int, default=64, help="encoding size for `sinusoidal`"
+    )
     parser.add_argument(
         "--metric",
         choices=("exact", "token", "tf_token"),
@@ -149,17 +142,31 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"`relpos plot {args.figure}` takes no RUN_DIR, got {args.run_dir!r}")
     if needs_run and not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"RUN_DIR {args.run_dir!r} is not a folder")
+    # The figure functions check these too, but name their keywords (length, out), not the flags.
+    if args.out is not None and Path(args.out).suffix.lower() not in plots.FORMATS:
+        raise ValueError(f"--out must end in .png, .pdf or .svg, got {args.out!r}")
+    if args.figure in ("sinusoidal", "index"):
+        for flag, value in (("--length", args.length), ("--dim", args.dim)):
+            if value is not None and value > plots.MAX_FIGURE_LENGTH:
+                raise ValueError(
+                    f"{flag} must be an int in 1..{plots.MAX_FIGURE_LENGTH}, got {value} (the "
+                    "figure draws a panel of that many rows)"
+                )
+    if args.tokens is not None and not args.tokens.split():
+        raise ValueError(f"--tokens must contain at least one token, got {args.tokens!r}")
     default_dir = Path(args.run_dir) if needs_run else Path(".")
     out = Path(args.out) if args.out else default_dir / f"{default_name(args)}.png"
 
     if args.figure == "sinusoidal":
         path = plots.plot_sinusoidal(out, length=args.length or 64, dim=args.dim)
     elif args.figure == "index":
-        tokens = args.tokens.split() if args.tokens else None
+        tokens = args.tokens.split() if args.tokens is not None else None
         k = 3 if args.max_distance is None else args.max_distance
         path = plots.plot_index(out, length=args.length or 10, max_distance=k, tokens=tokens)
     elif args.figure == "distances":
         k = 4 if args.max_distance is None else args.max_distance
+        if k < 1:  # DeBERTa's panel: its table has 2k rows
+            raise ValueError(f"-k must be >= 1 for `distances` (DeBERTa's 2k rows), got {k}")
         span = args.length or 48
         if span > plots.MAX_FIGURE_LENGTH:  # plot_distances would name it span, not --length
             raise ValueError(
@@ -168,9 +175,16 @@ def run(args: argparse.Namespace) -> int:
             )
         path = plots.plot_distances(out, span=span, max_distance=k)
     elif args.figure == "window":
-        path = plots.plot_window(
-            out, window=parse_window(args.window or "4x4"), query=_parse_query(args.query)
-        )
+        window_h, window_w = parse_window(args.window or "4x4")
+        if max(window_h, window_w) > 16:
+            raise ValueError(f"--window sides must be <= 16 to draw, got {window_h}x{window_w}")
+        query = _parse_query(args.query)
+        if query is not None and not (query[0] < window_h and query[1] < window_w):
+            raise ValueError(
+                f"--query {args.query} is outside the {window_h}x{window_w} window: y must be in "
+                f"0..{window_h - 1} and x in 0..{window_w - 1}"
+            )
+        path = plots.plot_window(out, window=(window_h, window_w), query=query)
     elif args.figure == "accuracy":
         path = plots.plot_accuracy(args.run_dir, out, metric=args.metric)
     elif args.figure == "vectors":

@@ -1,0 +1,75 @@
+"""Bad command-line values: one line that names the flag the user typed, never a traceback.
+
+The library's checks name Python arguments (``max_distance``, ``head_dim``, ``run_dir``); on the
+command line the user typed ``-k``, ``--head-dim``, ``--run-dir``. Each case gives the argv, text
+the error must contain (the flag, and what was expected), and a Python name it must not show.
+Nothing here trains or times: every case fails before the work starts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from relpos.cli import main
+
+
+@pytest.fixture
+def paths(tmp_path):
+    """Placeholders for the argv: a path that does not exist, a file, an empty folder, and a
+    folder that looks like a training run (a config.json; nothing is loaded from it)."""
+    (tmp_path / "file.txt").write_text("not a folder\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"task": "reverse"}))
+    return {
+        "missing": str(tmp_path / "missing"),
+        "file": str(tmp_path / "file.txt"),
+        "empty": str(tmp_path / "empty"),
+        "run": str(tmp_path / "run"),
+        "tmp": str(tmp_path),
+    }
+
+
+def error_of(argv: list[str], capsys) -> str:
+    """stderr of ``relpos ARGV``, which must fail with exit code 2: at parse time (argparse's
+    usage line and SystemExit) or in the command (``relpos CMD: error: ...``)."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    assert code == 2, (argv, captured.err)
+    assert captured.out == "", "nothing is printed (or run) before the error"
+    return captured.err
+
+
+CASES = [
+    # compare
+    (["compare", "-k", "-3"], "argument -k/--max-distance: expected a clipping distance k", None),
+    # -k 10**20 reached torch.empty: a page of C++ stack frames.
+    (["compare", "-k", str(10**20)], "argument -k/--max-distance: expected", "frame #"),
+    # plot
+    (["plot", "index", "-k", "-1"], "argument -k/--max-distance: expected", "max_distance"),
+    (["plot", "index", "-k", str(10**20)], "argument -k/--max-distance", "too big to convert"),
+    (["plot", "distances", "-k", "0"], "-k must be >= 1 for `distances`", "max_distance"),
+    (["plot", "sinusoidal", "--out", "{tmp}/s.txt"], "--out must end in .png, .pdf or .svg", None),
+    (["plot", "sinusoidal", "--length", "5000"], "--length must be an int in 1..4096", None),
+    (["plot", "sinusoidal", "--dim", "5000"], "--dim must be an int in 1..4096", None),
+    (["plot", "index", "--tokens", " "], "--tokens must contain at least one token", None),
+    (["plot", "window", "--window", "17x2"], "--window sides must be <= 16", None),
+    (["plot", "window", "--window", "3x3", "--query", "5,1"], "--query 5,1 is outside", "patch"),
+]
+
+
+@pytest.mark.parametrize("argv, expected, absent", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_value_names_the_flag(argv, expected, absent, paths, capsys):
+    err = error_of([arg.format(**paths) for arg in argv], capsys)
+    assert "Traceback" not in err
+    *usage, line = err.strip().splitlines()
+    # One line says it all; before it, only argparse's usage (for an error at parse time).
+    assert line.startswith(f"relpos {argv[0]}: error: ") and expected.format(**paths) in line
+    assert all(text.startswith(("usage:", " ")) for text in usage), usage
+    if absent is not None:
+        assert absent not in err
