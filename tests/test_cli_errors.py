@@ -46,6 +46,19 @@ def error_of(argv: list[str], capsys) -> str:
 
 
 CASES = [
+    # show
+    (["show", "--t5", "--buckets", "0"], "--buckets must be >= 4", "num_buckets"),
+    (["show", "--t5", "--causal", "--buckets", "1"], "--buckets must be >= 2 with --causal", None),
+    (
+        ["show", "--t5", "-k", "-1"],
+        "-k (T5's max_distance, where its log buckets end) must be >",
+        None,
+    ),
+    (
+        ["show", "--t5", "--buckets", "32", "-k", "8"],
+        "must be > 8, the exact distances of --buckets 32",
+        "num_buckets",
+    ),
     # compare
     (["compare", "-k", "-3"], "argument -k/--max-distance: expected a clipping distance k", None),
     # -k 10**20 reached torch.empty: a page of C++ stack frames.

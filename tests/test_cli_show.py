@@ -215,10 +215,16 @@ def test_t5_ranges_agree_with_the_bucket_function():
     [
         (["--t5", "--length", "5"], "--length does not apply with --t5"),
         # The CLI's T5 has a direction flag (--causal), so the message names no other option.
-        (["--t5", "--buckets", "3"], "num_buckets must be >= 4 for bidirectional=True"),
+        (
+            ["--t5", "--buckets", "3"],
+            "--buckets must be >= 4: T5 keeps N/4 distances each way exact",
+        ),
         (["--t5", "--2d"], "--2d and --t5 are different pictures"),
         (["--buckets", "8"], "--buckets and --causal describe T5's buckets: add --t5"),
-        (["--t5", "--buckets", "32", "-k", "8"], "max_distance"),
+        (
+            ["--t5", "--buckets", "32", "-k", "8"],
+            "-k (T5's max_distance, where its log buckets end) must be > 8",
+        ),
         # Every distance up to 2k + N is bucketed: k = 10**11 was a 3 TB allocation's traceback.
         (["--t5", "-k", str(10**11)], "-k and --buckets must keep 2k + N <= 4194304"),
         (["--t5", "--buckets", "4000000", "-k", "3000000"], "got -k 3000000, --buckets 4000000"),

@@ -253,12 +253,21 @@ def run(args: argparse.Namespace) -> int:
     if args.t5:
         num_buckets = 32 if args.buckets is None else args.buckets
         max_distance = 128 if args.max_distance is None else args.max_distance
-        # Checks and messages are T5RelativeBias's own.
-        from ..schemes import get_scheme
-
-        get_scheme(
-            "t5", num_buckets=num_buckets, max_distance=max_distance, bidirectional=not args.causal
-        )
+        # T5RelativeBias's checks, in the words of these flags (it says num_buckets and
+        # bidirectional): N/4 distances each way keep a bucket of their own (N/2 with --causal),
+        # and the logarithmic buckets need at least one of them below where they start.
+        exact = num_buckets // 2 if args.causal else num_buckets // 4
+        if exact < 1:
+            least = "2 with --causal" if args.causal else "4"
+            raise ValueError(
+                f"--buckets must be >= {least}: T5 keeps N/4 distances each way exact (N/2 with "
+                f"--causal) and needs at least one, got {num_buckets}"
+            )
+        if max_distance <= exact:
+            raise ValueError(
+                f"-k (T5's max_distance, where its log buckets end) must be > {exact}, the "
+                f"exact distances of --buckets {num_buckets}, got {max_distance}"
+            )
         if 2 * max_distance + num_buckets > MAX_T5_REACH:
             raise ValueError(
                 f"--t5 lists the buckets of every distance up to 2k + N: -k and --buckets must "
