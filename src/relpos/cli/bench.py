@@ -21,7 +21,15 @@ import json
 import sys
 from pathlib import Path
 
+from .compare import parse_list
+from .flags import check_k, check_output, clipping_distance, non_negative_int, positive_int
+
 __all__ = ["register", "run"]
+
+
+#: the longest --lengths entry: an L x L score matrix is far past any memory long before this,
+#: and past 2**63 torch cannot even hold the size ("Overflow when unpacking long long")
+MAX_LENGTH = 2**31
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -31,26 +39,61 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected integers like 512,1024, got {text!r}") from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one length")
+    if not all(1 <= value <= MAX_LENGTH for value in values):
+        raise argparse.ArgumentTypeError(
+            f"expected sequence lengths in 1..2**31 like 512,1024, got {text!r}"
+        )
     return values
 
 
-def _schemes(text: str, max_distance: int) -> tuple[tuple[str, dict], ...]:
+def _schemes(items: list[str], max_distance: int) -> tuple[tuple[str, dict], ...]:
     """``--schemes`` as (name, options) pairs; ``all``: every scheme with an attention term."""
     from .. import available_schemes, get_scheme
-    from .compare import CLIPPED_SCHEMES, parse_list, parse_scheme
+    from .compare import CLIPPED_SCHEMES, parse_scheme
 
-    if text.strip() == "all":
-        items = [
+    if items == ["all"]:
+        pairs = [
             (name, {})
             for name in available_schemes()
             if get_scheme(name).attention_position(1, 8, causal=False) is not None
         ]
     else:
-        items = [parse_scheme(item) for item in parse_list(text)]
-    return tuple(
-        (name, {"max_distance": max_distance, **options} if name in CLIPPED_SCHEMES else options)
-        for name, options in items
-    )
+        pairs = [parse_scheme(item) for item in items]
+        for item, (name, options) in zip(items, pairs, strict=True):
+            if get_scheme(name, **options).attention_position(1, 8, causal=False) is None:
+                raise ValueError(
+                    f"--schemes item {item!r} adds its positions to the input: its attention is "
+                    "SDPA's, with nothing of its own to time"
+                )
+    result = []
+    for name, options in pairs:
+        if name in CLIPPED_SCHEMES and "max_distance" not in options:
+            options = {"max_distance": max_distance, **options}
+            check_k(max_distance, name, options)
+        result.append((name, options))
+    return tuple(result)
+
+
+def _backends(text: str, schemes: bool) -> tuple[str, ...]:
+    """``--backends`` as names, each one a backend of Shaw's attention (or ``sdpa``, the
+    baseline), or with ``schemes`` one that a scheme's ``attend`` takes."""
+    from ..attention import available_backends
+    from ..attention.flex_bias import BIAS_BACKENDS
+    from ..bench import BASELINE
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:  # "," once timed every default backend, as if --backends were not given
+        raise ValueError(f"--backends must name at least one backend, got {text!r}")
+    if schemes:
+        valid = sorted({*BIAS_BACKENDS, *available_backends()})
+    else:
+        valid = [BASELINE, *available_backends()]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(
+            f"--backends: unknown backend(s) {', '.join(unknown)}; valid names: {', '.join(valid)}"
+        )
+    return names
 
 
 def register(subparsers) -> None:
@@ -73,10 +116,12 @@ def register(subparsers) -> None:
         default=defaults.lengths,
         help="sequence lengths, e.g. 512,1024,2048 (default: %(default)s)",
     )
-    parser.add_argument("-B", "--batch", type=int, default=defaults.batch)
-    parser.add_argument("-H", "--heads", type=int, default=defaults.heads)
-    parser.add_argument("-D", "--head-dim", type=int, default=defaults.head_dim)
-    parser.add_argument("-k", "--max-distance", type=int, default=defaults.max_distance)
+    parser.add_argument("-B", "--batch", type=positive_int, default=defaults.batch)
+    parser.add_argument("-H", "--heads", type=positive_int, default=defaults.heads)
+    parser.add_argument("-D", "--head-dim", type=positive_int, default=defaults.head_dim)
+    parser.add_argument(
+        "-k", "--max-distance", type=clipping_distance, default=defaults.max_distance
+    )
     tables = parser.add_mutually_exclusive_group()
     tables.add_argument(
         "--shared",
@@ -86,10 +131,12 @@ def register(subparsers) -> None:
         help="one table for all heads (default)",
     )
     tables.add_argument("--per-head", dest="shared", action="store_false", help="a table per head")
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls each")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=defaults.repeats, help="timed calls each"
+    )
     parser.add_argument(
         "--reference-repeats",
-        type=int,
+        type=positive_int,
         default=defaults.reference_repeats,
         help="timed calls of the slow paper-literal reference (default: %(default)s)",
     )
@@ -109,6 +156,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--schemes",
         default=None,
+        type=parse_list,
         help="time these position schemes' attention instead of Shaw's backends: "
         "comma-separated names with options after colons (t5:num_buckets=64), or 'all'; "
         "-k sets k of the schemes that clip unless an item gives it; --backends then names "
@@ -119,7 +167,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--reference-max-length",
-        type=int,
+        type=non_negative_int,
         default=defaults.reference_max_length,
         help="skip the paper-literal reference above this length (default: %(default)s)",
     )
@@ -140,14 +188,20 @@ def run(args: argparse.Namespace) -> int:
         run_benchmark,
         scheme_label,
     )
+    from ..devices import available_device
 
+    # BenchConfig's checks would name its fields (device, ...), and --json's folder would only
+    # fail after the timing.
+    available_device(args.device, argument="--device")
+    if args.json is not None:
+        check_output(args.json, "--json", folder=False)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     backends = None
-    if args.backends:
-        backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    if args.backends is not None:
+        backends = _backends(args.backends, schemes=args.schemes is not None)
     config = BenchConfig(
         schemes=None if args.schemes is None else _schemes(args.schemes, args.max_distance),
         lengths=args.lengths,

@@ -10,12 +10,15 @@ which ``relpos.cli.main`` prints as one line.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = [
     "MAX_K",
     "positive_int",
     "non_negative_int",
     "clipping_distance",
+    "check_output",
+    "check_k",
 ]
 
 #: the largest -k any command takes: k indexes a table of 2k + 1 rows, and far past this an int
@@ -54,3 +57,38 @@ def clipping_distance(text: str) -> int:
             f"expected a clipping distance k, an int in 0..2**31, got {text!r}"
         )
     return value
+
+
+def check_output(path: str | Path, flag: str, *, folder: bool) -> None:
+    """Refuse an output ``path`` (a ``folder``, else a file) that cannot be made, before any work:
+    a file where the folder should be, or a file among its parents (``mkdir`` would say only
+    ``[Errno 20] Not a directory``, after the training or timing)."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise FileExistsError(f"{flag} {str(path)!r} exists and is not a folder")
+        if not folder and path.is_dir():
+            raise IsADirectoryError(f"{flag} {str(path)!r} is a folder: give a file name")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    f"{flag} {str(path)!r}: {str(parent)!r} is not a folder, so nothing can be "
+                    "made in it"
+                )
+            return
+
+
+def check_k(k: int, scheme: str, options: dict) -> None:
+    """Build ``scheme`` with ``options``, whose ``max_distance`` is ``-k``'s value: a scheme that
+    refuses it is an error that names -k, which the user typed (DeBERTa wants k >= 1, and a
+    scheme without a clipping distance has no max_distance option)."""
+    from .. import get_scheme
+
+    try:
+        get_scheme(scheme, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"-k {k} does not suit scheme {scheme!r} (-k sets its max_distance): {error}"
+        ) from None
