@@ -97,6 +97,54 @@ CASES = [
         "Errno",
     ),
     (["bench", "--json", "{empty}"], "--json '{empty}' is a folder: give a file name", "Errno"),
+    # predict and plot on a RUN_DIR that is not a run: the path, and what a run folder holds
+    (
+        ["predict", "{missing}", "123"],
+        "RUN_DIR '{missing}' does not exist; `relpos predict` reads a `relpos train` run folder "
+        "(config.json and checkpoint/) or a `relpos compare` folder (results.json)",
+        None,
+    ),
+    (["predict", "{file}", "123"], "RUN_DIR '{file}' is a file, not a folder", None),
+    (
+        ["predict", "{empty}", "123"],
+        "RUN_DIR '{empty}' holds neither config.json nor results.json",
+        None,
+    ),
+    (
+        ["predict", "{run}", "123", "--seed", "0"],
+        "--seed picks runs in a compare folder",
+        "leave seed",
+    ),
+    (
+        ["predict", "{run}", "123", "--task", "copy"],
+        "--task picks runs in a compare folder",
+        "leave task",
+    ),
+    (["predict", "{run}", "123", "--device", "nope"], "--device must name a device", None),
+    (["predict", "{run}", "123", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1", None),
+    (
+        ["plot", "attention", "{missing}"],
+        "RUN_DIR '{missing}' does not exist; `relpos plot attention` reads",
+        None,
+    ),
+    (["plot", "attention", "{file}"], "RUN_DIR '{file}' is a file, not a folder", None),
+    (
+        ["plot", "vectors", "{empty}"],
+        "RUN_DIR '{empty}' holds neither config.json nor results.json",
+        None,
+    ),
+    (
+        ["plot", "attention", "{run}", "--task", "copy"],
+        "--task picks runs in a compare folder",
+        "leave task",
+    ),
+    (
+        ["plot", "accuracy", "{missing}"],
+        "RUN_DIR '{missing}' does not exist; `relpos plot accuracy` reads a `relpos compare` "
+        "folder (results.json)",
+        None,
+    ),
+    (["plot", "accuracy", "{empty}"], "reads a `relpos compare` folder", None),
     # compare
     (["compare", "-k", "-3"], "argument -k/--max-distance: expected a clipping distance k", None),
     # -k 10**20 reached torch.empty: a page of C++ stack frames.

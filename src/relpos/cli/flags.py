@@ -19,6 +19,7 @@ __all__ = [
     "clipping_distance",
     "check_output",
     "check_k",
+    "check_run_folder",
 ]
 
 #: the largest -k any command takes: k indexes a table of 2k + 1 rows, and far past this an int
@@ -92,3 +93,36 @@ def check_k(k: int, scheme: str, options: dict) -> None:
         raise ValueError(
             f"-k {k} does not suit scheme {scheme!r} (-k sets its max_distance): {error}"
         ) from None
+
+
+#: what a run folder holds, for the messages about a RUN_DIR that is not one
+TRAIN_RUN = "a `relpos train` run folder (config.json and checkpoint/)"
+COMPARE_RUN = "a `relpos compare` folder (results.json)"
+
+
+def check_run_folder(
+    run_dir: str, command: str, *, compare_only: bool = False, picks: dict | None = None
+) -> None:
+    """``RUN_DIR`` must be a training run or a compare folder (``compare_only``: the latter, whose
+    files the command's own message then names); ``picks`` (``{"--task": args.task}``), flags
+    that choose among a compare folder's runs, must not be given with one training run.
+    ``command`` (``relpos predict``) starts the clause that says what it reads."""
+    folder = Path(run_dir)
+    wanted = f"{command} reads {COMPARE_RUN if compare_only else f'{TRAIN_RUN} or {COMPARE_RUN}'}"
+    if not folder.exists():
+        raise FileNotFoundError(f"RUN_DIR {run_dir!r} does not exist; {wanted}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"RUN_DIR {run_dir!r} is a file, not a folder; {wanted}")
+    if compare_only:
+        return
+    if (folder / "config.json").is_file():
+        for flag, value in (picks or {}).items():
+            if value is not None:  # find_runs would name its keyword: "seed picks runs ..."
+                raise ValueError(
+                    f"{flag} picks runs in a compare folder; RUN_DIR {run_dir!r} is one "
+                    f"training run (leave {flag} out)"
+                )
+    elif not (folder / "results.json").is_file():
+        raise FileNotFoundError(
+            f"RUN_DIR {run_dir!r} holds neither config.json nor results.json; {wanted}"
+        )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .flags import clipping_distance, positive_int
+from .flags import check_run_folder, clipping_distance, positive_int
 from .show import parse_window
 
 __all__ = ["register", "run"]
@@ -140,8 +140,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"`relpos plot {args.figure}` needs a RUN_DIR: {what}")
     if not needs_run and args.run_dir is not None:
         raise ValueError(f"`relpos plot {args.figure}` takes no RUN_DIR, got {args.run_dir!r}")
-    if needs_run and not Path(args.run_dir).is_dir():
-        raise FileNotFoundError(f"RUN_DIR {args.run_dir!r} is not a folder")
+    if needs_run:
+        check_run_folder(
+            args.run_dir,
+            f"`relpos plot {args.figure}`",
+            compare_only=args.figure == "accuracy",
+            picks={"--task": args.task},
+        )
     # The figure functions check these too, but name their keywords (length, out), not the flags.
     if args.out is not None and Path(args.out).suffix.lower() not in plots.FORMATS:
         raise ValueError(f"--out must end in .png, .pdf or .svg, got {args.out!r}")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .flags import check_run_folder
+
 __all__ = ["register", "run", "format_predictions"]
 
 
@@ -105,10 +107,15 @@ def format_predictions(table, *, header: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import available_device
     from ..experiments.predict import find_runs, predict_runs
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    available_device(args.device, argument="--device")
+    check_run_folder(
+        args.run_dir, "`relpos predict`", picks={"--task": args.task, "--seed": args.seed}
+    )
     runs = find_runs(args.run_dir, task=args.task, scheme=args.scheme, seed=args.seed)
     table = predict_runs(runs, args.sources, device=args.device, max_new_tokens=args.max_new_tokens)
     if args.json:
