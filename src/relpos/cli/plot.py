@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .flags import check_run_folder, clipping_distance, positive_int
+from .flags import check_output, check_run_folder, clipping_distance, positive_int
 from .show import parse_window
 
 __all__ = ["register", "run"]
@@ -148,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
             picks={"--task": args.task},
         )
     # The figure functions check these too, but name their keywords (length, out), not the flags.
-    if args.out is not None and Path(args.out).suffix.lower() not in plots.FORMATS:
-        raise ValueError(f"--out must end in .png, .pdf or .svg, got {args.out!r}")
+    if args.out is not None:
+        if Path(args.out).suffix.lower() not in plots.FORMATS:
+            raise ValueError(f"--out must end in .png, .pdf or .svg, got {args.out!r}")
+        check_output(args.out, "--out", folder=False)
     if args.figure in ("sinusoidal", "index"):
         for flag, value in (("--length", args.length), ("--dim", args.dim)):
             if value is not None and value > plots.MAX_FIGURE_LENGTH:
