@@ -16,9 +16,11 @@ from relpos.cli import main
 
 
 @pytest.fixture
-def paths(tmp_path):
+def paths(tmp_path, monkeypatch):
     """Placeholders for the argv: a path that does not exist, a file, an empty folder, and a
-    folder that looks like a training run (a config.json; nothing is loaded from it)."""
+    folder that looks like a training run (a config.json; nothing is loaded from it). The
+    current folder is ``tmp_path``: a default run folder (runs/...) is never made in the repo."""
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "file.txt").write_text("not a folder\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "run").mkdir()
@@ -149,6 +151,40 @@ CASES = [
     (["compare", "-k", "-3"], "argument -k/--max-distance: expected a clipping distance k", None),
     # -k 10**20 reached torch.empty: a page of C++ stack frames.
     (["compare", "-k", str(10**20)], "argument -k/--max-distance: expected", "frame #"),
+    (["compare", "--schemes", "deberta", "-k", "0"], "-k 0 does not suit scheme 'deberta'", None),
+    (["compare", "--device", "nope"], "--device must name a device such as 'cpu'", None),
+    (["compare", "--out", "{file}/sub"], "--out '{file}/sub': '{file}' is not a folder", "Errno"),
+    (["compare", "--task-option", "nonsense"], "--task-option: expected KEY=VALUE", None),
+    (["compare", "--train-option", "lr"], "--train-option: expected KEY=VALUE", None),
+    # train: every TrainConfig and ModelConfig field is a flag; their checks name the field.
+    (["train", "--batch-size", "0"], "--batch-size must be >= 1, got 0", "batch_size"),
+    (["train", "--warmup-steps", "-1"], "--warmup-steps must be >= 0", "warmup_steps"),
+    (["train", "--lr", "nan"], "--lr must be a finite number >= 0, got nan", None),
+    (["train", "--min-lr-ratio", "2"], "--min-lr-ratio must be <= 1", "min_lr_ratio"),
+    (
+        ["train", "--num-heads", "3"],
+        "--d-model (64) must be divisible by --num-heads (3)",
+        "d_model",
+    ),
+    (["train", "--dropout", "1"], "--dropout must be a float in [0, 1)", None),
+    (["train", "--precision", "fp8"], "--precision must be one of fp32, bf16", None),
+    (["train", "--threads", "0"], "argument --threads: expected a positive int", "None"),
+    (["train", "--init-seed", "-1"], "argument --init-seed: expected an int >= 0", "None"),
+    (["train", "--device", "nope"], "--device must name a device such as 'cpu'", None),
+    (["train", "-k", "-1"], "argument -k/--max-distance: expected", "max_distance"),
+    (["train", "--scheme", "deberta", "-k", "0"], "-k 0 does not suit scheme 'deberta'", None),
+    (
+        ["train", "--scheme", "sinusoidal", "-k", "3"],
+        "-k 3 does not suit scheme 'sinusoidal'",
+        None,
+    ),
+    (["train", "--scheme-option", "nope"], "--scheme-option: expected KEY=VALUE", None),
+    (["train", "--run-dir", "{file}"], "--run-dir '{file}' exists and is not a folder", "run_dir"),
+    (
+        ["train", "--run-dir", "{file}/run"],
+        "--run-dir '{file}/run': '{file}' is not a folder",
+        "Errno",
+    ),
     # plot
     (["plot", "index", "-k", "-1"], "argument -k/--max-distance: expected", "max_distance"),
     (["plot", "index", "-k", str(10**20)], "argument -k/--max-distance", "too big to convert"),
@@ -156,6 +192,11 @@ CASES = [
     (["plot", "sinusoidal", "--out", "{tmp}/s.txt"], "--out must end in .png, .pdf or .svg", None),
     (["plot", "sinusoidal", "--length", "5000"], "--length must be an int in 1..4096", None),
     (["plot", "sinusoidal", "--dim", "5000"], "--dim must be an int in 1..4096", None),
+    (
+        ["plot", "index", "--out", "{file}/i.png"],
+        "--out '{file}/i.png': '{file}' is not a",
+        "Errno",
+    ),
     (["plot", "index", "--tokens", " "], "--tokens must contain at least one token", None),
     (["plot", "window", "--window", "17x2"], "--window sides must be <= 16", None),
     (["plot", "window", "--window", "3x3", "--query", "5,1"], "--query 5,1 is outside", "patch"),

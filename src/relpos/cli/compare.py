@@ -23,7 +23,7 @@ import argparse
 import shlex
 import sys
 
-from .flags import clipping_distance, positive_int
+from .flags import check_k, check_output, clipping_distance, positive_int
 
 __all__ = ["register", "run", "parse_range", "parse_list"]
 
@@ -181,7 +181,7 @@ def build_experiments(args: argparse.Namespace) -> tuple[list, str]:
     from .train import parse_option
 
     name = args.preset or presets.DEFAULT_PRESET
-    given_options = dict(map(parse_option, args.task_options))
+    given_options = dict(parse_option(item, "--task-option") for item in args.task_options)
     grid_flags = {
         "--task": args.task,
         "--task-option": given_options or None,
@@ -292,7 +292,7 @@ def _config_options(items: list[str], flag: str, config: str) -> dict:
     }
     options = {}
     for item in items:
-        key, value = parse_option(item)
+        key, value = parse_option(item, flag)
         if key in _PER_RUN:
             raise ValueError(f"{flag} {item!r}: compare sets {key} per run; use {_PER_RUN[key]}")
         if key not in fields:
@@ -318,12 +318,13 @@ def _apply_k(experiment, k: int, *, keep_given: bool = False) -> None:
             f"({', '.join(v.scheme for v in experiment.variants)}) has a clipping distance "
             f"(those that do: {', '.join(CLIPPED_SCHEMES)})"
         )
-    experiment.variants = [
-        Variant(v.scheme, {**v.options, "max_distance": k})
-        if v.scheme in CLIPPED_SCHEMES and not (keep_given and "max_distance" in v.options)
-        else v
-        for v in experiment.variants
-    ]
+    variants = []
+    for v in experiment.variants:
+        if v.scheme in CLIPPED_SCHEMES and not (keep_given and "max_distance" in v.options):
+            v = Variant(v.scheme, {**v.options, "max_distance": k})
+            check_k(k, v.scheme, v.options)  # DeBERTa's k >= 1: before any run starts
+        variants.append(v)
+    experiment.variants = variants
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -390,8 +391,13 @@ def _print_unseen_examples(console, results: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from ..devices import available_device
     from ..experiments.compare import format_table, run_compare
 
+    if args.device is not None:
+        available_device(args.device, argument="--device")  # run_compare would say device=
+    if args.out is not None:
+        check_output(args.out, "--out", folder=True)
     experiments, preset = build_experiments(args)
     # Piped into a file or `tee`, rich would wrap the table at 80 columns, splitting names.
     console = Console(width=None if sys.stdout.isatty() else 160)

@@ -18,21 +18,28 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import typing
 from pathlib import Path
+
+from .flags import check_k, check_output, clipping_distance, non_negative_int, positive_int
 
 __all__ = ["register", "run", "config_from_args", "parse_option"]
 
 #: dict-valued fields, set with repeatable ``KEY=VALUE`` flags instead.
 _OPTION_FLAGS = {"task_options": "--task-option", "scheme_options": "--scheme-option"}
 
+#: fields whose check speaks of None (not giving the flag), and would say "must be None or ..."
+_FLAG_TYPES = {"threads": positive_int, "init_seed": non_negative_int}
 
-def parse_option(text: str) -> tuple[str, object]:
-    """``"max_distance=4"`` → ``("max_distance", 4)``; values are JSON if they parse, else text."""
+
+def parse_option(text: str, flag: str | None = None) -> tuple[str, object]:
+    """``"max_distance=4"`` → ``("max_distance", 4)``; values are JSON if they parse, else text.
+    ``flag`` (``--task-option``) names where ``text`` came from in the error."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+        raise ValueError(f"{flag + ': ' if flag else ''}expected KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
@@ -67,7 +74,7 @@ def _add_dataclass_flags(group, cls, prefix: str) -> None:
         if f.name == "model" or f.name in _OPTION_FLAGS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = _flag_type(hints[f.name])
+        kind = _FLAG_TYPES.get(f.name) or _flag_type(hints[f.name])
         dest = f"{prefix}{f.name}"
         if kind is bool:
             group.add_argument(
@@ -140,7 +147,7 @@ def register(subparsers) -> None:
         "-k",
         "--max-distance",
         dest="max_distance",
-        type=int,
+        type=clipping_distance,
         default=None,
         help="shorthand for --scheme-option max_distance=K",
     )
@@ -148,19 +155,61 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base=None):
-    """A ``TrainConfig``: ``base`` (default: the dataclass defaults) with the flags given."""
+    """A ``TrainConfig``: ``base`` (default: the dataclass defaults) with the flags given. Its
+    checks' errors name the flags (``--batch-size``), not the fields (``batch_size``)."""
     from ..training import TrainConfig
 
     base = base if base is not None else TrainConfig()
     given = {key: value for key, value in vars(args).items() if value is not None}
     model_fields = {k.removeprefix("model."): v for k, v in given.items() if k.startswith("model.")}
     train_fields = {k.removeprefix("train."): v for k, v in given.items() if k.startswith("train.")}
-    scheme_options = {**base.model.scheme_options, **dict(map(parse_option, args.scheme_options))}
+    scheme_options = {
+        **base.model.scheme_options,
+        **dict(parse_option(item, "--scheme-option") for item in args.scheme_options),
+    }
     if args.max_distance is not None:
         scheme_options["max_distance"] = args.max_distance
-    model = dataclasses.replace(base.model, **model_fields, scheme_options=scheme_options)
-    task_options = {**base.task_options, **dict(map(parse_option, args.task_options))}
-    return dataclasses.replace(base, **train_fields, task_options=task_options, model=model)
+    task_options = {
+        **base.task_options,
+        **dict(parse_option(item, "--task-option") for item in args.task_options),
+    }
+    try:
+        model = dataclasses.replace(base.model, **model_fields, scheme_options=scheme_options)
+        return dataclasses.replace(base, **train_fields, task_options=task_options, model=model)
+    except (TypeError, ValueError) as error:
+        raise type(error)(_in_flags(str(error))) from None
+
+
+def _in_flags(message: str) -> str:
+    """A ``TrainConfig``/``ModelConfig`` check's message with its field names written as the flags
+    that set them: ``batch_size must be >= 1`` → ``--batch-size must be >= 1``."""
+    from ..models import ModelConfig
+    from ..training import TrainConfig
+
+    fields = {f.name for cls in (TrainConfig, ModelConfig) for f in dataclasses.fields(cls)}
+    fields -= {"model", *_OPTION_FLAGS}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(0)
+        return "--" + name.replace("_", "-") if name in fields else name
+
+    # The first word is the field checked; elsewhere only names with an underscore (num_heads):
+    # a field such as steps, seed or scheme may be a plain word of the sentence there.
+    subject, space, rest = message.partition(" ")
+    return re.sub(r"^\w+$", flag, subject) + space + re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", flag, rest)
+
+
+def _check_k(k: int, scheme: str, options: dict) -> None:
+    """-k's value must suit the scheme; an error that is not -k's (an unknown scheme, another
+    option's value) is left to ``train``, which words it as the library does."""
+    from .. import get_scheme
+
+    others = {key: value for key, value in options.items() if key != "max_distance"}
+    try:
+        get_scheme(scheme, **others)
+    except (TypeError, ValueError):
+        return
+    check_k(k, scheme, options)
 
 
 def _format_metrics(metrics: dict) -> str:
@@ -183,6 +232,7 @@ def _format_metrics(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..devices import available_device
     from ..experiments.compare import slug
     from ..training import TrainConfig, train
 
@@ -191,14 +241,19 @@ def run(args: argparse.Namespace) -> int:
             "--resume continues the run in --run-dir and --overwrite starts it again: pass one"
         )
     config = config_from_args(args)
+    if given_device := getattr(args, "train.device"):
+        available_device(given_device, argument="--device")  # it would say device=
     # One folder name, whatever the task is called (file:../data.tsv must not climb out).
     name = slug(f"{config.task}-{config.model.arch}-{config.model.scheme}-seed{config.seed}")
     run_dir = args.run_dir or os.path.join("runs", "train", name)
+    check_output(run_dir, "--run-dir", folder=True)  # train() would say run_dir, or Errno 20
     saved = os.path.join(run_dir, "config.json")
     if args.resume and os.path.isfile(saved):
         # --resume continues the saved run; flags given again may only change what may change
         with open(saved) as handle:
             config = config_from_args(args, TrainConfig.from_dict(json.load(handle)))
+    if args.max_distance is not None:
+        _check_k(args.max_distance, config.model.scheme, config.model.scheme_options)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if args.resume and rank0:
         # Say where the run goes on from: a mistyped folder, or a stop before the first
