@@ -19,6 +19,7 @@ import json
 import torch
 
 from ..attention.index import relative_position_index
+from .flags import MAX_K
 
 #: the longest sequence `relpos show` prints (its L x L table has a line per token); also the most
 #: patches of a --2d window, whose table is (Wh·Ww) x (Wh·Ww)
@@ -303,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
             f"got {length}"
         )
     k = 3 if args.max_distance is None else args.max_distance
-    if k > 2**31:
+    if k > MAX_K:
         raise ValueError(f"-k must be <= 2**31 (it indexes a table of 2k + 1 rows), got {k}")
     labels = tokens or [str(i) for i in range(length)]
     if args.deberta:
