@@ -14,6 +14,7 @@
 #   3. benchmarks/gpu_train_smoke.py: the main job's task trained with Shaw's attention (and
 #      without positions) in float32 and bf16 autocast: ms per step, and which backends ran
 #      (auto should pick Triton on CUDA); bounded to 50 s.
+#   0. relpos info: versions, the card, and which backend auto picks on it (and why not Triton).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
 #   bash benchmarks/gpu_session.sh              # BUDGET_S=300 by default
 set -u
@@ -21,6 +22,9 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=src
 out=${OUT:-gpu-out}
 mkdir -p "$out"
+# Which backend auto runs on this card, and why (a few seconds; printed first).
+timeout 60 python3 -m relpos info > "$out/info.log" 2>&1
+cat "$out/info.log"
 timeout $(( ${BUDGET_S:-300} + 60 )) python3 benchmarks/gpu_check.py --backends triton \
     --skip ws_probe,fold --budget-s "${BUDGET_S:-300}" --json "$out/gpu_check.json" \
     > "$out/gpu_check.log" 2>&1

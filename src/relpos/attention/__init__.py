@@ -8,6 +8,7 @@
 from . import flex, triton_shaw  # noqa: F401
 from .api import (
     BACKENDS,
+    auto_backend,
     available_backends,
     backend_applies,
     register_backend,
@@ -27,6 +28,7 @@ from .sdpa import reference_bias_attention, sdpa_attention
 
 __all__ = [
     "BACKENDS",
+    "auto_backend",
     "available_backends",
     "backend_applies",
     "register_backend",

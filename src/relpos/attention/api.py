@@ -16,6 +16,7 @@ __all__ = [
     "shaw_attention",
     "register_backend",
     "available_backends",
+    "auto_backend",
     "backend_applies",
     "BACKENDS",
 ]
@@ -93,6 +94,12 @@ def backend_applies(name: str, **context) -> bool:
         raise ValueError(f"unknown backend {name!r}; valid names: {valid}")
     predicate = _APPLIES.get(name)
     return True if predicate is None else bool(predicate(**context))
+
+
+def auto_backend(**context) -> str:
+    """The backend ``backend="auto"`` runs for inputs described by ``context`` (as for
+    :func:`backend_applies`): the first of ``AUTO_ORDER`` that applies."""
+    return _pick_backend("auto", **context)
 
 
 def _pick_backend(name: str, **context) -> str:

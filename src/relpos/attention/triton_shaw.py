@@ -80,6 +80,7 @@ __all__ = [
     "triton_attention",
     "triton_applies",
     "triton_available",
+    "triton_refusal",
     "triton_version",
 ]
 
@@ -319,7 +320,7 @@ def triton_applies(
 ) -> bool:
     """Whether ``auto`` may pick the kernel: a CUDA card of compute capability 8.0 or later
     (Ampere on), Triton 3.4 or later, no dropout, no key-query term, head size <= 128, batch ×
-    heads <= 65,535.
+    heads <= 65,535. :func:`triton_refusal` says which of these fails.
 
     Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
     Older cards are left to the eager path: compiled for sm_75 (T4, RTX 20xx), the default
@@ -327,19 +328,49 @@ def triton_applies(
     (``benchmarks/shared_memory.py``). ``backend="triton"`` is still allowed there, with ``blocks``
     that fit (untested on such a card).
     """
-    value_dim = query.shape[-1] if value_dim is None else value_dim
     return (
-        query.is_cuda
-        and _capability(query.device) >= MIN_CAPABILITY
-        and query.shape[0] * query.shape[1] <= MAX_BATCH_HEADS
-        and not dropout
-        and not key_query
-        and query.dtype in _KERNEL_DTYPES
-        and query.shape[-1] <= MAX_HEAD_DIM
-        and value_dim <= MAX_HEAD_DIM
-        and triton_available()
-        and triton_version() >= MIN_TRITON
+        triton_refusal(query=query, key_query=key_query, dropout=dropout, value_dim=value_dim)
+        is None
     )
+
+
+def triton_refusal(
+    *,
+    query: Tensor,
+    key_query: bool = False,
+    dropout: bool = False,
+    value_dim: int | None = None,
+    **_: object,
+) -> str | None:
+    """Why ``auto`` does not pick the kernel for these inputs (the first reason, in words), or
+    ``None`` if it does (:func:`triton_applies`). ``relpos info`` prints it."""
+    head_dim = query.shape[-1]
+    value_dim = head_dim if value_dim is None else value_dim
+    batch_heads = query.shape[0] * query.shape[1]
+    if not query.is_cuda:
+        return f"the inputs are on {query.device.type}, and the kernels run on CUDA"
+    if dropout:
+        return "dropout is on, and the kernels have none"
+    if key_query:
+        return "key_query=True, a term the kernels do not compute"
+    if query.dtype not in _KERNEL_DTYPES:
+        return f"{query.dtype} inputs; the kernels take float16, bfloat16 and float32"
+    if max(head_dim, value_dim) > MAX_HEAD_DIM:
+        return f"head size {max(head_dim, value_dim)} > {MAX_HEAD_DIM}, the most they hold"
+    if batch_heads > MAX_BATCH_HEADS:
+        return f"batch × heads = {batch_heads} > {MAX_BATCH_HEADS}, a CUDA grid axis's limit"
+    capability = _capability(query.device)
+    if capability < MIN_CAPABILITY:
+        return (
+            f"compute capability {capability[0]}.{capability[1]} < 8.0: the default tiles need "
+            "more shared memory than such a card gives a block"
+        )
+    if not triton_available():
+        return "Triton is not installed (pip install triton)"
+    if triton_version() < MIN_TRITON:
+        major, minor = triton_version()
+        return f"Triton {major}.{minor} < 3.4, the oldest the kernels were compiled with"
+    return None
 
 
 @functools.cache

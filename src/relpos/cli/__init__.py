@@ -13,7 +13,7 @@ import sys
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: subcommand modules, in the order ``relpos --help`` lists them.
-COMMANDS = ["show", "train", "compare", "predict", "plot", "bench"]
+COMMANDS = ["show", "train", "compare", "predict", "plot", "bench", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
