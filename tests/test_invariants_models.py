@@ -566,12 +566,15 @@ def test_build_model_refuses_a_dict_config_and_a_bool_or_empty_vocabulary():
 
 def test_model_config_defaults_are_ontanon_et_als_small_model():
     # Pins: the defaults the module docstring names (Ontañón et al. 2022: 2 layers, d = 64,
-    # 4 heads, feed-forward 256, dropout 0.1), with Shaw positions, ReLU, tied embeddings and a
-    # 512-row table, which every stored result that does not say otherwise was trained with.
+    # 4 heads, feed-forward 256, dropout 0.1, on attention weights too), with Shaw positions,
+    # ReLU, tied embeddings and a 512-row table, which every stored result that does not say
+    # otherwise was trained with.
     expected = dict(
         arch="encoder-decoder", d_model=64, num_heads=4, num_layers=2, d_ff=256, dropout=0.1,
-        scheme="shaw", scheme_options={}, max_len=512, activation="relu", tie_embeddings=True,
+        attention_dropout=None, scheme="shaw", scheme_options={}, max_len=512,
+        activation="relu", tie_embeddings=True,
     )  # fmt: skip
+    assert ModelConfig().attention_dropout_p == 0.1
     assert ModelConfig().to_dict() == expected
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import relpos
-from relpos.layers import KVCache
+from relpos.layers import KVCache, MultiheadAttention
 from relpos.models import ARCHS, ModelConfig, build_model, greedy_decode
 from relpos.schemes import AttentionPosition, ShawScheme
 
@@ -164,12 +164,31 @@ def test_unknown_scheme_lists_valid_names():
         ({"d_model": 30, "num_heads": 4}, "divisible"),
         ({"num_layers": 0}, "num_layers"),
         ({"dropout": 1.0}, "dropout"),
+        ({"attention_dropout": -0.1}, "attention_dropout must be a float in"),
+        ({"attention_dropout": 1.0}, "attention_dropout must be a float in"),
         ({"activation": "tanh"}, "activation"),
     ],
 )
 def test_model_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
         tiny(changes.pop("arch", "decoder"), "none", **changes)
+
+
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
+def test_attention_dropout_sets_the_attention_layers_alone(arch):
+    """``attention_dropout`` (None: ``dropout``) reaches self- and cross-attention; ``dropout``
+    keeps the embeddings' and residual branches'. At 0 a GPU can run Shaw's fused kernel."""
+
+    def rates(model):
+        attention = {m.dropout for m in model.modules() if isinstance(m, MultiheadAttention)}
+        other = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+        return attention, other
+
+    assert rates(build_model(tiny(arch, "shaw", dropout=0.2), VOCAB)) == ({0.2}, {0.2})
+    separate = tiny(arch, "shaw", dropout=0.2, attention_dropout=0.0)
+    assert rates(build_model(separate, VOCAB)) == ({0.0}, {0.2})
+    with pytest.raises(TypeError, match="attention_dropout must be a float"):
+        tiny(arch, "shaw", attention_dropout="0.1")
 
 
 def test_learned_positions_past_max_len_raise_a_clear_error():

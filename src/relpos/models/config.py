@@ -55,7 +55,10 @@ class ModelConfig:
     num_heads: int = 4
     num_layers: int = 2  # per stack: an encoder-decoder has 2 encoder + 2 decoder layers
     d_ff: int = 256
-    dropout: float = 0.1  # on embeddings, residual branches and attention weights
+    dropout: float = 0.1  # on embeddings, residual branches (and attention weights, see below)
+    # on attention weights; None: the same as dropout. 0 lets Shaw's attention run the fused
+    # Triton kernel on a GPU, which has no dropout (auto runs the eager path where there is some)
+    attention_dropout: float | None = None
     scheme: str = "shaw"
     # passed to relpos.get_scheme(scheme, **scheme_options), e.g. {"max_distance": 4}
     scheme_options: dict = field(default_factory=dict)
@@ -77,10 +80,14 @@ class ModelConfig:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
             )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if name == "attention_dropout" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a float in [0, 1), got {value!r}")
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
         if not isinstance(self.tie_embeddings, bool):
             raise TypeError(f"tie_embeddings must be a bool, got {self.tie_embeddings!r}")
         if self.activation not in ACTIVATIONS:
@@ -109,6 +116,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def attention_dropout_p(self) -> float:
+        """The dropout on attention weights: ``attention_dropout``, else ``dropout``."""
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
     def to_dict(self) -> dict:
         if isinstance(self.scheme, PositionScheme):

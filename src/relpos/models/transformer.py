@@ -73,10 +73,15 @@ class Block(nn.Module):
         d_model, heads, dropout = config.d_model, config.num_heads, config.dropout
         self.causal = causal
         self.norm_self = nn.LayerNorm(d_model)
-        self.self_attn = MultiheadAttention(d_model, heads, position=position, dropout=dropout)
+        attention_dropout = config.attention_dropout_p
+        self.self_attn = MultiheadAttention(
+            d_model, heads, position=position, dropout=attention_dropout
+        )
         self.norm_cross = nn.LayerNorm(d_model) if cross else None
         # No ``position``: cross-attention compares contents only (see the module docstring).
-        self.cross_attn = MultiheadAttention(d_model, heads, dropout=dropout) if cross else None
+        self.cross_attn = (
+            MultiheadAttention(d_model, heads, dropout=attention_dropout) if cross else None
+        )
         self.norm_ff = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, config.d_ff, config.activation)
         self.drop = nn.Dropout(dropout)
