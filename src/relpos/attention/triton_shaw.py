@@ -1113,6 +1113,27 @@ def compile_kernels(
     return compiled
 
 
+_UNCOMPILED: dict = {}
+
+
+def _outside_compile(function):
+    """Run ``function`` behind ``torch.compiler.disable``, so that a compiled model calls the
+    kernels as they are instead of tracing their host code and launches (which Dynamo cannot do
+    under Triton's interpreter and need not do on a GPU). Disabled on first call, as
+    ``eager._fast_path_outside_compile`` is, to keep ``torch._dynamo`` out of ``import relpos``;
+    kept in a dict rather than ``functools.cache``, whose wrapper Dynamo warns about."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        disabled = _UNCOMPILED.get(function)
+        if disabled is None:
+            disabled = _UNCOMPILED[function] = torch.compiler.disable(function)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+@_outside_compile
 def triton_attention(
     query: Tensor,
     key: Tensor,
@@ -1143,55 +1164,8 @@ def triton_attention(
     grid limit, :data:`MAX_BATCH_HEADS`), and bfloat16 under Triton's interpreter
     (``TRITON_INTERPRET=1``, whose bfloat16 ``tl.dot`` returns garbage: triton-lang/triton#11584)
     this runs the eager backend, which computes the same function. ``blocks`` overrides the tile
-    sizes (:func:`default_blocks`).
+    sizes (:func:`default_blocks`). Inside ``torch.compile`` it runs as it is, uncompiled.
     """
-    return _outside_compile(_triton_attention)(
-        query,
-        key,
-        value,
-        index=index,
-        key_table=key_table,
-        value_table=value_table,
-        attn_mask=attn_mask,
-        is_causal=is_causal,
-        scale=scale,
-        dropout_mask=dropout_mask,
-        key_query=key_query,
-        blocks=blocks,
-    )
-
-
-_UNCOMPILED: dict = {}
-
-
-def _outside_compile(function):
-    """``function`` behind ``torch.compiler.disable``, so that a compiled model calls the kernels
-    as they are instead of tracing their host code and launches (which Dynamo cannot do under
-    Triton's interpreter and need not do on a GPU). Wrapped on first use, as
-    ``eager._fast_path_outside_compile`` is, to keep ``torch._dynamo`` out of ``import relpos``;
-    kept in a dict rather than ``functools.cache``, whose wrapper Dynamo warns about."""
-    wrapped = _UNCOMPILED.get(function)
-    if wrapped is None:
-        wrapped = _UNCOMPILED[function] = torch.compiler.disable(function)
-    return wrapped
-
-
-def _triton_attention(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    *,
-    index: RelativeIndex,
-    key_table: Tensor | None,
-    value_table: Tensor | None,
-    attn_mask: Tensor | None = None,
-    is_causal: bool = False,
-    scale: float | None = None,
-    dropout_mask: Tensor | None = None,
-    key_query: bool = False,
-    blocks: TritonBlocks | None = None,
-) -> Tensor:
-    """:func:`triton_attention`, which calls this outside ``torch.compile``."""
     # Called directly (not through shaw_attention), wrong shapes would make the kernels read
     # and write out of bounds: check them here as well.
     batch, heads, q_len, k_len, head_dim = checks.check_qkv(query, key, value)
