@@ -1054,7 +1054,9 @@ def compile_kernels(
         kernels.grad_key_value_kernel: "grad_key_value",
     }
     # Saved and put back by hand: reset_active() would build the CUDA driver, which needs a GPU.
-    saved_driver, saved_hook = driver._active, knobs.runtime.jit_cache_hook
+    # (Triton 3.4 keeps it in ``driver.active``; later versions in ``_active``.)
+    slot = "_active" if "_active" in vars(driver) else "active"
+    saved_driver, saved_hook = getattr(driver, slot), knobs.runtime.jit_cache_hook
     driver.set_active(NoGpuDriver(target))
     knobs.runtime.jit_cache_hook = capture
     try:
@@ -1082,7 +1084,7 @@ def compile_kernels(
         out = _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
         torch.autograd.grad(out, [query, key, value, key_table, value_table], torch.empty_like(out))
     finally:
-        driver._active = saved_driver
+        setattr(driver, slot, saved_driver)
         knobs.runtime.jit_cache_hook = saved_hook
         for kernel in names:
             kernel.device_caches.clear()  # they hold the stand-in driver's target
