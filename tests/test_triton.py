@@ -859,6 +859,16 @@ def test_band_tile_larger_than_its_loop_tile_is_rejected():
         TritonBlocks(forward=wide, grad_query=fine, grad_key_value=fine)
 
 
+def _compile_without_the_interpreter(script: str, done: str) -> None:
+    """Run ``script`` in a fresh process without ``TRITON_INTERPRET`` (the kernels must be built
+    for compiling there); it prints ``done`` when every assertion in it held."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and done in result.stdout, result.stderr[-3000:]
+
+
 def test_kernels_compile_for_hopper_without_a_gpu():
     """The interpreter never lowers the kernels; compile all four for sm_90 in a fresh process
     (Triton's own compiler and ptxas, no GPU needed), causal with a key-padding mask, as a launch
@@ -890,16 +900,12 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"
         "print('compiled')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-3000:]
+    _compile_without_the_interpreter(script, "compiled")
 
 
 def test_default_tiles_fit_the_shared_memory_of_ampere_and_ada_cards():
-    """``auto`` picks the kernel on any CUDA card, with tiles timed on an H200; a launch whose tiles
-    need more shared memory than the card has fails (Triton's OutOfResources). Compiled for sm_86
+    """``auto`` picks the kernel on Ampere cards and later, with tiles timed on an H200; a launch
+    whose tiles need more shared memory than the card has fails (OutOfResources). Compiled for sm_86
     (RTX 30xx, A10, A40) and sm_89 (RTX 40xx, L4, L40), whose blocks get at most 99 KiB, the
     default tiles of the largest heads (where they need the most) fit, and they lower at all:
     nothing Hopper-only is in the default path. (Measured with Triton 3.6: at most 76 KiB, the
@@ -917,11 +923,7 @@ def test_default_tiles_fit_the_shared_memory_of_ampere_and_ada_cards():
         "            assert 0 < shared <= 99 * 1024, (arch, dtype, name, shared)\n"
         "print('fits')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0 and "fits" in result.stdout, result.stderr[-3000:]
+    _compile_without_the_interpreter(script, "fits")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -27,37 +27,28 @@ __all__ = [
 MAX_K = 2**31
 
 
-def positive_int(text: str) -> int:
+def _int_in(text: str, low: int, high: int | None, expected: str) -> int:
+    """``text`` as an int in ``low..high`` (``None``: no upper bound), else argparse's error."""
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_in(text, 1, None, "a positive int")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
+    return _int_in(text, 0, None, "an int >= 0")
 
 
 def clipping_distance(text: str) -> int:
     """``-k``: a clipping distance, ``0 <= k <= MAX_K``."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_K:
-        raise argparse.ArgumentTypeError(
-            f"expected a clipping distance k, an int in 0..2**31, got {text!r}"
-        )
-    return value
+    return _int_in(text, 0, MAX_K, "a clipping distance k, an int in 0..2**31")
 
 
 def check_output(path: str | Path, flag: str, *, folder: bool) -> None:
