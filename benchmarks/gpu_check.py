@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from relpos.attention import RelativeIndex, triton_shaw, triton_tune
+from relpos.attention import FusedDropout, RelativeIndex, triton_shaw, triton_tune
 from relpos.attention.eager import eager_attention
 from relpos.attention.flex import flex_shaw_attention
 from relpos.attention.reference import reference_attention
@@ -67,6 +67,7 @@ from relpos.attention.triton_shaw import (
     compile_kernels,
     default_blocks,
     triton_attention,
+    triton_dropout_mask,
 )
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -179,6 +180,17 @@ CHECKS = [
         dict(q_len=190, k_len=300, key_offset=50, head_dim=32, causal=True),
     ),
     ("bf16 D=128 padding", "bfloat16", dict(q_len=300, k_len=300, head_dim=128, mask="padding")),
+    # Dropout drawn in the kernels (triton only): the reference gets their mask written out.
+    (
+        "fp32 dropout 0.2, causal+padding, per-head tables",
+        "float32",
+        dict(q_len=300, k_len=333, per_head=True, causal=True, mask="padding", dropout=0.2),
+    ),
+    (
+        "bf16 dropout 0.1 (the timed configuration)",
+        "bfloat16",
+        dict(q_len=512, k_len=512, dropout=0.1),
+    ),
 ]
 
 #: error allowed, relative to the largest reference value of each compared tensor (or to 1 when
@@ -262,17 +274,27 @@ def check_backend(name, fn, dtype_name, options) -> dict:
     if DRY_RUN:
         dtype_name, options = dry_run_case(dtype_name, options)
     dtype = DTYPES[dtype_name]
+    options = dict(options)
+    dropout_p = options.pop("dropout", 0.0)
     index, tensors, masks = make_case(dtype, **options)
     batch, heads, _, value_dim = tensors["value"].shape
     upstream = torch.randn(batch, heads, index.query_len, value_dim, device=DEVICE)
-    got = output_and_grads(fn, index, tensors, upstream, masks)
+    drawn, written = {}, {}
+    if dropout_p:  # the kernels draw the mask; the reference gets it written out
+        dropout = FusedDropout(dropout_p, 99)
+        drawn = {"dropout_mask": dropout}
+        mask = triton_dropout_mask(dropout, batch, heads, index.query_len, index.key_len, DEVICE)
+        written = {"dropout_mask": mask.double()}
+    got = output_and_grads(fn, index, tensors, upstream, masks, **drawn)
     exact = {
         k: None if t is None else t.detach().double().requires_grad_() for k, t in tensors.items()
     }
     exact_masks = dict(masks)
     if masks["attn_mask"] is not None and masks["attn_mask"].is_floating_point():
         exact_masks["attn_mask"] = masks["attn_mask"].double()
-    want = output_and_grads(reference_attention, index, exact, upstream.double(), exact_masks)
+    want = output_and_grads(
+        reference_attention, index, exact, upstream.double(), exact_masks, **written
+    )
     labels = ["out", *(k for k, t in tensors.items() if t is not None)]
     errors = {}
     for label, a, b in zip(labels, got, want, strict=True):
@@ -311,6 +333,8 @@ def correctness(run: Run, backends: list[str]) -> None:
     print("\n== correctness vs float64 reference (max |error| / max(1, max |reference|)) ==")
     for backend in backends:
         cases = CHECKS if backend != "flex" else [CHECKS[0], CHECKS[3]]  # flex compiles slowly
+        if backend != "triton":  # only the kernels draw dropout themselves
+            cases = [case for case in cases if "dropout" not in case[2]]
         for label, dtype_name, options in cases:
             if not run.has_time(f"correctness {backend}"):
                 return
@@ -356,8 +380,9 @@ def timing_inputs(length, *, head_dim=64, k=16):
     return RelativeIndex(length, length, k, k), tensors, upstream
 
 
-def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False):
-    """(forward-only step, forward+backward step) for one backend."""
+def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False, dropout_p=0.0):
+    """(forward-only step, forward+backward step) for one backend; ``dropout_p`` for SDPA and
+    ``triton`` only."""
     q, k, v = tensors["query"], tensors["key"], tensors["value"]
     if backend == "triton-plain":  # the same kernels without tables: plain attention
         leaves = [q, k, v]
@@ -378,13 +403,15 @@ def make_steps(backend, index, tensors, upstream, blocks=None, is_causal=False):
         leaves = [q, k, v]
 
         def forward():
-            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, dropout_p=dropout_p)
     else:
         leaves = list(tensors.values())
         fn = {"triton": triton_attention, "eager": eager_attention, "flex": flex_shaw_attention}[
             backend
         ]
         extra = {"blocks": blocks} if backend == "triton" and blocks is not None else {}
+        if dropout_p:
+            extra["dropout_mask"] = FusedDropout(dropout_p, 7)
 
         def forward():
             return fn(
@@ -767,13 +794,15 @@ def timing_fold(run: Run, lengths: list[int], repeats: int) -> None:
 
 
 def timing_variants(run: Run, length: int, repeats: int) -> None:
-    """Causal and other head sizes at one length: Triton (default tiles) against SDPA."""
+    """Causal, other head sizes and attention dropout at one length: Triton (default tiles)
+    against SDPA (with the same dropout)."""
     section = run.results["sections"].setdefault("variants", {"length": length, "rows": []})
     print(f"\n== variants at L={length}, {setting()}, k=16 (Triton / SDPA) ==")
-    for label, head_dim, causal in (
-        ("causal D=64", 64, True),
-        ("D=128", 128, False),
-        ("D=32", 32, False),
+    for label, head_dim, causal, dropout_p in (
+        ("causal D=64", 64, True, 0.0),
+        ("D=128", 128, False, 0.0),
+        ("D=32", 32, False, 0.0),
+        ("dropout 0.1", 64, False, 0.1),
     ):
         if not run.has_time(f"variant {label}"):
             return
@@ -782,7 +811,7 @@ def timing_variants(run: Run, length: int, repeats: int) -> None:
             index, tensors, upstream = timing_inputs(length, head_dim=head_dim)
             for backend in ("sdpa", "triton"):
                 forward_only, forward_backward = make_steps(
-                    backend, index, tensors, upstream, is_causal=causal
+                    backend, index, tensors, upstream, is_causal=causal, dropout_p=dropout_p
                 )
                 row[f"{backend}_fwd_ms"] = median_ms(forward_only, repeats, 3)
                 row[f"{backend}_fwd_bwd_ms"] = median_ms(forward_backward, repeats, 3)
@@ -1027,10 +1056,12 @@ def compile_only() -> None:
     import triton
 
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-    for dtype in (torch.bfloat16, torch.float32):
+    for dtype, dropout in ((torch.bfloat16, False), (torch.float32, False), (torch.bfloat16, True)):
         for head_dim in (32, 64, 128):
-            compiled = compile_kernels(head_dim, dtype)
+            compiled = compile_kernels(head_dim, dtype, dropout=dropout)
             blocks = default_blocks(head_dim, dtype)
+            if dropout:
+                blocks = triton_shaw.dropout_blocks(blocks)
             for name, kernel in compiled.items():
                 launch = getattr(blocks, name, KernelLaunch(64, 64))  # grad_prepare: fixed
                 with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as handle:
@@ -1043,8 +1074,9 @@ def compile_only() -> None:
                 os.unlink(handle.name)
                 registers = re.findall(r"Used (\d+) registers", report)
                 spills = re.findall(r"(\d+) bytes spill stores", report)
+                label = str(dtype)[6:] + (" dropout" if dropout else "")
                 print(
-                    f"{str(dtype)[6:]:<9} D={head_dim:<4} {name:<15} "
+                    f"{label:<17} D={head_dim:<4} {name:<15} "
                     f"{launch.block_m}x{launch.block_n}/{launch.band_block} "
                     f"w{launch.num_warps}: registers {registers}, spill stores {spills} bytes, "
                     f"shared {kernel.metadata.shared} B",

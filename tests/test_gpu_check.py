@@ -58,7 +58,8 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     sections = run["sections"]
 
     checks = sections["correctness"]["checks"]
-    assert len(checks) == 6 and all(c["ok"] for c in checks), checks
+    assert len(checks) == 8 and all(c["ok"] for c in checks), checks
+    assert sum("dropout" in c["case"] for c in checks) == 2
 
     timed = {row["backend"]: row for row in sections["timing"]["rows"]}
     assert set(timed) == {"sdpa", "triton", "triton-plain"}
@@ -94,6 +95,7 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert backward[0]["kernel"] == "sdpa backward" and len(backward) == 5, backward
     assert all("error" not in row and row["max_error"] < 1e-2 for row in backward[1:]), backward
 
+    assert [row["variant"] for row in sections["variants"]["rows"]][-1] == "dropout 0.1"
     for name in ("timing_chosen", "variants", "fold"):
         rows = sections[name]["rows"]
         assert rows and all("error" not in row for row in rows), (name, rows)

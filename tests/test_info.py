@@ -46,13 +46,14 @@ def test_auto_runs_the_kernel_when_nothing_is_refused(hopper):
     assert triton_shaw.triton_applies(query=query)
     assert auto_backend(query=query, key_query=False, dropout=False, has_mask=True) == "triton"
     assert api._pick_backend("auto", query=query) == "triton"
+    # Dropout is drawn in the kernels: it is no reason to pass them over.
+    assert auto_backend(query=query, key_query=False, dropout=True, has_mask=False) == "triton"
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
         (dict(query=stand_in(cuda=False)), "on cpu"),
-        (dict(dropout=True), "dropout is on"),
         (dict(key_query=True), "key_query=True"),
         (dict(query=stand_in(dtype=torch.float64)), "torch.float64 inputs"),
         (dict(query=stand_in(shape=(2, 16, 8, 256))), "head size 256 > 128"),

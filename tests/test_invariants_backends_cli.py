@@ -12,6 +12,7 @@ test. The CLI tests replace training and timing with stand-ins, so they cost no 
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 
@@ -181,6 +182,7 @@ def registry(monkeypatch):
     monkeypatch.setattr(api, "_APPLIES", dict(api._APPLIES))
     monkeypatch.setattr(api, "_NATIVE_DTYPES", dict(api._NATIVE_DTYPES))
     monkeypatch.setattr(api, "AUTO_ORDER", list(api.AUTO_ORDER))
+    monkeypatch.setattr(api, "_FUSED_DROPOUT", set(api._FUSED_DROPOUT))
     return []
 
 
@@ -246,6 +248,42 @@ def test_native_dtypes_reach_the_backend_as_they_are(registry):
         out = shaw_attention(q, k, v, a_k, a_v, max_distance=2, backend=name)
         assert out.dtype == torch.bfloat16
     assert registry == [("fused", torch.bfloat16), ("plain", torch.float32)]
+
+
+def test_a_fused_dropout_backend_gets_a_probability_and_a_seed_not_a_mask(registry):
+    # Pins: fused_dropout=True hands the backend FusedDropout(p, seed), the seed drawn from the
+    # call's generator (or torch's CPU generator, so torch.manual_seed repeats it); any other
+    # backend gets the (B, H, Lq, Lk) multiplier; without dropout both get None.
+    given = []
+
+    def keeping(query, key, value, *, dropout_mask, **kwargs):
+        given.append(dropout_mask)
+        return api.BACKENDS["eager"](query, key, value, dropout_mask=None, **kwargs)
+
+    api.register_backend("drawing", keeping, fused_dropout=True)
+    api.register_backend("plain", keeping)
+    q, k, v, a_k, a_v = _inputs()
+    attend = functools.partial(shaw_attention, q, k, v, a_k, a_v, max_distance=2)
+    attend(dropout_p=0.25, generator=torch.Generator().manual_seed(4), backend="drawing")
+    seed = int(torch.randint(2**31 - 1, (), generator=torch.Generator().manual_seed(4)))
+    assert given[-1] == api.FusedDropout(0.25, seed)
+    for _ in range(2):
+        torch.manual_seed(9)
+        attend(dropout_p=0.25, backend="drawing")
+    assert given[-1] == given[-2] != given[0]
+    attend(dropout_p=0.0, backend="drawing")
+    assert given[-1] is None
+    attend(dropout_p=0.25, backend="plain")
+    assert isinstance(given[-1], torch.Tensor) and given[-1].shape == (1, 2, 5, 5)
+
+
+def test_fused_dropout_dense_mask_repeats_under_its_seed():
+    drop = api.FusedDropout(0.5, 3)
+    mask = drop.dense_mask((2, 3, 4, 5), dtype=torch.float64, device="cpu")
+    assert mask.dtype == torch.float64 and set(mask.unique().tolist()) <= {0.0, 2.0}
+    assert torch.equal(mask, drop.dense_mask((2, 3, 4, 5), dtype=torch.float64, device="cpu"))
+    other = api.FusedDropout(0.5, 4).dense_mask((2, 3, 4, 5), dtype=torch.float64, device="cpu")
+    assert not torch.equal(mask, other)
 
 
 def test_a_backend_is_never_called_without_keys(registry):

@@ -24,7 +24,7 @@ triton = pytest.importorskip("triton")
 
 from backend_cases import make_case, make_mask  # noqa: E402
 
-from relpos.attention import shaw_attention, triton_shaw, triton_tune  # noqa: E402
+from relpos.attention import FusedDropout, shaw_attention, triton_shaw, triton_tune  # noqa: E402
 from relpos.attention.eager import eager_attention  # noqa: E402
 from relpos.attention.reference import reference_attention  # noqa: E402
 from relpos.attention.triton_shaw import (  # noqa: E402
@@ -32,6 +32,7 @@ from relpos.attention.triton_shaw import (  # noqa: E402
     TritonBlocks,
     triton_applies,
     triton_attention,
+    triton_dropout_mask,
 )
 
 INTERPRETING = triton_shaw._interpreting()
@@ -63,8 +64,18 @@ def _run(fn, index, tensors, upstream, **kwargs):
 
 
 def _check_against_reference(
-    index, tensors, *, attn_mask=None, is_causal=False, tol=2e-5, blocks=None, scale=None
+    index,
+    tensors,
+    *,
+    attn_mask=None,
+    is_causal=False,
+    tol=2e-5,
+    blocks=None,
+    scale=None,
+    dropout=None,
 ):
+    """With ``dropout`` (a ``FusedDropout``) the kernels draw their mask, and the reference is
+    given the same mask, written out by ``triton_dropout_mask``."""
     scale = tensors["query"].shape[-1] ** -0.5 if scale is None else scale
     gen = torch.Generator().manual_seed(1)
     q = tensors["query"]
@@ -78,6 +89,7 @@ def _check_against_reference(
         is_causal=is_causal,
         scale=scale,
         blocks=blocks,
+        dropout_mask=dropout,
     )
     exact = {
         name: None if t is None else t.detach().double().requires_grad_()
@@ -86,6 +98,11 @@ def _check_against_reference(
     ref_mask = attn_mask
     if attn_mask is not None and attn_mask.is_floating_point():
         ref_mask = attn_mask.double()
+    ref_dropout = None
+    if dropout is not None:
+        ref_dropout = triton_dropout_mask(
+            dropout, *q.shape[:2], index.query_len, index.key_len, DEVICE
+        ).double()
     ref_out, ref_grads = _run(
         reference_attention,
         index,
@@ -94,6 +111,7 @@ def _check_against_reference(
         attn_mask=ref_mask,
         is_causal=is_causal,
         scale=scale,
+        dropout_mask=ref_dropout,
     )
     torch.testing.assert_close(out, ref_out, rtol=tol, atol=tol)
     names = [name for name, t in tensors.items() if t is not None]
@@ -135,7 +153,7 @@ def _mask(kind, index, batch=1):
     return make_mask(kind, index, batch=batch, device=DEVICE)
 
 
-def _check_case(name, blocks=None):
+def _check_case(name, blocks=None, dropout=None):
     """``CASES[name]`` (its mask and causality included) against the reference; returns its
     input tensors."""
     options = dict(CASES[name])
@@ -143,7 +161,12 @@ def _check_case(name, blocks=None):
     mask_kind = options.pop("mask", None)
     index, tensors = _case(**options)
     _check_against_reference(
-        index, tensors, attn_mask=_mask(mask_kind, index), is_causal=is_causal, blocks=blocks
+        index,
+        tensors,
+        attn_mask=_mask(mask_kind, index),
+        is_causal=is_causal,
+        blocks=blocks,
+        dropout=dropout,
     )
     return tensors
 
@@ -661,7 +684,7 @@ def test_no_length_by_length_tensor_is_saved_for_backward():
     assert max(saved) < batch_heads * index.query_len * index.key_len
 
 
-def test_dropout_and_key_query_run_the_eager_backend():
+def test_a_dense_dropout_mask_and_key_query_run_the_eager_backend():
     index, tensors = _case(q_len=16, k_len=16)
     q, k, v = (tensors[n].detach() for n in ("query", "key", "value"))
     tables = {name: tensors[name].detach() for name in ("key_table", "value_table")}
@@ -675,6 +698,131 @@ def test_dropout_and_key_query_run_the_eager_backend():
             q, k, v, index=index, attn_mask=None, is_causal=False, scale=0.2, **tables, **extra
         )
         torch.testing.assert_close(out, expected)
+
+
+# ------------------------------------------------------------ dropout drawn in the kernels
+
+DROPOUT = FusedDropout(0.3, 2024)
+
+
+@pytest.mark.parametrize("name", HALVES_CASES)
+def test_dropout_drawn_in_the_kernels_matches_the_reference_given_their_mask(name):
+    """``FusedDropout``: the forward draws each weight's fate by Philox and both gradient
+    kernels draw it again; the reference, given that mask written out by
+    ``triton_dropout_mask``, agrees on the output and all five gradients in every case of the
+    grid (masks, causal, offsets, per-head tables, key- or value-only, lengths off the tile, a
+    fully masked row)."""
+    _check_case(name, dropout=DROPOUT)
+
+
+def test_dropout_with_halves_or_split_tails_runs_the_plain_kernels():
+    """Blocks that ask for forward halves or tails kernels are reduced to the plain fused
+    kernels (where dropout is drawn), a halved forward to blocks of one half's rows; the result
+    is still the reference's."""
+    split = KernelLaunch(16, 16, band_block=16, tma=True, split_tails=True)
+    asked = TritonBlocks(HALVED, split, split)
+    plain_tma = KernelLaunch(16, 16, band_block=16, tma=True)
+    assert triton_shaw.dropout_blocks(asked) == TritonBlocks(
+        KernelLaunch(16, 16, band_block=16), plain_tma, plain_tma
+    )
+    _check_case("causal_padding_query_offset", asked, dropout=DROPOUT)
+
+
+def test_the_kernels_dropout_mask():
+    """The mask is Bernoulli(1 - p) scaled by 1 / (1 - p), repeats under a seed, changes with
+    it, differs between heads, batch entries and rows, and depends on the position only (a
+    smaller call draws the same entries)."""
+    drop = FusedDropout(0.25, 7)
+    mask = triton_dropout_mask(drop, 2, 3, 40, 50, DEVICE)
+    assert mask.shape == (2, 3, 40, 50) and mask.dtype == torch.float32
+    torch.testing.assert_close(mask.unique().cpu(), torch.tensor([0.0, 1 / 0.75]))
+    kept = (mask > 0).double().mean().item()  # 12,000 draws: standard deviation 0.004
+    assert abs(kept - 0.75) < 0.02, kept
+    assert torch.equal(mask, triton_dropout_mask(drop, 2, 3, 40, 50, DEVICE))
+    reseeded = triton_dropout_mask(FusedDropout(0.25, 8), 2, 3, 40, 50, DEVICE)
+    # Two independent masks disagree on 2 · 0.25 · 0.75 = 37.5 % of the entries.
+    for a, b in (
+        (mask, reseeded),
+        (mask[0, 0], mask[0, 1]),
+        (mask[0, 0], mask[1, 0]),
+        (mask[0, 0, :-1], mask[0, 0, 1:]),
+        (mask[0, 0, :, :40], mask[0, 0, :, :40].T),
+    ):
+        assert 0.3 < (a != b).double().mean().item() < 0.45
+    torch.testing.assert_close(
+        triton_dropout_mask(drop, 1, 1, 10, 20, DEVICE)[0, 0], mask[0, 0, :10, :20], rtol=0, atol=0
+    )
+    assert triton_dropout_mask(drop, 0, 3, 4, 4, DEVICE).shape == (0, 3, 4, 4)
+
+
+def test_the_kernels_dropout_mask_refuses_bad_arguments():
+    with pytest.raises(TypeError, match="dropout must be a FusedDropout"):
+        triton_dropout_mask(0.3, 1, 1, 4, 4, DEVICE)
+    with pytest.raises(ValueError, match="q_len must be an int >= 0"):
+        triton_dropout_mask(DROPOUT, 1, 1, -1, 4, DEVICE)
+    with pytest.raises(ValueError, match="batch × heads = 65536"):
+        triton_dropout_mask(DROPOUT, 65536, 1, 1, 1, DEVICE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(p=0.0, seed=1), ValueError, r"p must be in \(0, 1\), got 0.0"),
+        (dict(p=1.0, seed=1), ValueError, r"p must be in \(0, 1\)"),
+        (dict(p=True, seed=1), TypeError, "p must be a float"),
+        (dict(p=0.1, seed=1.5), TypeError, "seed must be an int"),
+        (dict(p=0.1, seed=-1), ValueError, r"seed must be in \[0, 2\*\*63\)"),
+    ],
+)
+def test_fused_dropout_refuses_bad_values(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FusedDropout(**kwargs)
+
+
+def test_shaw_attention_with_dropout_draws_in_the_kernels_seeded_by_the_generator():
+    """``shaw_attention(dropout_p=, generator=)`` on the triton backend: the seed comes from
+    the generator, so the same generator state gives the same output, and it is the reference's
+    output under the kernels' mask for that seed."""
+    index, tensors = _case(q_len=24, k_len=24)
+    q, k, v = (tensors[name].detach() for name in ("query", "key", "value"))
+    tables = tensors["key_table"][0].detach(), tensors["value_table"][0].detach()
+
+    def attend(generator, backend="triton"):
+        return shaw_attention(
+            q, k, v, *tables, max_distance=3, dropout_p=0.2, generator=generator, backend=backend
+        )
+
+    out = attend(torch.Generator().manual_seed(5))
+    torch.testing.assert_close(attend(torch.Generator().manual_seed(5)), out, rtol=0, atol=0)
+    assert not torch.allclose(attend(torch.Generator().manual_seed(6)), out)
+    seed = int(torch.randint(2**31 - 1, (), generator=torch.Generator().manual_seed(5)))
+    mask = triton_dropout_mask(FusedDropout(0.2, seed), 1, 2, 24, 24, DEVICE)
+    expected = reference_attention(
+        q,
+        k,
+        v,
+        index=index,
+        key_table=tables[0][None],
+        value_table=tables[1][None],
+        attn_mask=None,
+        is_causal=False,
+        scale=q.shape[-1] ** -0.5,
+        dropout_mask=mask,
+    )
+    torch.testing.assert_close(out, expected, rtol=2e-5, atol=2e-5)
+
+
+def test_fused_dropout_on_a_path_without_it_uses_the_mask_torch_draws_from_its_seed():
+    """Inputs the kernels do not take (here the key-query term) run the eager backend, whose
+    dropout mask is drawn by torch from the same seed."""
+    index, tensors = _case(q_len=16, k_len=16)
+    q, k, v = (tensors[n].detach() for n in ("query", "key", "value"))
+    tables = {name: tensors[name].detach() for name in ("key_table", "value_table")}
+    common = dict(index=index, attn_mask=None, is_causal=False, scale=0.2, key_query=True)
+    out = triton_attention(q, k, v, **tables, **common, dropout_mask=DROPOUT)
+    dense = DROPOUT.dense_mask((1, 2, 16, 16), dtype=torch.float32, device=DEVICE)
+    expected = eager_attention(q, k, v, **tables, **common, dropout_mask=dense)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("version", "applies"), [((3, 3), False), ((3, 4), True), ((4, 0), True)])
@@ -781,13 +929,14 @@ def test_more_batch_heads_than_a_cuda_grid_axis_holds_run_the_eager_backend(monk
     torch.testing.assert_close(out, expected)
 
 
-def test_applies_only_to_cuda_inputs_without_dropout_or_key_query():
+def test_applies_only_to_cuda_inputs_without_key_query():
     cpu = torch.zeros(1, 1, 4, 32)
     assert not triton_applies(query=cpu)
+    assert not triton_applies(query=cpu, dropout=True)
     if torch.cuda.is_available():
         gpu = cpu.cuda()
         assert triton_applies(query=gpu, value_dim=32)
-        assert not triton_applies(query=gpu, dropout=True)
+        assert triton_applies(query=gpu, dropout=True)  # drawn in the kernels
         assert not triton_applies(query=gpu, key_query=True)
         assert not triton_applies(query=gpu.double())
         assert not triton_applies(query=torch.zeros(1, 1, 4, 256, device="cuda"))

@@ -8,6 +8,7 @@
 from . import flex, triton_shaw  # noqa: F401
 from .api import (
     BACKENDS,
+    FusedDropout,
     auto_backend,
     available_backends,
     backend_applies,
@@ -28,6 +29,7 @@ from .sdpa import reference_bias_attention, sdpa_attention
 
 __all__ = [
     "BACKENDS",
+    "FusedDropout",
     "auto_backend",
     "available_backends",
     "backend_applies",

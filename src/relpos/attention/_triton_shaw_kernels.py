@@ -18,7 +18,10 @@ import triton.language as tl
 # the next; packed a few to a line they read as groups, so the formatter leaves this file alone.
 # fmt: off
 
-__all__ = ["forward_kernel", "grad_prepare_kernel", "grad_query_kernel", "grad_key_value_kernel"]
+__all__ = [
+    "forward_kernel", "grad_prepare_kernel", "grad_query_kernel", "grad_key_value_kernel",
+    "dropout_mask_kernel",
+]
 
 #: exp(x) = exp2(x · log2 e).
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -28,6 +31,42 @@ LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 def bucket_of(rows, cols, shift, max_left, max_right):
     """Table row of each (row, col) pair; ``rows`` and ``cols`` broadcast in either orientation."""
     return tl.minimum(tl.maximum(cols - rows - shift, -max_left), max_right) + max_left
+
+
+@triton.jit
+def dropout_keep(seed, rows, cols, dropout_p):
+    """Whether attention weight ``(r, c)`` of this program's batch·head (every kernel's second
+    grid axis) survives dropout; ``rows`` and ``cols`` broadcast in either orientation.
+
+    One Philox-4x32 draw per weight, counter ``(c, r, batch·head, 0)`` under key ``seed``: a
+    pure function of its position, so every kernel (forward, both gradients, and
+    ``dropout_mask_kernel`` for the tests) sees the same mask, and no counter can overflow
+    however large ``B·H·Lq·Lk`` is.
+    """
+    zero = rows * 0 + cols * 0  # (the tile's shape)
+    bits, _, _, _ = tl.philox(
+        seed, (cols + zero).to(tl.uint32), (rows + zero).to(tl.uint32),
+        (tl.program_id(1) + zero).to(tl.uint32), zero.to(tl.uint32),
+    )
+    return tl.uint_to_uniform_float(bits) >= dropout_p
+
+
+@triton.jit(do_not_specialize=["seed"])
+def dropout_mask_kernel(OUT, seed, q_len, k_len, dropout_p, keep_scale,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The dropout multiplier the attention kernels apply under ``seed``, written out as a
+    ``(B·H, Lq, Lk)`` tensor (``keep_scale`` where kept, 0 where dropped): how the tests compare
+    the kernels with the reference, which takes the mask as a tensor."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_base = tl.program_id(1).to(tl.int64) * q_len
+    for k_start in range(0, k_len, BLOCK_N):
+        cols = k_start + tl.arange(0, BLOCK_N)
+        keep = dropout_keep(seed, rows[:, None], cols[None, :], dropout_p)
+        tl.store(
+            OUT + (row_base + rows[:, None]) * k_len + cols[None, :],
+            tl.where(keep, keep_scale, 0.0),
+            mask=(rows[:, None] < q_len) & (cols[None, :] < k_len),
+        )
 
 
 @triton.jit
@@ -136,15 +175,21 @@ def load_rows(
 
 @triton.jit
 def tail_update(
-    acc, row_sum, row_max, scores, value, tail_bias, rows, cols, mask_base,
-    stride_mm, stride_mn, q_len, k_len, qk_scale,
+    acc, row_sum, row_max, kept_sum, scores, value, tail_bias, rows, cols, mask_base,
+    stride_mm, stride_mn, q_len, k_len, qk_scale, seed, dropout_p,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     """One tail tile of the online softmax, from its unscaled ``scores`` ``q_r · k_c``.
 
     A tail tile's key term is one number per row, ``tail_bias`` (already scaled): it moves the
     row's maximum and is subtracted with it, so each entry costs one FMA.
+
+    ``DROPOUT``: the dropped weights are zeroed before they meet the values, and ``kept_sum``
+    (at the same running maximum as ``row_sum``) sums the rest: the tails' share of the value
+    term's tail masses. ``row_sum``, the softmax's normaliser, counts every weight. (The
+    ``1 / (1 - p)`` of the kept ones is applied once, in the epilogue.)
     """
     if SCALE_FIRST:  # a float mask is added to scaled logits; a scale <= 0 flips max
         scores = masked_logits(
@@ -168,30 +213,37 @@ def tail_update(
         probs = tl.exp2(scores * qk_scale - (safe_max - tail_bias)[:, None])
     tile_sum = tl.sum(probs, 1)
     row_sum = row_sum * rescale + tile_sum
+    if DROPOUT:
+        probs = tl.where(dropout_keep(seed, rows[:, None], cols[None, :], dropout_p), probs, 0.0)
+        kept_sum = kept_sum * rescale + tl.sum(probs, 1)
     acc = acc * rescale[:, None] + tl.dot(
         probs.to(value.dtype), value, input_precision=DOT_PRECISION
     )
-    return acc, row_sum, new_max, rescale, tile_sum
+    return acc, row_sum, new_max, rescale, tile_sum, kept_sum
 
 
 @triton.jit
 def forward_tiles(
-    acc, row_sum, row_max, band_left, band_right, q, tail_bias, rel_base, mass_base,
+    acc, row_sum, row_max, kept_sum, band_left, band_right, q, tail_bias, rel_base, mass_base,
     k_base, v_base, k_desc, v_desc, batch, head, mask_base,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    seed, dropout_p,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
     SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     """Online softmax over the key tiles ``[k_lo, k_hi)`` of one phase (a tail, or the band).
 
     In the band the key term is read by bucket from this block's rows of ``QA`` (``rel_base``,
     written by the kernel before its loops), the tails' share of the band is added to
     ``band_left`` / ``band_right``, and each interior bucket's logit (one key per row and bucket)
-    is written to its ``(r, b)`` slot at ``mass_base`` for the epilogue.
+    is written to its ``(r, b)`` slot at ``mass_base`` for the epilogue. With ``DROPOUT`` the
+    values and both band masses see only the kept weights (a dropped interior weight's slot gets
+    ``-inf``, mass 0), and ``kept_sum`` sums the kept tail weights (see ``tail_update``).
     """
     row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
@@ -219,6 +271,10 @@ def forward_tiles(
             rescale = tl.exp2(row_max - safe_max)
             probs = tl.exp2(scores - safe_max[:, None])  # (BM, BN), unnormalised
             row_sum = row_sum * rescale + tl.sum(probs, 1)
+            if DROPOUT:
+                keep = dropout_keep(seed, rows[:, None], cols[None, :], dropout_p)
+                probs = tl.where(keep, probs, 0.0)
+                scores = tl.where(keep, scores, float("-inf"))  # for the interior slots
             acc = acc * rescale[:, None] + tl.dot(
                 probs.to(value.dtype), value, input_precision=DOT_PRECISION
             )
@@ -232,12 +288,13 @@ def forward_tiles(
                 tl.store(mass_base + slots, scores, mask=interior)
             row_max = new_max
         else:
-            acc, row_sum, row_max, _, _ = tail_update(
-                acc, row_sum, row_max, scores, value, tail_bias, rows, cols, mask_base,
-                stride_mm, stride_mn, q_len, k_len, qk_scale,
+            acc, row_sum, row_max, _, _, kept_sum = tail_update(
+                acc, row_sum, row_max, kept_sum, scores, value, tail_bias, rows, cols,
+                mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale, seed, dropout_p,
                 IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+                DROPOUT,
             )
-    return acc, row_sum, row_max, band_left, band_right
+    return acc, row_sum, row_max, kept_sum, band_left, band_right
 
 
 @triton.jit
@@ -266,15 +323,15 @@ def forward_tail_pairs(
         )
         scores_a = tl.dot(q_a, tl.trans(key), input_precision=DOT_PRECISION)
         scores_b = tl.dot(q_b, tl.trans(key), input_precision=DOT_PRECISION)
-        acc_a, sum_a, max_a, _, _ = tail_update(
-            acc_a, sum_a, max_a, scores_a, value, bias_a, rows_a, cols, mask_base,
-            stride_mm, stride_mn, q_len, k_len, qk_scale,
-            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        acc_a, sum_a, max_a, _, _, _ = tail_update(
+            acc_a, sum_a, max_a, sum_a, scores_a, value, bias_a, rows_a, cols, mask_base,
+            stride_mm, stride_mn, q_len, k_len, qk_scale, 0, 0.0,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION, False,
         )
-        acc_b, sum_b, max_b, _, _ = tail_update(
-            acc_b, sum_b, max_b, scores_b, value, bias_b, rows_b, cols, mask_base,
-            stride_mm, stride_mn, q_len, k_len, qk_scale,
-            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        acc_b, sum_b, max_b, _, _, _ = tail_update(
+            acc_b, sum_b, max_b, sum_b, scores_b, value, bias_b, rows_b, cols, mask_base,
+            stride_mm, stride_mn, q_len, k_len, qk_scale, 0, 0.0,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION, False,
         )
     return acc_a, sum_a, max_a, acc_b, sum_b, max_b
 
@@ -343,10 +400,11 @@ def forward_tails_kernel(
         key = K_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, D_PAD)
         value = V_DESC.load([batch_index, head_index, k_start, 0]).reshape(BLOCK_N, DV_PAD)
         scores = tl.dot(q, tl.trans(key), input_precision=DOT_PRECISION)
-        acc, row_sum, row_max, rescale, tile_sum = tail_update(
-            acc, row_sum, row_max, scores, value, tl.where(is_left, left_bias, right_bias),
-            rows, cols, mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
-            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION,
+        acc, row_sum, row_max, rescale, tile_sum, _ = tail_update(
+            acc, row_sum, row_max, row_sum, scores, value,
+            tl.where(is_left, left_bias, right_bias), rows, cols, mask_base, stride_mm,
+            stride_mn, q_len, k_len, qk_scale, 0, 0.0,
+            IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST, DOT_PRECISION, False,
         )
         left_mass = left_mass * rescale + tl.where(is_left, tile_sum, 0.0)
     value_dims = tl.arange(0, DV_PAD)
@@ -397,19 +455,20 @@ def forward_prologue(
 def forward_epilogue(
     acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left, band_right,
     rows, row_index, mass_base, value_table_ptr, out_base, LSE, TAIL_MASS,
-    stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
+    stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets, keep_scale,
     VALUE_DIM: tl.constexpr, DV_PAD: tl.constexpr, R_PAD: tl.constexpr,
     HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Normalise, add the value term ``M A_V`` (interior buckets from the logits the band tiles
     wrote, the two tails from their masses), store the output and, for the backward, the
-    base-2 log-sum-exp and the tail masses."""
+    base-2 log-sum-exp and the tail masses. ``keep_scale``: ``1 / (1 - p)`` with dropout (the
+    sums and logits given are then the kept weights'), else 1."""
     row_ok = rows < q_len
     value_dims = tl.arange(0, DV_PAD)
     # A fully masked row has row_sum 0: its output, masses and gradients are zeros.
     has_mass = row_sum > 0.0
-    inv_sum = tl.where(has_mass, 1.0 / tl.where(has_mass, row_sum, 1.0), 0.0)
+    inv_sum = tl.where(has_mass, keep_scale / tl.where(has_mass, row_sum, 1.0), 0.0)
     out = acc * inv_sum[:, None]
     if HAS_VALUE_TABLE:
         final_max = tl.where(row_max == float("-inf"), 0.0, row_max)
@@ -461,35 +520,38 @@ def forward_band_and_epilogue(
     out_base, LSE, TAIL_MASS,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om, stride_od,
     band_lo, band_end, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BAND_BLOCK_N: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, CHECK_COLS: tl.constexpr,
     SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
-    """After the tails (whose sums were noted at ``left_*`` / ``tails_*``): the band tiles
-    ``[band_lo, band_end)`` of these rows, then their epilogue."""
+    """After the tails (whose sums were noted at ``left_*`` / ``tails_*``; with dropout, their
+    kept weights' sums): the band tiles ``[band_lo, band_end)`` of these rows, then their
+    epilogue."""
     zeros = tl.zeros(rows.shape, tl.float32)
-    acc, row_sum, row_max, band_left, band_right = forward_tiles(
-        acc, row_sum, row_max, zeros, zeros, q, left_bias, rel_base, mass_base,
+    acc, row_sum, row_max, _, band_left, band_right = forward_tiles(
+        acc, row_sum, row_max, zeros, zeros, zeros, q, left_bias, rel_base, mass_base,
         k_base, v_base, k_base, v_base, batch, head, mask_base,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
         rows, band_lo, band_end, q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
+        shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, False,
+        SCALE_FIRST, DOT_PRECISION, False, DROPOUT,
     )
     forward_epilogue(
         acc, row_sum, row_max, left_sum, left_max, tails_sum, tails_max, band_left,
         band_right, rows, row_base + rows, mass_base, value_table_ptr, out_base, LSE,
         TAIL_MASS, stride_om, stride_od, q_len, k_len, shift, max_left, num_buckets,
-        VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
+        keep_scale, VALUE_DIM, DV_PAD, R_PAD, HAS_VALUE_TABLE, IS_CAUSAL, SAVE_FOR_BACKWARD,
         DOT_PRECISION,
     )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def forward_kernel(
     Q, K, V, K_DESC, V_DESC, KEY_TABLE, VALUE_TABLE, MASK, OUT, LSE, QUERY_REL, TAIL_MASS,
     BAND_LOGITS, PARTIAL_ACC, PARTIAL_STATS,
@@ -500,20 +562,26 @@ def forward_kernel(
     stride_mb, stride_mh, stride_mm, stride_mn,
     stride_akh, stride_avh,
     heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, SAVE_FOR_BACKWARD: tl.constexpr,
     DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, HALVES: tl.constexpr,
-    FROM_TAILS: tl.constexpr,
+    FROM_TAILS: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """``USE_TMA``: the tail tiles load keys and values through the descriptors ``K_DESC`` /
     ``V_DESC`` (blocks of ``(1, 1, BLOCK_N, D_PAD)``); otherwise those arguments are unused.
     ``HALVES = 2``: the block's rows are two halves whose tail tiles are interleaved
     (``forward_tail_pairs``); the band and the epilogue take one half after the other.
     ``FROM_TAILS``: ``forward_tails_kernel`` has done the tails; start from its partial online
-    softmax (``PARTIAL_ACC``, ``PARTIAL_STATS``) and do the band and the epilogue."""
+    softmax (``PARTIAL_ACC``, ``PARTIAL_STATS``) and do the band and the epilogue.
+    ``DROPOUT`` (only with ``HALVES = 1`` and not ``FROM_TAILS``): weights are dropped with
+    probability ``dropout_p`` by the Philox stream of ``seed`` (``dropout_keep``) and the kept
+    ones scaled by ``keep_scale = 1 / (1 - dropout_p)``, in both value terms."""
+    tl.static_assert(not DROPOUT or (HALVES == 1 and not FROM_TAILS),
+                     "dropout runs in the plain forward only (HALVES = 1, no tails kernel)")
     q_start = tl.program_id(0) * BLOCK_M
     batch_head = tl.program_id(1)
     batch_index = batch_head // heads
@@ -568,10 +636,10 @@ def forward_kernel(
             mask_base, value_table_ptr, out_base, LSE, TAIL_MASS,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
             stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
-            max_right, num_buckets, qk_scale,
+            max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
             HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
-            SAVE_FOR_BACKWARD, DOT_PRECISION,
+            SAVE_FOR_BACKWARD, DOT_PRECISION, DROPOUT,
         )
     elif HALVES == 1:
         if HAS_KEY_TABLE:
@@ -580,38 +648,44 @@ def forward_kernel(
         # The online softmax does not care about the order of the tiles: both tails first
         # (noting their sums), then the band.
         # (Tail tiles leave the band's two masses alone: zeros in, zeros out.)
-        acc, row_sum, row_max, _, _ = forward_tiles(
-            acc, zeros, minus_inf, zeros, zeros, q, left_bias, rel_base, mass_base,
+        acc, row_sum, row_max, kept_sum, _, _ = forward_tiles(
+            acc, zeros, minus_inf, zeros, zeros, zeros, q, left_bias, rel_base, mass_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
             rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA, DROPOUT,
         )
+        # The tails' masses come from the weights that meet the values: all, or the kept ones.
         left_sum = row_sum
+        if DROPOUT:
+            left_sum = kept_sum
         left_max = row_max
-        acc, row_sum, row_max, _, _ = forward_tiles(
-            acc, row_sum, row_max, zeros, zeros, q, right_bias, rel_base, mass_base,
+        acc, row_sum, row_max, kept_sum, _, _ = forward_tiles(
+            acc, row_sum, row_max, kept_sum, zeros, zeros, q, right_bias, rel_base, mass_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
             rows, band_hi, k_stop, q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA, DROPOUT,
         )
+        tails_sum = row_sum
+        if DROPOUT:
+            tails_sum = kept_sum
         forward_band_and_epilogue(
-            acc, row_sum, row_max, left_sum, left_max, row_sum, row_max, q, left_bias, rows,
+            acc, row_sum, row_max, left_sum, left_max, tails_sum, row_max, q, left_bias, rows,
             row_base, rel_base, mass_base, k_base, v_base, batch_index, head_index, mask_base,
             value_table_ptr, out_base, LSE, TAIL_MASS,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
             stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
-            max_right, num_buckets, qk_scale,
+            max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
             HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
-            SAVE_FOR_BACKWARD, DOT_PRECISION,
+            SAVE_FOR_BACKWARD, DOT_PRECISION, DROPOUT,
         )
     else:
         rows_b = rows + HALF
@@ -650,10 +724,10 @@ def forward_kernel(
             value_table_ptr, out_base, LSE, TAIL_MASS,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
             stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
-            max_right, num_buckets, qk_scale,
+            max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
             HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
-            SAVE_FOR_BACKWARD, DOT_PRECISION,
+            SAVE_FOR_BACKWARD, DOT_PRECISION, DROPOUT,
         )
         forward_band_and_epilogue(
             acc_b, row_sum_b, row_max_b, left_sum_b, left_max_b, row_sum_b, row_max_b, q_b,
@@ -661,10 +735,10 @@ def forward_kernel(
             head_index, mask_base, value_table_ptr, out_base, LSE, TAIL_MASS,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn, stride_om,
             stride_od, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len, shift, max_left,
-            max_right, num_buckets, qk_scale,
+            max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_N, HAS_KEY_TABLE,
             HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS, SCALE_FIRST,
-            SAVE_FOR_BACKWARD, DOT_PRECISION,
+            SAVE_FOR_BACKWARD, DOT_PRECISION, DROPOUT,
         )
 
 
@@ -680,7 +754,7 @@ def grad_prepare_kernel(
     heads, q_len, num_buckets, qk_scale,
     VALUE_DIM: tl.constexpr, DV_PAD: tl.constexpr, R_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """Per query row: ``δ_r = dO_r · o_r``, (with a value table) ``dO_r · w^V_b`` for every b,
     and each tail's ``lse`` and ``δ`` with its one-number-per-row key and value terms folded in.
@@ -689,6 +763,11 @@ def grad_prepare_kernel(
     ``δ - (dO A_Vᵀ)[r, 0]``, ``δ - (dO A_Vᵀ)[r, R-1]``. The gradient kernels' tail tiles load
     these as contiguous vectors, like a plain FlashAttention backward, instead of gathering two
     strided table entries per row and tile.
+
+    With ``DROPOUT`` the value term cannot be folded into ``δ``: a tail entry's
+    ``dP = m (dO·v_c + (dO A_Vᵀ)[r, tail]) - δ`` multiplies it by the entry's dropout factor
+    ``m``. The last two planes then hold ``(dO A_Vᵀ)[r, 0]`` and ``(dO A_Vᵀ)[r, R-1]`` as they
+    are, and the tiles take the plain ``δ`` from ``DELTA``.
     """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     batch_head = tl.program_id(1)
@@ -729,25 +808,35 @@ def grad_prepare_kernel(
                  mask=row_ok[:, None] & (buckets[None, :] < num_buckets))
         left_value = tl.sum(tl.where(buckets[None, :] == 0, grad_rel, 0.0), 1)
         right_value = tl.sum(tl.where(buckets[None, :] == num_buckets - 1, grad_rel, 0.0), 1)
-        tl.store(TAIL_ROWS + 2 * plane + row_index, delta - left_value, mask=row_ok)
-        tl.store(TAIL_ROWS + 3 * plane + row_index, delta - right_value, mask=row_ok)
+        if DROPOUT:
+            tl.store(TAIL_ROWS + 2 * plane + row_index, left_value, mask=row_ok)
+            tl.store(TAIL_ROWS + 3 * plane + row_index, right_value, mask=row_ok)
+        else:
+            tl.store(TAIL_ROWS + 2 * plane + row_index, delta - left_value, mask=row_ok)
+            tl.store(TAIL_ROWS + 3 * plane + row_index, delta - right_value, mask=row_ok)
     else:
-        tl.store(TAIL_ROWS + 2 * plane + row_index, delta, mask=row_ok)
-        tl.store(TAIL_ROWS + 3 * plane + row_index, delta, mask=row_ok)
+        folded = delta  # no value term: nothing to fold in, or (with dropout) to add
+        if DROPOUT:
+            folded = tl.zeros_like(delta)
+        tl.store(TAIL_ROWS + 2 * plane + row_index, folded, mask=row_ok)
+        tl.store(TAIL_ROWS + 3 * plane + row_index, folded, mask=row_ok)
 
 
 @triton.jit
 def tail_gradient_scores(
     scores, grad_probs, lse, delta, rows, cols, mask_base, stride_mm, stride_mn,
-    q_len, k_len, qk_scale,
+    q_len, k_len, qk_scale, tail_value, seed, dropout_p, keep_scale,
     CHECK_COLS: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
-    MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
+    MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr, DROPOUT: tl.constexpr,
 ):
-    """A tail tile's recomputed ``P`` and ``dS = P ⊙ (dP - δ)`` from its unscaled ``scores``.
+    """A tail tile's weights (``P``, or with ``DROPOUT`` the dropped and rescaled ``P ⊙ m``
+    that met the values) and ``dS = P ⊙ (dP - δ)``, from its unscaled ``scores``.
 
     A tail's key and value terms are one number per row, already folded into the ``lse`` and
-    ``δ`` it is given (``TAIL_ROWS``), so the tile pays no extra operation for them. ``rows``,
-    ``cols``, ``lse`` and ``delta`` come broadcast to the tile's orientation (queries along
+    ``δ`` it is given (``TAIL_ROWS``), so the tile pays no extra operation for them; with
+    ``DROPOUT`` the value term is ``tail_value`` instead, added before the dropout factor (see
+    ``grad_prepare_kernel``), and ``delta`` is the plain ``δ``. ``rows``, ``cols``, ``lse``,
+    ``delta`` and ``tail_value`` come broadcast to the tile's orientation (queries along
     dimension 0 in the query gradient, along dimension 1 in the transposed key/value tiles).
     """
     if SCALE_FIRST:  # a float mask is added to scaled logits
@@ -762,22 +851,28 @@ def tail_gradient_scores(
             CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
         )
         probs = tl.exp2(scores * qk_scale - lse)
-    return probs, probs * (grad_probs - delta)
+    weights = probs
+    if DROPOUT:
+        keep = dropout_keep(seed, rows, cols, dropout_p)
+        grad_probs = tl.where(keep, (grad_probs + tail_value) * keep_scale, 0.0)
+        weights = tl.where(keep, probs * keep_scale, 0.0)
+    return weights, probs * (grad_probs - delta)
 
 
 @triton.jit
 def grad_query_tiles(
-    grad_q, left_sum, right_sum, q, grad_out, lse, delta,
+    grad_q, left_sum, right_sum, q, grad_out, lse, delta, tail_value,
     rel_base, grad_rel_base, grad_scores_base,
     k_base, v_base, k_desc, v_desc, batch, head, mask_base,
     stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
     rows, k_lo, k_hi, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale,
+    seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BAND: tl.constexpr,
     RIGHT_TAIL: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """``dS K`` over the key tiles ``[k_lo, k_hi)``, with ``dS`` summed per bucket.
 
@@ -785,7 +880,9 @@ def grad_query_tiles(
     and value terms by bucket from the ``(Lq, R)`` tables ``QA`` and ``dO A_Vᵀ``, add their tail
     entries of ``dS`` to the sums, and write each interior bucket's ``dS`` and ``p`` (one key per
     row and bucket) to its ``(r, b)`` slot: ``dS`` at ``grad_scores_base``, ``p`` over the
-    ``dO A_Vᵀ`` entry it was just computed from (no other tile reads that slot).
+    ``dO A_Vᵀ`` entry it was just computed from (no other tile reads that slot). With
+    ``DROPOUT`` that ``p`` is the dropped and rescaled weight, the mass the value term used, and
+    ``dP`` carries the dropout factor; ``tail_value`` is a tail's value term (unused in the band).
     """
     row_ok = rows < q_len
     for k_start in range(k_lo, k_hi, BLOCK_N):
@@ -812,12 +909,19 @@ def grad_query_tiles(
                 q_len, k_len, CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE,
             )
             probs = tl.exp2(scores - lse[:, None])  # (BM, BN): p_rc, recomputed
-            grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
+            if DROPOUT:  # dP = m ⊙ dO (v + a^V)ᵀ; the masses are p ⊙ m
+                keep = dropout_keep(seed, rows[:, None], cols[None, :], dropout_p)
+                grad_probs = tl.where(keep, grad_probs * keep_scale, 0.0)
+                grad_scores = probs * (grad_probs - delta[:, None])
+                probs = tl.where(keep, probs * keep_scale, 0.0)
+            else:
+                grad_scores = probs * (grad_probs - delta[:, None])  # dS = P ⊙ (dP - δ)
         else:
             probs, grad_scores = tail_gradient_scores(
                 scores, grad_probs, lse[:, None], delta[:, None], rows[:, None], cols[None, :],
-                mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
-                CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+                mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale, tail_value[:, None],
+                seed, dropout_p, keep_scale,
+                CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST, DROPOUT,
             )
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if BAND:
@@ -858,7 +962,7 @@ def grad_query_block(
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_TMA: tl.constexpr, FROM_TAILS: tl.constexpr,
-    block, group, ACCUMULATE: tl.constexpr,
+    block, group, ACCUMULATE: tl.constexpr, seed, dropout_p, keep_scale, DROPOUT: tl.constexpr,
 ):
     """One query block of :func:`grad_query_kernel`; ``ACCUMULATE``: add the table-gradient
     partials to those an earlier block of the same group stored.
@@ -902,6 +1006,11 @@ def grad_query_block(
     right_lse = tl.load(TAIL_ROWS + plane + row_index, mask=row_ok, other=float("inf"))
     left_delta = tl.load(TAIL_ROWS + 2 * plane + row_index, mask=row_ok, other=0.0)
     right_delta = tl.load(TAIL_ROWS + 3 * plane + row_index, mask=row_ok, other=0.0)
+    left_value = left_delta  # unused without dropout
+    right_value = right_delta
+    if DROPOUT:  # those planes hold each tail's value term; δ is the plain one
+        left_delta = delta
+        right_delta = delta
 
     k_base = K + batch * stride_kb + head * stride_kh
     v_base = V + batch * stride_vb + head * stride_vh
@@ -928,37 +1037,37 @@ def grad_query_block(
 
     if not FROM_TAILS:
         grad_q, left_sum, right_sum = grad_query_tiles(
-            grad_q, left_sum, right_sum, q, grad_out, left_lse, left_delta,
+            grad_q, left_sum, right_sum, q, grad_out, left_lse, left_delta, left_value,
             rel_base, grad_rel_base, grad_scores_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
             rows, 0, tl.minimum(band_lo, k_stop), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, False,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA, DROPOUT,
         )
         grad_q, left_sum, right_sum = grad_query_tiles(
-            grad_q, left_sum, right_sum, q, grad_out, right_lse, right_delta,
+            grad_q, left_sum, right_sum, q, grad_out, right_lse, right_delta, right_value,
             rel_base, grad_rel_base, grad_scores_base,
             k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
             stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
             rows, band_hi, k_stop, q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BLOCK_N, False, True,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-            SCALE_FIRST, DOT_PRECISION, USE_TMA,
+            SCALE_FIRST, DOT_PRECISION, USE_TMA, DROPOUT,
         )
     grad_q, left_sum, right_sum = grad_query_tiles(
-        grad_q, left_sum, right_sum, q, grad_out, lse, delta,
+        grad_q, left_sum, right_sum, q, grad_out, lse, delta, delta,
         rel_base, grad_rel_base, grad_scores_base,
         k_base, v_base, K_DESC, V_DESC, batch_index, head_index, mask_base,
         stride_kn, stride_kd, stride_vn, stride_vd, stride_mm, stride_mn,
         rows, band_lo, tl.minimum(band_hi, k_stop), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
+        shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, BAND_BLOCK_N, True, False,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
-        SCALE_FIRST, DOT_PRECISION, False,
+        SCALE_FIRST, DOT_PRECISION, False, DROPOUT,
     )
 
     # Interior buckets, from the slots the band tiles wrote (other threads wrote them).
@@ -1085,8 +1194,8 @@ def grad_query_tails_kernel(
         grad_probs = tl.dot(grad_out, tl.trans(value), input_precision=DOT_PRECISION)
         _, grad_scores = tail_gradient_scores(
             scores, grad_probs, lse[:, None], delta[:, None], rows[:, None], cols[None, :],
-            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
-            CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale, 0.0, 0, 0.0, 1.0,
+            CHECK_COLS, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST, False,
         )
         grad_q += tl.dot(grad_scores.to(key.dtype), key, input_precision=DOT_PRECISION)
         if HAS_KEY_TABLE:
@@ -1104,7 +1213,7 @@ def grad_query_tails_kernel(
     tl.store(TAIL_SUMS + row_index * 2 + 1, right_sum, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def grad_query_kernel(
     Q, K, V, K_DESC, V_DESC, GRAD_OUT, KEY_TABLE, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL,
     GRAD_REL, TAIL_MASS, GRAD_SCORES_REL, GRAD_Q, PARTIAL_KEY_TABLE, PARTIAL_VALUE_TABLE,
@@ -1116,18 +1225,22 @@ def grad_query_kernel(
     stride_mb, stride_mh, stride_mm, stride_mn,
     stride_akh,
     heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_N: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     CHECK_COLS: tl.constexpr, SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
     USE_TMA: tl.constexpr, GROUP: tl.constexpr, FROM_TAILS: tl.constexpr,
+    DROPOUT: tl.constexpr,
 ):
     """Runs after the key/value kernel: it overwrites the interior slots of ``dO A_Vᵀ``.
 
     Each program does ``GROUP`` query blocks one after the other and sums their table-gradient
     partials in place, so that small blocks do not multiply the partials' memory. ``USE_TMA``:
-    the tail tiles load keys and values through ``K_DESC`` / ``V_DESC``."""
+    the tail tiles load keys and values through ``K_DESC`` / ``V_DESC``. ``DROPOUT`` (not with
+    ``FROM_TAILS``): the forward's dropout (``seed``, ``dropout_p``, ``keep_scale``)."""
+    tl.static_assert(not (DROPOUT and FROM_TAILS), "dropout runs without a tails kernel")
     group = tl.program_id(0)
     first_block = group * GROUP
     for step in tl.static_range(GROUP):  # unrolled: GROUP = 1 compiles to the block alone
@@ -1147,7 +1260,7 @@ def grad_query_kernel(
                 HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, BLOCK_N, BAND_BLOCK_N,
                 HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, CHECK_COLS,
                 SCALE_FIRST, DOT_PRECISION, USE_TMA, FROM_TAILS,
-                block, group, step > 0,
+                block, group, step > 0, seed, dropout_p, keep_scale, DROPOUT,
             )
 
 
@@ -1157,20 +1270,22 @@ def grad_query_kernel(
 @triton.jit
 def grad_key_value_tiles(
     grad_k, grad_v, key, value, q_base, g_base, q_desc, g_desc, batch, head,
-    query_rel_base, grad_rel_base, lse_base, delta_base, mask_base,
+    query_rel_base, grad_rel_base, lse_base, delta_base, tail_value_base, mask_base,
     stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
     cols, q_lo, q_hi, q_len, k_len, shift, max_left, max_right,
-    num_buckets, qk_scale,
+    num_buckets, qk_scale, seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BAND: tl.constexpr,
     HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr, IS_CAUSAL: tl.constexpr,
     MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr, SCALE_FIRST: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """``dSᵀ Q`` and ``Pᵀ dO`` over the query tiles ``[q_lo, q_hi)``, in transposed tiles.
 
     In the band ``lse_base`` / ``delta_base`` point at the rows' plain ``lse`` and ``δ``; in a
-    tail, at that tail's planes of ``TAIL_ROWS``, which fold its key and value terms in.
+    tail, at that tail's planes of ``TAIL_ROWS``, which fold its key and value terms in. With
+    ``DROPOUT`` a tail's ``delta_base`` is the plain ``δ`` and ``tail_value_base`` its value
+    term's plane (see ``grad_prepare_kernel``); ``P`` becomes the dropped and rescaled weights.
     """
     for q_start in range(q_lo, q_hi, BLOCK_M):
         rows = q_start + tl.arange(0, BLOCK_M)
@@ -1210,13 +1325,20 @@ def grad_key_value_tiles(
             probs_t = tl.exp2(scores_t - lse[None, :])  # (BN, BM): Pᵀ
         else:
             probs_t = tl.exp2(scores_t * qk_scale - lse[None, :])
-        grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
+        weights_t = probs_t
+        if DROPOUT:  # dV = (P ⊙ m)ᵀ dO, dP = m ⊙ dO (v + a^V)ᵀ
+            keep_t = dropout_keep(seed, rows[None, :], cols[:, None], dropout_p)
+            if not BAND:
+                grad_probs_t += tl.load(tail_value_base + rows, mask=row_ok, other=0.0)[None, :]
+            grad_probs_t = tl.where(keep_t, grad_probs_t * keep_scale, 0.0)
+            weights_t = tl.where(keep_t, probs_t * keep_scale, 0.0)
+        grad_v += tl.dot(weights_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
         grad_scores_t = probs_t * (grad_probs_t - delta[None, :])
         grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)
     return grad_k, grad_v
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])
 def grad_key_value_kernel(
     Q, K, V, GRAD_OUT, Q_DESC, G_DESC, MASK, LSE, DELTA, TAIL_ROWS, QUERY_REL, GRAD_REL,
     GRAD_K, GRAD_V,
@@ -1226,16 +1348,19 @@ def grad_key_value_kernel(
     stride_gb, stride_gh, stride_gm, stride_gd,
     stride_mb, stride_mh, stride_mm, stride_mn,
     heads, q_len, k_len, shift, max_left, max_right, num_buckets, qk_scale, scale,
+    seed, dropout_p, keep_scale,
     HEAD_DIM: tl.constexpr, VALUE_DIM: tl.constexpr, D_PAD: tl.constexpr,
     DV_PAD: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BAND_BLOCK_M: tl.constexpr, HAS_KEY_TABLE: tl.constexpr, HAS_VALUE_TABLE: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, MASK_ROWWISE: tl.constexpr,
     SCALE_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-    FROM_TAILS: tl.constexpr,
+    FROM_TAILS: tl.constexpr, DROPOUT: tl.constexpr,
 ):
     """``USE_TMA``: the tail tiles load queries and output gradients through ``Q_DESC`` /
     ``G_DESC``. ``FROM_TAILS``: ``grad_key_value_tails_kernel`` has written the tails' share to
-    ``GRAD_K`` / ``GRAD_V``; add the band's."""
+    ``GRAD_K`` / ``GRAD_V``; add the band's. ``DROPOUT`` (not with ``FROM_TAILS``): the
+    forward's dropout (``seed``, ``dropout_p``, ``keep_scale``)."""
+    tl.static_assert(not (DROPOUT and FROM_TAILS), "dropout runs without a tails kernel")
     k_start = tl.program_id(0) * BLOCK_N
     batch_head = tl.program_id(1)
     batch_index = batch_head // heads
@@ -1287,39 +1412,46 @@ def grad_key_value_kernel(
     band_hi = tl.cdiv(tl.maximum(k_start + BLOCK_N - 1 - shift + max_left, 0), BLOCK_M) * BLOCK_M
     band_hi = tl.maximum(band_hi, band_lo)
 
+    # The tails' lse and δ planes (with dropout: plain δ, plus each tail's value term).
+    right_delta = TAIL_ROWS + 3 * plane + row_base
+    left_delta = TAIL_ROWS + 2 * plane + row_base
+    if DROPOUT:
+        right_delta = DELTA + row_base
+        left_delta = DELTA + row_base
     if not FROM_TAILS:
         grad_k, grad_v = grad_key_value_tiles(
             grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index,
             head_index, query_rel_base, grad_rel_base,
-            TAIL_ROWS + plane + row_base, TAIL_ROWS + 3 * plane + row_base, mask_base,
+            TAIL_ROWS + plane + row_base, right_delta, TAIL_ROWS + 3 * plane + row_base,
+            mask_base,
             stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
             cols, q_first, tl.minimum(band_lo, q_len), q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-            DOT_PRECISION, USE_TMA,
+            DOT_PRECISION, USE_TMA, DROPOUT,
         )
         grad_k, grad_v = grad_key_value_tiles(
             grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index,
             head_index, query_rel_base, grad_rel_base,
-            TAIL_ROWS + row_base, TAIL_ROWS + 2 * plane + row_base, mask_base,
+            TAIL_ROWS + row_base, left_delta, TAIL_ROWS + 2 * plane + row_base, mask_base,
             stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
             cols, tl.maximum(band_hi, q_first), q_len, q_len, k_len,
-            shift, max_left, max_right, num_buckets, qk_scale,
+            shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
             HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BLOCK_M, False,
             HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-            DOT_PRECISION, USE_TMA,
+            DOT_PRECISION, USE_TMA, DROPOUT,
         )
     grad_k, grad_v = grad_key_value_tiles(
         grad_k, grad_v, key, value, q_base, g_base, Q_DESC, G_DESC, batch_index, head_index,
         query_rel_base, grad_rel_base,
-        LSE + row_base, DELTA + row_base, mask_base,
+        LSE + row_base, DELTA + row_base, DELTA + row_base, mask_base,
         stride_qm, stride_qd, stride_gm, stride_gd, stride_mm, stride_mn,
         cols, tl.maximum(band_lo, q_first), tl.minimum(band_hi, q_len), q_len, k_len,
-        shift, max_left, max_right, num_buckets, qk_scale,
+        shift, max_left, max_right, num_buckets, qk_scale, seed, dropout_p, keep_scale,
         HEAD_DIM, VALUE_DIM, D_PAD, DV_PAD, R_PAD, BAND_BLOCK_M, True,
         HAS_KEY_TABLE, HAS_VALUE_TABLE, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
-        DOT_PRECISION, False,
+        DOT_PRECISION, False, DROPOUT,
     )
     tl.store(grad_k_ptrs, (grad_k * scale).to(GRAD_K.dtype.element_ty), mask=k_mask)
     tl.store(grad_v_ptrs, grad_v.to(GRAD_V.dtype.element_ty), mask=v_mask)
@@ -1390,8 +1522,8 @@ def grad_key_value_tails_kernel(
         # (No column bounds: columns past k_len are this block's own, never stored.)
         probs_t, grad_scores_t = tail_gradient_scores(
             scores_t, grad_probs_t, lse[None, :], delta[None, :], rows[None, :], cols[:, None],
-            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale,
-            False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST,
+            mask_base, stride_mm, stride_mn, q_len, k_len, qk_scale, 0.0, 0, 0.0, 1.0,
+            False, IS_CAUSAL, MASK_KIND, MASK_ROWWISE, SCALE_FIRST, False,
         )
         grad_v += tl.dot(probs_t.to(grad_out.dtype), grad_out, input_precision=DOT_PRECISION)
         grad_k += tl.dot(grad_scores_t.to(q.dtype), q, input_precision=DOT_PRECISION)

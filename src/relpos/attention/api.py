@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -19,13 +20,16 @@ __all__ = [
     "auto_backend",
     "backend_applies",
     "BACKENDS",
+    "FusedDropout",
 ]
 
 Backend = Callable[..., Tensor]
 
 #: name -> backend. Every backend takes ``(query, key, value, *, index, key_table, value_table,
 #: attn_mask, is_causal, scale, dropout_mask, key_query)`` with tables already ``(Ht, R, D)``
-#: and inputs in the compute dtype (float32 or float64).
+#: and inputs in the compute dtype (float32 or float64). ``dropout_mask`` is the
+#: ``(B, H, Lq, Lk)`` multiplier of the weights, or, for a backend registered with
+#: ``fused_dropout=True``, a :class:`FusedDropout` from which it draws its own.
 BACKENDS: dict[str, Backend] = {
     "reference": reference_attention,
     "eager": eager_attention,
@@ -38,6 +42,36 @@ AUTO_ORDER: list[str] = ["eager"]
 #: name -> dtypes a backend takes as they are (it accumulates in float32 itself); every other
 #: dtype is upcast to float32 before the call.
 _NATIVE_DTYPES: dict[str, tuple[torch.dtype, ...]] = {}
+#: backends that draw their dropout mask themselves (given a FusedDropout, not a tensor).
+_FUSED_DROPOUT: set[str] = set()
+
+
+@dataclass(frozen=True)
+class FusedDropout:
+    """Dropout that a fused backend draws itself: each weight is dropped with probability
+    ``p`` by the backend's own random stream under ``seed`` (the Triton kernels regenerate the
+    same mask in the backward from it, so no ``Lq × Lk`` mask is stored). The kept weights are
+    scaled by ``1 / (1 - p)``, as with a dense mask."""
+
+    p: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)):
+            raise TypeError(f"FusedDropout p must be a float in (0, 1), got {self.p!r}")
+        if not 0.0 < self.p < 1.0:
+            raise ValueError(f"FusedDropout p must be in (0, 1), got {self.p}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"FusedDropout seed must be an int, got {self.seed!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"FusedDropout seed must be in [0, 2**63), got {self.seed}")
+
+    def dense_mask(self, shape: tuple[int, ...], *, dtype, device) -> Tensor:
+        """A ``shape`` multiplier drawn by torch from ``seed``: for a fused backend that hands
+        an input to a non-fused path. (Not the fused backend's own mask, which comes from its
+        own generator.)"""
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        return _dropout_mask(shape, self.p, dtype=dtype, device=device, generator=generator)
 
 
 def register_backend(
@@ -47,11 +81,16 @@ def register_backend(
     applies: Callable[..., bool] | None = None,
     auto_priority: int | None = None,
     native_dtypes: tuple[torch.dtype, ...] = (),
+    fused_dropout: bool = False,
 ) -> None:
     """Add a backend.
 
     ``native_dtypes``: half-precision dtypes the backend computes in directly (fused kernels
     that accumulate in float32 on their own); others get float32 copies of half inputs.
+
+    ``fused_dropout``: with ``dropout_p > 0`` the backend is given a :class:`FusedDropout`
+    (probability and seed) as ``dropout_mask`` and draws the mask itself, instead of a
+    ``(B, H, Lq, Lk)`` tensor.
 
     ``applies(query=, key_query=, dropout=, has_mask=, value_dim=)`` says when ``auto`` may pick
     it (accept ``**context`` to stay compatible with new keys); ``auto_priority`` is its place in
@@ -76,6 +115,8 @@ def register_backend(
     if applies is not None:
         _APPLIES[name] = applies
     _NATIVE_DTYPES[name] = tuple(native_dtypes)
+    if fused_dropout:
+        _FUSED_DROPOUT.add(name)
     if auto_priority is not None and name not in AUTO_ORDER:
         AUTO_ORDER.insert(auto_priority, name)
 
@@ -120,6 +161,14 @@ def _dropout_mask(
 ) -> Tensor:
     keep = torch.rand(shape, generator=generator, device=device) >= dropout_p
     return keep.to(dtype) / (1.0 - dropout_p)
+
+
+def _dropout_seed(generator: torch.Generator | None) -> int:
+    """A seed for a fused backend's dropout, drawn from ``generator`` (default: torch's CPU
+    generator, which ``torch.manual_seed`` seeds), so that seeding torch makes runs repeat.
+    Below 2**31: Triton passes such an int as int32, one compiled variant for every seed."""
+    device = "cpu" if generator is None else generator.device
+    return int(torch.randint(2**31 - 1, (), generator=generator, device=device))
 
 
 def shaw_attention(
@@ -171,7 +220,10 @@ def shaw_attention(
             cached decoding it is the right one for the cached keys too. May be combined with
             ``attn_mask``.
         dropout_p: probability of dropping an attention weight; both value terms use the dropped
-            weights. Applied whenever ``> 0`` (pass 0.0 at evaluation, as with SDPA).
+            weights. Applied whenever ``> 0`` (pass 0.0 at evaluation, as with SDPA). The
+            eager and reference backends draw a ``(B, H, Lq, Lk)`` mask with ``torch.rand``;
+            the Triton kernels draw theirs inside the kernel from a seed (Philox), so the same
+            seed gives different masks on different backends.
         scale: logit scale, default ``1/sqrt(D)``.
         query_offset: absolute position of the first query; with a key/value cache this is the
             number of cached positions, so query ``r`` is at ``i = query_offset + r``. It moves
@@ -180,7 +232,8 @@ def shaw_attention(
         max_left, max_right: asymmetric clipping (default ``max_distance`` each).
         key_query: also add ``k_j · a^K_ij`` to the logits (Huang et al. 2020, method 4); needs
             ``key_table``.
-        generator: random generator for the dropout mask.
+        generator: random generator for the dropout mask (or, for the Triton kernels, its
+            seed).
         backend: ``"auto"`` (the fastest correct one), ``"reference"`` (paper-literal oracle),
             ``"eager"`` (``O(Lq·Lk)`` memory), and any backend added by ``register_backend``.
 
@@ -239,7 +292,9 @@ def shaw_attention(
         return t if t is None else t.to(compute_dtype)
 
     dropout_mask = None
-    if dropout_p > 0:
+    if dropout_p > 0 and chosen in _FUSED_DROPOUT:
+        dropout_mask = FusedDropout(dropout_p, _dropout_seed(generator))
+    elif dropout_p > 0:
         dropout_mask = _dropout_mask(
             (batch, heads, q_len, k_len),
             dropout_p,

@@ -41,6 +41,16 @@ The backward, with ``dP_rc = dO_r · (v_c + a^V_rc) = (dO Vᵀ)[r, c] + (dO A_V�
   ``Mᵀ dO`` (``R × D`` each; one per group of ``KernelLaunch.group`` blocks), summed
   afterwards — deterministic, no atomics.
 
+Dropout (``FusedDropout``: probability ``p`` and a seed) is drawn in the kernels: weight
+``(r, c)`` of batch·head ``n`` is kept when a Philox draw with counter ``(c, r, n, 0)`` under
+the seed is ``>= p``, so each kernel draws the same mask on its own and nothing ``Lq × Lk`` is
+stored. With ``m_rc = keep / (1 - p)``, the output uses ``P ⊙ m`` in both value terms (the
+forward tracks the kept tail weights' sum beside the softmax's normaliser; a dropped interior
+weight's slot gets ``-inf``), ``dV = (P ⊙ m)ᵀ dO``, the masses for ``dA_V`` are ``P ⊙ m``, and
+``dS = P ⊙ (m ⊙ dP - δ)`` with ``δ_r = dO_r · o_r`` as before; because ``m`` multiplies a
+tail's value term, that term is added per entry instead of being folded into ``δ``. Dropout
+runs in the plain fused kernels only (:func:`dropout_blocks`).
+
 Launch options per kernel are in :class:`KernelLaunch`: tile sizes, warps, pipeline stages, TMA
 loads of the tails' streamed tiles (Hopper), query blocks per program for the dQ kernel, and for
 the forward two interleaved halves of each query block (one half's matrix products overlap the
@@ -56,6 +66,7 @@ bfloat16 ones, which the interpreter cannot multiply and :func:`triton_attention
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -67,7 +78,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import checks
-from .api import register_backend
+from .api import FusedDropout, register_backend
 from .eager import eager_attention
 from .index import RelativeIndex
 
@@ -77,8 +88,10 @@ __all__ = [
     "KernelLaunch",
     "TritonBlocks",
     "default_blocks",
+    "dropout_blocks",
     "triton_attention",
     "triton_applies",
+    "triton_dropout_mask",
     "triton_available",
     "triton_refusal",
     "triton_version",
@@ -280,6 +293,29 @@ def default_blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> Triton
     )
 
 
+def dropout_blocks(blocks: TritonBlocks) -> TritonBlocks:
+    """``blocks`` as the kernels run them with dropout: no kernel with its tails split off
+    (``split_tails``, ``warp_specialize``), and a forward in ``halves`` becomes blocks of one
+    half's rows (a 128-row block in two halves: 64-row blocks; as one 128-row block the sm_90
+    compile spills 1 KiB). Dropout is drawn only in the plain fused kernels; other tile sizes,
+    warps, stages, TMA and groups stay as given."""
+    forward = blocks.forward
+    forward = dataclasses.replace(
+        forward,
+        block_m=forward.block_m // forward.halves,
+        halves=1,
+        split_tails=False,
+        warp_specialize=False,
+    )
+    return TritonBlocks(
+        forward,
+        *(
+            dataclasses.replace(launch, split_tails=False, warp_specialize=False)
+            for launch in (blocks.grad_query, blocks.grad_key_value)
+        ),
+    )
+
+
 @functools.cache
 def triton_available() -> bool:
     """Whether Triton is installed (it is not imported). Asked once: a module search stats the
@@ -319,8 +355,8 @@ def triton_applies(
     **_: object,
 ) -> bool:
     """Whether ``auto`` may pick the kernel: a CUDA card of compute capability 8.0 or later
-    (Ampere on), Triton 3.4 or later, no dropout, no key-query term, head size <= 128, batch ×
-    heads <= 65,535. :func:`triton_refusal` says which of these fails.
+    (Ampere on), Triton 3.4 or later, no key-query term, head size <= 128, batch × heads <=
+    65,535. :func:`triton_refusal` says which of these fails. Dropout is drawn in the kernels.
 
     Boolean and float masks of any broadcastable shape run natively; ``has_mask`` does not matter.
     Older cards are left to the eager path: compiled for sm_75 (T4, RTX 20xx), the default
@@ -349,8 +385,6 @@ def triton_refusal(
     batch_heads = query.shape[0] * query.shape[1]
     if not query.is_cuda:
         return f"the inputs are on {query.device.type}, and the kernels run on CUDA"
-    if dropout:
-        return "dropout is on, and the kernels have none"
     if key_query:
         return "key_query=True, a term the kernels do not compute"
     if query.dtype not in _KERNEL_DTYPES:
@@ -445,6 +479,13 @@ class _Problem:
     mask_kind: int  # 0 none, 1 boolean, 2 float
     mask_rowwise: bool
     blocks: TritonBlocks
+    dropout: FusedDropout | None = None
+
+    def dropout_args(self) -> tuple:
+        """The kernels' ``seed, dropout_p, keep_scale`` arguments (inert without dropout)."""
+        if self.dropout is None:
+            return 0, 0.0, 1.0
+        return self.dropout.seed, self.dropout.p, 1.0 / (1.0 - self.dropout.p)
 
 
 def _prepare_mask(
@@ -678,12 +719,14 @@ class _ShawTriton(torch.autograd.Function):
             _table_head_stride(value_table),
             *_shape_args(problem, heads),
             problem.scale * LOG2E,
+            *problem.dropout_args(),
             BAND_BLOCK_N=launch.band_block,
             CHECK_COLS=problem.index.key_len % launch.block_n != 0,
             SAVE_FOR_BACKWARD=needs_grad,
             USE_TMA=use_tma,
             HALVES=launch.halves,
             FROM_TAILS=split,
+            DROPOUT=problem.dropout is not None,
             **meta,
         )
         del band_logits, partial_acc, partial_stats
@@ -746,6 +789,7 @@ class _ShawTriton(torch.autograd.Function):
             HAS_KEY_TABLE=has_key,
             HAS_VALUE_TABLE=has_value,
             DOT_PRECISION=meta["DOT_PRECISION"],
+            DROPOUT=problem.dropout is not None,
             num_warps=4,
         )
         launch = problem.blocks.grad_key_value
@@ -804,9 +848,11 @@ class _ShawTriton(torch.autograd.Function):
             *_shape_args(problem, heads),
             problem.scale * LOG2E,
             problem.scale,
+            *problem.dropout_args(),
             BAND_BLOCK_M=launch.band_block,
             USE_TMA=use_tma,
             FROM_TAILS=split,
+            DROPOUT=problem.dropout is not None,
             **meta,
         )
         launch = problem.blocks.grad_query
@@ -891,11 +937,13 @@ class _ShawTriton(torch.autograd.Function):
             *_shape_args(problem, heads),
             problem.scale * LOG2E,
             problem.scale,
+            *problem.dropout_args(),
             BAND_BLOCK_N=launch.band_block,
             CHECK_COLS=k_len % launch.block_n != 0,
             USE_TMA=use_tma,
             GROUP=launch.group,
             FROM_TAILS=split,
+            DROPOUT=problem.dropout is not None,
             **meta,
         )
         grad_key_table = grad_value_table = None
@@ -1011,6 +1059,7 @@ def compile_kernels(
     is_causal: bool = False,
     mask_kind: int = 0,
     constexprs: dict | None = None,
+    dropout: bool = False,
 ) -> dict:
     """Compile the four kernels for an NVIDIA architecture (``arch=90``: H100/H200) without a GPU,
     exactly as a forward and backward at ``length`` would launch them.
@@ -1022,8 +1071,10 @@ def compile_kernels(
     ``{name: triton CompiledKernel}`` (``.asm["ptx"]``, ``.asm["cubin"]``,
     ``.metadata.shared``): a check that the kernels lower, and material for choosing tile sizes
     (``ptxas -v`` on the PTX reports registers and spills). ``constexprs`` overrides compile-time
-    flags (e.g. ``{"HAS_VALUE_TABLE": False}``) to see what a feature costs. Needs a process in
-    which the kernels were not built for the interpreter (``TRITON_INTERPRET`` unset).
+    flags (e.g. ``{"HAS_VALUE_TABLE": False}``) to see what a feature costs; ``dropout=True``
+    compiles the kernels a call with dropout launches (``blocks`` reduced by
+    :func:`dropout_blocks`). Needs a process in which the kernels were not built for the
+    interpreter (``TRITON_INTERPRET`` unset).
     """
     import triton
     from triton import knobs
@@ -1081,6 +1132,10 @@ def compile_kernels(
             mask_rowwise=rowwise,
             blocks=blocks or default_blocks(head_dim, dtype),
         )
+        if dropout:
+            problem = dataclasses.replace(
+                problem, blocks=dropout_blocks(problem.blocks), dropout=FusedDropout(0.1, 12345)
+            )
         out = _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
         torch.autograd.grad(out, [query, key, value, key_table, value_table], torch.empty_like(out))
     finally:
@@ -1147,7 +1202,7 @@ def triton_attention(
     attn_mask: Tensor | None = None,
     is_causal: bool = False,
     scale: float | None = None,
-    dropout_mask: Tensor | None = None,
+    dropout_mask: Tensor | FusedDropout | None = None,
     key_query: bool = False,
     blocks: TritonBlocks | None = None,
 ) -> Tensor:
@@ -1161,12 +1216,20 @@ def triton_attention(
     (``shaw_attention`` passes half-precision inputs through as they are: this backend declares
     them native).
 
-    The kernels have no dropout and no key-query term, and keep at most 128-wide heads in
-    registers; for those inputs, float64, empty sequences, more than 65,535 batch × heads (CUDA's
-    grid limit, :data:`MAX_BATCH_HEADS`), and bfloat16 under Triton's interpreter
+    Dropout: ``dropout_mask=FusedDropout(p, seed)`` (what ``shaw_attention`` passes) drops
+    each weight inside the kernels with a Philox draw keyed by ``seed`` and the weight's
+    position, and the backward draws the same mask again: nothing of size ``Lq × Lk`` is made.
+    :func:`triton_dropout_mask` writes that mask out (for tests). The forward then runs without
+    ``halves`` or a tails kernel (``blocks`` are reduced to the plain fused kernels, see
+    :func:`dropout_blocks`). A dense mask tensor runs the eager backend.
+
+    The kernels have no key-query term, and keep at most 128-wide heads in registers; for those
+    inputs, a dense dropout mask, float64, empty sequences, more than 65,535 batch × heads
+    (CUDA's grid limit, :data:`MAX_BATCH_HEADS`), and bfloat16 under Triton's interpreter
     (``TRITON_INTERPRET=1``, whose bfloat16 ``tl.dot`` returns garbage: triton-lang/triton#11584)
-    this runs the eager backend, which computes the same function. ``blocks`` overrides the tile
-    sizes (:func:`default_blocks`). Inside ``torch.compile`` it runs as it is, uncompiled.
+    this runs the eager backend, which computes the same function (with a ``FusedDropout``, on
+    a mask torch draws from its seed: :meth:`FusedDropout.dense_mask`). ``blocks`` overrides the
+    tile sizes (:func:`default_blocks`). Inside ``torch.compile`` it runs as it is, uncompiled.
     """
     # Called directly (not through shaw_attention), wrong shapes would make the kernels read
     # and write out of bounds: check them here as well.
@@ -1182,8 +1245,9 @@ def triton_attention(
         attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query
     )
     scale = head_dim**-0.5 if scale is None else float(scale)
+    fused_dropout = dropout_mask if isinstance(dropout_mask, FusedDropout) else None
     unsupported = (
-        dropout_mask is not None
+        isinstance(dropout_mask, Tensor)
         or key_query
         or query.dtype not in _KERNEL_DTYPES
         or query.shape[-1] > MAX_HEAD_DIM
@@ -1199,6 +1263,13 @@ def triton_attention(
         # fallback wants float32 copies, as shaw_attention gives every other backend.
         def upcast(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(torch.promote_types(t.dtype, torch.float32))
+
+        if fused_dropout is not None:
+            dropout_mask = fused_dropout.dense_mask(
+                (batch, heads, q_len, k_len),
+                dtype=torch.promote_types(query.dtype, torch.float32),
+                device=query.device,
+            )
 
         return eager_attention(
             upcast(query),
@@ -1227,7 +1298,10 @@ def triton_attention(
         mask_kind=mask_kind,
         mask_rowwise=rowwise,
         blocks=blocks or default_blocks(max(query.shape[-1], value.shape[-1]), query.dtype),
+        dropout=fused_dropout,
     )
+    if fused_dropout is not None:
+        problem = dataclasses.replace(problem, blocks=dropout_blocks(problem.blocks))
     # Gradients are written with their input's strides into ``empty_like`` buffers, which have
     # the same strides only for a dense input: an expanded one (stride 0, e.g. keys shared across
     # heads) or a sliced one (rows with gaps) is copied first. Tables are always made contiguous.
@@ -1237,10 +1311,51 @@ def triton_attention(
     return _ShawTriton.apply(query, key, value, key_table, value_table, mask, problem)
 
 
+def triton_dropout_mask(
+    dropout: FusedDropout, batch: int, heads: int, q_len: int, k_len: int, device
+) -> Tensor:
+    """The dropout multiplier the kernels apply under ``dropout`` to ``(B, H, Lq, Lk)`` weights,
+    written out as a float32 tensor: ``1 / (1 - p)`` where a weight is kept, 0 where dropped.
+
+    For tests and inspection (it is the ``Lq × Lk`` tensor the kernels never form): pass it to
+    :func:`relpos.attention.reference.reference_attention` as ``dropout_mask`` to check the
+    kernels against the paper. The mask depends on the position ``(b·H + h, r, c)`` and the
+    seed only, not on tile sizes, so every launch configuration draws the same one. Runs the
+    same Philox draw as the attention kernels (on CUDA, or under ``TRITON_INTERPRET=1``).
+    """
+    if not isinstance(dropout, FusedDropout):
+        raise TypeError(f"dropout must be a FusedDropout, got {type(dropout).__name__}")
+    device = torch.device(device)
+    check_triton_device(device)
+    for value, name in ((batch, "batch"), (heads, "heads"), (q_len, "q_len"), (k_len, "k_len")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    out = torch.empty(batch * heads, q_len, k_len, device=device, dtype=torch.float32)
+    if out.numel():
+        if batch * heads > MAX_BATCH_HEADS:
+            raise ValueError(
+                f"batch × heads = {batch * heads} > {MAX_BATCH_HEADS}: the kernels' grid axis "
+                "holds no more (and they run the eager path, with torch's mask, for such inputs)"
+            )
+        block = 16 if _interpreting() else 64
+        _kernels().dropout_mask_kernel[(_cdiv(q_len, block), batch * heads)](
+            out,
+            dropout.seed,
+            q_len,
+            k_len,
+            dropout.p,
+            1.0 / (1.0 - dropout.p),
+            BLOCK_M=block,
+            BLOCK_N=block,
+        )
+    return out.view(batch, heads, q_len, k_len)
+
+
 register_backend(
     "triton",
     triton_attention,
     applies=triton_applies,
     auto_priority=0,
     native_dtypes=(torch.float16, torch.bfloat16),
+    fused_dropout=True,
 )

@@ -56,8 +56,7 @@ class ModelConfig:
     num_layers: int = 2  # per stack: an encoder-decoder has 2 encoder + 2 decoder layers
     d_ff: int = 256
     dropout: float = 0.1  # on embeddings, residual branches (and attention weights, see below)
-    # on attention weights; None: the same as dropout. 0 lets Shaw's attention run the fused
-    # Triton kernel on a GPU, which has no dropout (auto runs the eager path where there is some)
+    # on attention weights; None: the same as dropout (on a GPU the Triton kernels draw it)
     attention_dropout: float | None = None
     scheme: str = "shaw"
     # passed to relpos.get_scheme(scheme, **scheme_options), e.g. {"max_distance": 4}
