@@ -728,6 +728,24 @@ def test_dropout_with_halves_or_split_tails_runs_the_plain_kernels():
     _check_case("causal_padding_query_offset", asked, dropout=DROPOUT)
 
 
+def test_dropout_with_grouped_query_blocks_and_float16():
+    """Dropout with the query-gradient kernel walking two blocks per program, and in float16
+    (dropped weights are zeroed in float32, before the products)."""
+    tiny = KernelLaunch(16, 16, band_block=16)
+    grouped = KernelLaunch(16, 16, band_block=16, group=2)
+    index, tensors = _case(q_len=45, k_len=40, query_offset=3, per_head=True)
+    _check_against_reference(
+        index,
+        tensors,
+        attn_mask=_mask("padding", index),
+        is_causal=True,
+        blocks=TritonBlocks(tiny, grouped, tiny),
+        dropout=DROPOUT,
+    )
+    index, tensors = _case(dtype=torch.float16)
+    _check_against_reference(index, tensors, tol=2e-2, dropout=DROPOUT)
+
+
 def test_the_kernels_dropout_mask():
     """The mask is Bernoulli(1 - p) scaled by 1 / (1 - p), repeats under a seed, changes with
     it, differs between heads, batch entries and rows, and depends on the position only (a
@@ -1044,6 +1062,10 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         "assert '.maxnreg 168' in kernels['forward'].asm['ptx']\n"
         "assert '.maxnreg 168' in kernels['grad_key_value'].asm['ptx']\n"
         "assert '.maxnreg' not in kernels['grad_query'].asm['ptx']\n"
+        "# dropout drawn in the kernels (the plain fused ones), causal with a padding mask\n"
+        "kernels = compile_kernels(64, dropout=True, is_causal=True, mask_kind=1)\n"
+        "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"
+        "assert 'forward_tails' not in kernels\n"
         "# a flag only the forward has (inference: nothing saved for the backward)\n"
         "kernels = compile_kernels(64, constexprs={'SAVE_FOR_BACKWARD': False})\n"
         "assert all(kernel.asm['cubin'] for kernel in kernels.values())\n"
