@@ -436,15 +436,28 @@ def _relayout(t, layout):
         max_size=3,
     ),
     split=st.sampled_from([None, "halves", "tails kernel"]),
+    dropout_p=st.sampled_from([0.0, 0.0, 0.2, 0.6]),
     seed=st.integers(0, 2**16),
 )
 def test_random_configurations_match_reference(
-    shape, dims, clipping, offsets, tables, mask, is_causal, scale, layouts, launches, split, seed
+    shape,
+    dims,
+    clipping,
+    offsets,
+    tables,
+    mask,
+    is_causal,
+    scale,
+    layouts,
+    launches,
+    split,
+    dropout_p,
+    seed,
 ):
     """Everything at once, drawn at random: lengths that are and are not tile multiples,
     clipping wider than the sequence, offsets, each table kind, each mask kind, causal, scales of
-    either sign, memory layouts, tile sizes, TMA loads, grouped query blocks, and the forward's
-    interleaved halves or separate tails kernels."""
+    either sign, memory layouts, tile sizes, TMA loads, grouped query blocks, the forward's
+    interleaved halves or separate tails kernels, and dropout drawn in the kernels."""
     batch, heads, q_len, k_len = shape
     index, tensors = _case(
         batch=batch,
@@ -493,6 +506,7 @@ def test_random_configurations_match_reference(
         blocks=blocks,
         scale=scale,
         tol=1e-4,
+        dropout=FusedDropout(dropout_p, seed) if dropout_p else None,
     )
 
 
