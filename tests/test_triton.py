@@ -787,6 +787,18 @@ def test_the_kernels_dropout_mask():
     assert triton_dropout_mask(drop, 0, 3, 4, 4, DEVICE).shape == (0, 3, 4, 4)
 
 
+def test_a_dropout_mask_of_another_kind_is_refused():
+    index, tensors = _case(q_len=16, k_len=16)
+    with pytest.raises(TypeError, match="dropout_mask must be None, a FusedDropout .* got float"):
+        triton_attention(
+            *(tensors[n] for n in ("query", "key", "value")),
+            index=index,
+            key_table=tensors["key_table"],
+            value_table=tensors["value_table"],
+            dropout_mask=0.3,
+        )
+
+
 def test_the_kernels_dropout_mask_refuses_bad_arguments():
     with pytest.raises(TypeError, match="dropout must be a FusedDropout"):
         triton_dropout_mask(0.3, 1, 1, 4, 4, DEVICE)

@@ -379,7 +379,8 @@ def triton_refusal(
     **_: object,
 ) -> str | None:
     """Why ``auto`` does not pick the kernel for these inputs (the first reason, in words), or
-    ``None`` if it does (:func:`triton_applies`). ``relpos info`` prints it."""
+    ``None`` if it does (:func:`triton_applies`). ``relpos info`` prints it. ``dropout`` is
+    accepted and never a reason: the kernels draw it themselves."""
     head_dim = query.shape[-1]
     value_dim = head_dim if value_dim is None else value_dim
     batch_heads = query.shape[0] * query.shape[1]
@@ -1245,6 +1246,11 @@ def triton_attention(
         attn_mask, batch=batch, heads=heads, q_len=q_len, k_len=k_len, like=query
     )
     scale = head_dim**-0.5 if scale is None else float(scale)
+    if dropout_mask is not None and not isinstance(dropout_mask, (Tensor, FusedDropout)):
+        raise TypeError(
+            "dropout_mask must be None, a FusedDropout (drawn in the kernels) or a (B, H, Lq, Lk) "
+            f"tensor, got {type(dropout_mask).__name__}"
+        )
     fused_dropout = dropout_mask if isinstance(dropout_mask, FusedDropout) else None
     unsupported = (
         isinstance(dropout_mask, Tensor)
