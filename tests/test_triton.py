@@ -260,11 +260,15 @@ def test_tma_falls_back_to_pointer_loads_for_unaligned_layouts(described):
     assert len(described) == 2 and described[0] is tensors["query"]
 
 
-@pytest.mark.parametrize("group", [2, 3])
-def test_query_blocks_grouped_per_program(group):
+#: Dropout drawn in the kernels, for the tests that add it to a case.
+DROPOUT = FusedDropout(0.3, 2024)
+
+
+@pytest.mark.parametrize(("group", "dropout"), [(2, None), (3, None), (2, DROPOUT)])
+def test_query_blocks_grouped_per_program(group, dropout):
     """``KernelLaunch(group=g)``: the query-gradient kernel walks g blocks per program and sums
     their table-gradient partials in place; 45 rows are 3 blocks of 16, so the last group is
-    short (g = 2) or the only one (g = 3)."""
+    short (g = 2) or the only one (g = 3); with dropout drawn in the kernels too."""
     index, tensors = _case(q_len=45, k_len=40, query_offset=3, per_head=True)
     tiny = KernelLaunch(16, 16, band_block=16)
     grouped = KernelLaunch(16, 16, band_block=16, group=group)
@@ -274,6 +278,7 @@ def test_query_blocks_grouped_per_program(group):
         attn_mask=_mask("padding", index),
         is_causal=True,
         blocks=TritonBlocks(tiny, grouped, tiny),
+        dropout=dropout,
     )
 
 
@@ -716,8 +721,6 @@ def test_a_dense_dropout_mask_and_key_query_run_the_eager_backend():
 
 # ------------------------------------------------------------ dropout drawn in the kernels
 
-DROPOUT = FusedDropout(0.3, 2024)
-
 
 @pytest.mark.parametrize("name", HALVES_CASES)
 def test_dropout_drawn_in_the_kernels_matches_the_reference_given_their_mask(name):
@@ -742,20 +745,9 @@ def test_dropout_with_halves_or_split_tails_runs_the_plain_kernels():
     _check_case("causal_padding_query_offset", asked, dropout=DROPOUT)
 
 
-def test_dropout_with_grouped_query_blocks_and_float16():
-    """Dropout with the query-gradient kernel walking two blocks per program, and in float16
-    (dropped weights are zeroed in float32, before the products)."""
-    tiny = KernelLaunch(16, 16, band_block=16)
-    grouped = KernelLaunch(16, 16, band_block=16, group=2)
-    index, tensors = _case(q_len=45, k_len=40, query_offset=3, per_head=True)
-    _check_against_reference(
-        index,
-        tensors,
-        attn_mask=_mask("padding", index),
-        is_causal=True,
-        blocks=TritonBlocks(tiny, grouped, tiny),
-        dropout=DROPOUT,
-    )
+def test_dropout_in_float16():
+    """Dropout with float16 inputs (dropped weights are zeroed in float32, before the
+    products)."""
     index, tensors = _case(dtype=torch.float16)
     _check_against_reference(index, tensors, tol=2e-2, dropout=DROPOUT)
 
