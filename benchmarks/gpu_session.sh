@@ -12,8 +12,9 @@
 #      blocks, halves and the tails kernels included), and DeBERTa's factored bias through
 #      FlexAttention with gradients (tests/test_pair_bias.py; never run on a GPU before).
 #   3. benchmarks/gpu_train_smoke.py: the main job's task trained with Shaw's attention (and
-#      without positions) in float32 and bf16 autocast: ms per step, and which backends ran
-#      (auto should pick Triton on CUDA); bounded to 50 s.
+#      without positions) in float32 and bf16 autocast, with the default attention dropout
+#      (drawn in the kernels): ms per step, and which backends ran (auto should pick Triton on
+#      CUDA); bounded to 50 s. (gpu_check.py's correctness now includes two dropout cases.)
 #   0. relpos info: versions, the card, and which backend auto picks on it (and why not Triton).
 # Logs and JSON go to $OUT (the device tool's output folder), else to ./gpu-out.
 #   bash benchmarks/gpu_session.sh              # BUDGET_S=300 by default
