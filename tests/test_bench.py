@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from relpos.bench import BenchConfig, peak_memory_bytes, run_benchmark
+from relpos.bench import BenchConfig, check_config, peak_memory_bytes, run_benchmark
 from relpos.cli import main
 
 ROW_FIELDS = {"length", "backend", "median_ms", "min_ms", "ratio_to_sdpa", "peak_mib", "times_ms"}
@@ -72,6 +72,48 @@ def test_forward_only_and_reference_length_limit():
         (8, "reference")
     ]
     assert all(r["peak_mib"] is None for r in rows)
+
+
+def test_dropout_reaches_sdpa_and_every_backend(monkeypatch):
+    """``BenchConfig(dropout=p)`` times SDPA and each Shaw backend with that dropout, as in
+    training; the default backends are those that apply with dropout (no flex)."""
+    import relpos.attention
+
+    seen = []
+    shaw, sdpa = relpos.attention.shaw_attention, torch.nn.functional.scaled_dot_product_attention
+
+    def shaw_spy(*args, dropout_p=0.0, backend="auto", **kwargs):
+        seen.append((backend, dropout_p))
+        return shaw(*args, dropout_p=dropout_p, backend=backend, **kwargs)
+
+    def sdpa_spy(*args, dropout_p=0.0, **kwargs):
+        seen.append(("sdpa", dropout_p))
+        return sdpa(*args, dropout_p=dropout_p, **kwargs)
+
+    monkeypatch.setattr(relpos.attention, "shaw_attention", shaw_spy)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", sdpa_spy)
+    config = BenchConfig(
+        lengths=(8,), heads=1, head_dim=4, max_distance=2, repeats=1, warmup=0, memory=False,
+        dropout=0.25,
+    )  # fmt: skip
+    rows = run_benchmark(config)["rows"]
+    assert {row["backend"] for row in rows} == {"sdpa", "reference", "eager"}
+    assert {backend for backend, _ in seen} == {"sdpa", "reference", "eager"}
+    assert {p for _, p in seen} == {0.25}
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        (dict(dropout=1.0), r"dropout must be a probability in \[0, 1\), got 1.0"),
+        (dict(dropout=True), "dropout must be a probability"),
+        (dict(dropout=0.1, backends=("sdpa", "flex")), "backend 'flex' has no dropout"),
+        (dict(dropout=0.1, schemes=(("t5", {}),)), "dropout is timed for Shaw's backends"),
+    ],
+)
+def test_bad_dropout_settings_are_refused(changes, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(BenchConfig(lengths=(8,), **changes))
 
 
 def test_peak_memory_counts_a_temporary():

@@ -91,6 +91,19 @@ CASES = [
         None,
     ),
     (["bench", "--schemes", ","], "argument --schemes: expected a comma-separated list", None),
+    (["bench", "--dropout", "1"], "argument --dropout: expected a probability in [0, 1)", None),
+    (["bench", "--dropout", "nan"], "argument --dropout: expected a probability", None),
+    (["bench", "--dropout", "-0.1"], "argument --dropout: expected a probability", None),
+    (
+        ["bench", "--schemes", "t5", "--dropout", "0.1"],
+        "--dropout times Shaw's backends and SDPA; leave it out with --schemes",
+        None,
+    ),
+    (
+        ["bench", "--backends", "sdpa,flex", "--dropout", "0.1"],
+        "--dropout: backend 'flex' has none",
+        None,
+    ),
     (["bench", "--schemes", "sinusoidal"], "--schemes item 'sinusoidal' adds its positions", None),
     (["bench", "--schemes", "deberta", "-k", "0"], "-k 0 does not suit scheme 'deberta'", None),
     (

@@ -94,6 +94,9 @@ class BenchConfig:
     # (name, options) of position schemes to time instead of Shaw's backends; see the docstring.
     schemes: tuple[tuple[str, dict], ...] | None = None
     backward: bool = True  # forward + backward; False: forward only, under no_grad
+    # probability of dropping an attention weight, for SDPA and every Shaw backend alike (the
+    # Triton kernels draw it themselves; eager and reference draw an L x L mask)
+    dropout: float = 0.0
     # The paper-literal reference gathers (B, H, L, L, D) tensors: 1 GiB each at L = 1024.
     reference_max_length: int = 1024
     memory: bool = True  # also measure peak memory (one extra call each)
@@ -110,6 +113,16 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
         backends = _check_schemes(config)
     else:
         backends = _check_backends(config, device)
+    if config.dropout and config.schemes is not None:
+        raise ValueError(
+            "dropout is timed for Shaw's backends and SDPA; the schemes' attention is timed "
+            "without it (leave dropout at 0 with schemes)"
+        )
+    if config.dropout and "flex" in backends:
+        raise ValueError(
+            "backend 'flex' has no dropout (FlexAttention has none; with dropout it would run "
+            "the eager path): leave it out, or time it without dropout"
+        )
     if "flex" in backends and config.backward and device.type == "cpu":
         raise ValueError(
             "backend 'flex' has no backward on the CPU (FlexAttention's limit): time its forward "
@@ -124,7 +137,10 @@ def check_config(config: BenchConfig) -> tuple[torch.device, list[str]]:
 
 def _check_backends(config: BenchConfig, device: torch.device) -> list[str]:
     """The backends to time (the device's defaults if none are named); unknown names fail."""
-    backends = list(config.backends or default_backends(device, DTYPES[config.dtype]))
+    backends = list(
+        config.backends
+        or default_backends(device, DTYPES[config.dtype], dropout=config.dropout > 0)
+    )
     from .attention import available_backends
 
     unknown = [b for b in backends if b != BASELINE and b not in available_backends()]
@@ -174,22 +190,33 @@ def _check_fields(config: BenchConfig) -> None:
         raise ValueError(f"lengths must be positive ints, got {config.lengths}")
     if config.warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {config.warmup}")
+    dropout = config.dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
 
 
-def _applies(name: str, query: Tensor) -> bool:
+def _applies(name: str, query: Tensor, dropout: bool = False) -> bool:
     from .attention.api import backend_applies
 
     return backend_applies(
-        name, query=query, key_query=False, dropout=False, has_mask=False, value_dim=query.shape[-1]
+        name,
+        query=query,
+        key_query=False,
+        dropout=dropout,
+        has_mask=False,
+        value_dim=query.shape[-1],
     )
 
 
-def default_backends(device: str | torch.device, dtype: torch.dtype = torch.float32) -> list[str]:
-    """SDPA, then every registered Shaw backend that applies to inputs on ``device``."""
+def default_backends(
+    device: str | torch.device, dtype: torch.dtype = torch.float32, *, dropout: bool = False
+) -> list[str]:
+    """SDPA, then every registered Shaw backend that applies to inputs on ``device`` (with
+    attention dropout, if ``dropout``)."""
     from .attention import BACKENDS
 
     probe = torch.empty(1, 1, 1, 8, device=device, dtype=dtype)
-    return [BASELINE, *(name for name in BACKENDS if _applies(name, probe))]
+    return [BASELINE, *(name for name in BACKENDS if _applies(name, probe, dropout))]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -296,7 +323,7 @@ def _make_step(name: str, config: BenchConfig, tensors: dict, upstream: Tensor):
         leaves = [query, key, value]
 
         def forward():
-            return F.scaled_dot_product_attention(query, key, value)
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=config.dropout)
     else:
         leaves = [query, key, value, tensors["key_table"], tensors["value_table"]]
 
@@ -308,6 +335,7 @@ def _make_step(name: str, config: BenchConfig, tensors: dict, upstream: Tensor):
                 tensors["key_table"],
                 tensors["value_table"],
                 max_distance=config.max_distance,
+                dropout_p=config.dropout,
                 backend=name,
             )
 

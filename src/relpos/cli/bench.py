@@ -22,7 +22,14 @@ import sys
 from pathlib import Path
 
 from .compare import parse_list
-from .flags import check_k, check_output, clipping_distance, non_negative_int, positive_int
+from .flags import (
+    check_k,
+    check_output,
+    clipping_distance,
+    non_negative_int,
+    positive_int,
+    probability,
+)
 
 __all__ = ["register", "run"]
 
@@ -166,6 +173,14 @@ def register(subparsers) -> None:
         "--fwd-only", action="store_true", help="time the forward only (under no_grad)"
     )
     parser.add_argument(
+        "--dropout",
+        type=probability,
+        default=defaults.dropout,
+        metavar="P",
+        help="attention dropout for SDPA and every Shaw backend, as in training (default: "
+        "%(default)s; the Triton kernels draw it themselves, eager an L x L mask)",
+    )
+    parser.add_argument(
         "--reference-max-length",
         type=non_negative_int,
         default=defaults.reference_max_length,
@@ -202,6 +217,13 @@ def run(args: argparse.Namespace) -> int:
     backends = None
     if args.backends is not None:
         backends = _backends(args.backends, schemes=args.schemes is not None)
+    if args.dropout and args.schemes is not None:
+        raise ValueError("--dropout times Shaw's backends and SDPA; leave it out with --schemes")
+    if args.dropout and backends is not None and "flex" in backends:
+        raise ValueError(
+            "--dropout: backend 'flex' has none (FlexAttention has no dropout; it would run the "
+            "eager path): leave flex out of --backends, or time it without --dropout"
+        )
     config = BenchConfig(
         schemes=None if args.schemes is None else _schemes(args.schemes, args.max_distance),
         lengths=args.lengths,
@@ -217,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         backends=backends,
         backward=not args.fwd_only,
+        dropout=args.dropout,
         reference_max_length=args.reference_max_length,
         memory=not args.no_memory,
     )
@@ -230,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
     setting = f"k={config.max_distance}, " + (
         "shared tables" if config.shared else "per-head tables"
     )
+    if config.dropout:
+        setting += f", dropout {config.dropout}"
     if config.schemes is not None:  # k is in each label; Shaw's tables are the scheme's option
         setting = "each scheme as a model builds it"
     print(

@@ -51,6 +51,17 @@ def clipping_distance(text: str) -> int:
     return _int_in(text, 0, MAX_K, "a clipping distance k, an int in 0..2**31")
 
 
+def probability(text: str) -> float:
+    """A dropout probability, ``0 <= p < 1`` (NaN and 1 refused: 1 would drop every weight)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value < 1.0:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
+    return value
+
+
 def check_output(path: str | Path, flag: str, *, folder: bool) -> None:
     """Refuse an output ``path`` (a ``folder``, else a file) that cannot be made, before any work:
     a file where the folder should be, or a file among its parents (``mkdir`` would say only
