@@ -422,10 +422,12 @@ def test_bench_defaults_are_the_settings_of_the_recorded_main_run():
     # Pins BenchConfig's defaults against the config that `relpos bench --json …` (no other
     # flag; benchmarks/RESULTS.md, "Main result") recorded: L = 256…2048, B = 1, H = 4, D = 64,
     # k = 16, shared tables, float32, 10 timed calls after 2 warm-ups, the reference 3 times up
-    # to L = 1024, forward + backward, memory measured. ``schemes`` came later.
+    # to L = 1024, forward + backward, memory measured. ``schemes`` and ``dropout`` (off, as
+    # in that run) came later.
     recorded = json.loads((BENCHMARKS / "bench-1.json").read_text())
     config = dataclasses.asdict(relpos.bench.BenchConfig())
     assert config.pop("schemes") is None
+    assert config.pop("dropout") == 0.0
     assert {**config, "lengths": list(config["lengths"])} == recorded["config"]
     # The machine description has the fields the recorded run has.
     assert set(relpos.bench.machine_info("cpu")) == set(recorded["machine"])
@@ -465,15 +467,23 @@ def test_bench_check_config_takes_the_edge_values_and_the_named_backends():
 
 
 def test_bench_default_backends_are_those_that_apply_to_the_configs_dtype(monkeypatch):
-    # Pins: the backends probed are asked about a query of the config's dtype (here a stand-in
-    # says eager applies to float64 only).
-    def applies(name, query):
+    # Pins: the backends probed are asked about a query of the config's dtype, and about the
+    # config's dropout (here a stand-in says eager applies to float64 only, reference only
+    # without dropout).
+    def applies(name, query, dropout=False):
+        if name == "reference":
+            return not dropout
         return name == "eager" and query.dtype == torch.float64
 
     monkeypatch.setattr(relpos.bench, "_applies", applies)
     check = relpos.bench.check_config
-    assert check(relpos.bench.BenchConfig(lengths=(8,), dtype="float64"))[1] == ["sdpa", "eager"]
-    assert check(relpos.bench.BenchConfig(lengths=(8,)))[1] == ["sdpa"]
+    assert check(relpos.bench.BenchConfig(lengths=(8,), dtype="float64"))[1] == [
+        "sdpa",
+        "reference",
+        "eager",
+    ]
+    assert check(relpos.bench.BenchConfig(lengths=(8,)))[1] == ["sdpa", "reference"]
+    assert check(relpos.bench.BenchConfig(lengths=(8,), dropout=0.1))[1] == ["sdpa"]
 
 
 def test_bench_time_steps_takes_turns_with_per_step_counts():
