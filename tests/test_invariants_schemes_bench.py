@@ -32,11 +32,12 @@ from relpos.schemes.integer import IntegerPositions
 # The absolute schemes: what they have in common
 
 
-def test_absolute_is_true_for_the_three_input_encodings_only():
+def test_absolute_is_true_for_the_input_encodings_only():
     # Pins: PositionScheme.absolute ("knows positions only as absolute indices: sinusoidal,
-    # learned, integer", base.py) for every registered scheme, integer's included.
+    # learned, integer", base.py) for every registered scheme, integer's included; randomized
+    # reads the sinusoidal or learned encodings at drawn absolute positions.
     absolute = {name for name, cls in SCHEMES.items() if cls.absolute}
-    assert absolute == {"sinusoidal", "learned", "integer"}
+    assert absolute == {"sinusoidal", "learned", "integer", "randomized"}
 
 
 @pytest.mark.parametrize("name", ["sinusoidal", "learned", "integer"])

@@ -11,6 +11,8 @@ from relpos.models import ARCHS, ModelConfig, build_model, greedy_decode
 from relpos.schemes import AttentionPosition, ShawScheme
 
 SCHEMES = relpos.available_schemes()  # new schemes are covered without touching this file
+CACHED = [name for name in SCHEMES if relpos.schemes.SCHEMES[name].cached_decoding]
+UNCACHED = [name for name in SCHEMES if name not in CACHED]
 VOCAB = 13
 
 
@@ -68,7 +70,7 @@ def _naive_greedy(model, source, padding, steps):
     return tokens[:, source.shape[1] :]
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", CACHED)
 @pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
 def test_cached_decoding_equals_full_recomputation(arch, scheme):
     torch.manual_seed(1)
@@ -102,6 +104,44 @@ def test_cached_decoding_equals_full_recomputation(arch, scheme):
     else:
         generated = model.generate(source, eos=None, max_new_tokens=steps)
     assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
+
+
+def test_uncached_schemes_exist_and_are_the_randomized_one():
+    # Pins the split above: without it the next test would run on nothing.
+    assert UNCACHED == ["randomized"]
+
+
+@pytest.mark.parametrize("scheme", UNCACHED)
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
+def test_schemes_without_cached_decoding_generate_by_recomputing(arch, scheme):
+    # A scheme whose positions depend on the whole sequence refuses a cache, and generate()
+    # recomputes the prefix at every step: the same tokens as the naive loop, which draws its
+    # positions in the same order, given the same seed.
+    model = build_model(tiny(arch, scheme), VOCAB).double().eval()
+    source = torch.randint(4, VOCAB, (4, 6))
+    padding = None
+    if arch == "encoder-decoder":
+        padding = torch.zeros(4, 6, dtype=torch.bool)
+        padding[1, 4:] = True
+    with pytest.raises(ValueError, match="offset must be 0 for randomized positions"):
+        if arch == "encoder-decoder":
+            memory = model.encode(source, padding)
+            caches = [KVCache() for _ in range(2)]
+            for t in range(2):
+                model.decode(source[:, t : t + 1], memory, padding, caches=caches)
+        else:
+            caches = [KVCache() for _ in range(2)]
+            for t in range(2):
+                model(source[:, t : t + 1], caches=caches)
+    steps = 9
+    torch.manual_seed(5)
+    if arch == "encoder-decoder":
+        generated = model.generate(source, padding, bos=1, eos=None, max_new_tokens=steps)
+    else:
+        generated = model.generate(source, eos=None, max_new_tokens=steps)
+    torch.manual_seed(5)
+    assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
+    assert generated.shape == (4, steps)
 
 
 def test_greedy_decode_stops_and_pads_finished_rows_with_eos():

@@ -126,11 +126,15 @@ class Stack(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.norm = nn.LayerNorm(config.d_model)
 
-    def embed(self, tokens_embedded: Tensor, offset: int = 0) -> Tensor:
-        """Add the absolute encoding of positions ``offset, offset + 1, …`` (if any)."""
+    def embed(
+        self, tokens_embedded: Tensor, offset: int = 0, padding: Tensor | None = None
+    ) -> Tensor:
+        """Add the absolute encoding of positions ``offset, offset + 1, …`` (if any);
+        ``padding (B, L)``, True at right-padding, tells a per-sequence encoding (``randomized``)
+        each row's length."""
         x = tokens_embedded
         if self.input_encoding is not None:
-            x = self.input_encoding(x, offset)
+            x = self.input_encoding(x, offset, padding)
         return self.drop(x)
 
     def cache_length(self, caches: list[KVCache] | None) -> int:
@@ -270,6 +274,19 @@ def greedy_decode(step, first: Tensor, *, eos: int | None, max_new_tokens: int) 
     return torch.stack(generated, dim=1)  # (B, T)
 
 
+def _recomputing_step(logits_of, before: Tensor | None = None):
+    """A :func:`greedy_decode` step without a cache, for schemes whose positions depend on the
+    whole sequence (``cached_decoding = False``): each call appends the new tokens to the prefix
+    (``before`` and all tokens fed so far) and runs ``logits_of`` on all of it."""
+    fed = [] if before is None or before.shape[1] == 0 else [before]
+
+    def step(tokens: Tensor) -> Tensor:
+        fed.append(tokens)
+        return logits_of(torch.cat(fed, dim=1))  # (B, prefix, V); greedy_decode reads the last
+
+    return step
+
+
 class EncoderDecoder(_TokenModel):
     """Bidirectional encoder + causal decoder with content-only cross-attention."""
 
@@ -283,7 +300,7 @@ class EncoderDecoder(_TokenModel):
     def encode(self, source: Tensor, source_padding: Tensor | None = None) -> Tensor:
         """``source (B, Ls)`` → memory ``(B, Ls, E)``; ``source_padding``: True at padding."""
         self._check_padding(source_padding, source, "source_padding")
-        x = self.encoder.embed(self.embed_tokens(source))
+        x = self.encoder.embed(self.embed_tokens(source), padding=source_padding)
         return self.encoder(x, padding=source_padding)
 
     def decode(
@@ -331,8 +348,15 @@ class EncoderDecoder(_TokenModel):
         self._check_token_id(bos, "bos")
         self._check_token_id(eos, "eos", none=True)
         memory = self.encode(source, source_padding)
-        caches = [KVCache() for _ in self.decoder.blocks]
         first = torch.full((source.shape[0], 1), bos, dtype=torch.long, device=source.device)
+        if not self.scheme.cached_decoding:
+            return greedy_decode(
+                _recomputing_step(lambda prefix: self.decode(prefix, memory, source_padding)),
+                first,
+                eos=eos,
+                max_new_tokens=max_new_tokens,
+            )
+        caches = [KVCache() for _ in self.decoder.blocks]
 
         def step(tokens: Tensor) -> Tensor:
             return self.decode(tokens, memory, source_padding, caches=caches)
@@ -371,6 +395,9 @@ class DecoderOnly(_TokenModel):
                 f"got {tuple(prompt.shape)}"
             )
         self._check_token_id(eos, "eos", none=True)
+        if not self.scheme.cached_decoding:
+            step = _recomputing_step(self, prompt[:, :-1])
+            return greedy_decode(step, prompt[:, -1:], eos=eos, max_new_tokens=max_new_tokens)
         caches = [KVCache() for _ in self.decoder.blocks]
         if prompt.shape[1] > 1:
             self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last token
@@ -393,5 +420,5 @@ class EncoderOnly(_TokenModel):
     def forward(self, tokens: Tensor, padding: Tensor | None = None) -> Tensor:
         """``tokens (B, L)`` → logits ``(B, L, V)``; ``padding (B, L)`` True at padding."""
         self._check_padding(padding, tokens, "padding")
-        x = self.encoder.embed(self.embed_tokens(tokens))
+        x = self.encoder.embed(self.embed_tokens(tokens), padding=padding)
         return self.logits(self.encoder(x, padding=padding))

@@ -19,6 +19,7 @@ from .huang import HuangScheme
 from .integer import IntegerPositions, IntegerScheme
 from .learned import LearnedPositionEmbedding, LearnedScheme
 from .none import NoPositionScheme
+from .randomized import RandomizedPositions, RandomizedScheme, random_ordered_positions
 from .rope import RoPEScheme, RotaryPosition, apply_rope, rope_angles, rope_frequencies
 from .shaw import ShawRelativePosition, ShawScheme
 from .sinusoidal import SinusoidalEncoding, SinusoidalScheme, sinusoidal_encoding
@@ -46,6 +47,9 @@ __all__ = [
     "LearnedPositionEmbedding",
     "LearnedScheme",
     "NoPositionScheme",
+    "RandomizedPositions",
+    "RandomizedScheme",
+    "random_ordered_positions",
     "ShawRelativePosition",
     "ShawScheme",
     "SinusoidalEncoding",

@@ -41,7 +41,8 @@ class IntegerPositions(nn.Module):
         # About unit length: position 1 moves a token as far as one embedding entry's spread.
         nn.init.normal_(self.direction, std=1.0 / math.sqrt(self.direction.numel()))
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, padding: Tensor | None = None) -> Tensor:
+        # padding is not read: right-padding moves no real token's position.
         d_model = self.direction.numel()
         if x.dim() != 3 or x.shape[-1] != d_model:
             raise ValueError(f"x must have shape (B, L, {d_model}), got {tuple(x.shape)}")

@@ -32,7 +32,8 @@ class LearnedPositionEmbedding(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.normal_(self.table, std=0.02)  # GPT-2's initialisation
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, padding: Tensor | None = None) -> Tensor:
+        # padding is not read: right-padding moves no real token's position.
         d_model = self.table.shape[1]
         if x.dim() != 3 or x.shape[-1] != d_model:
             raise ValueError(f"x must have shape (B, L, {d_model}), got {tuple(x.shape)}")

@@ -62,7 +62,8 @@ class SinusoidalEncoding(nn.Module):
             raise ValueError(f"d_model must be a positive int, got {d_model!r}")
         self.d_model, self.base, self.layout = d_model, base, layout
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, padding: Tensor | None = None) -> Tensor:
+        # padding is not read: right-padding moves no real token's position.
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, L, {self.d_model}), got {tuple(x.shape)}")
         positions = torch.arange(x.shape[1], device=x.device) + offset
