@@ -11,8 +11,6 @@ from relpos.models import ARCHS, ModelConfig, build_model, greedy_decode
 from relpos.schemes import AttentionPosition, ShawScheme
 
 SCHEMES = relpos.available_schemes()  # new schemes are covered without touching this file
-CACHED = [name for name in SCHEMES if relpos.schemes.SCHEMES[name].cached_decoding]
-UNCACHED = [name for name in SCHEMES if name not in CACHED]
 VOCAB = 13
 
 
@@ -56,21 +54,25 @@ def test_every_arch_and_scheme_trains(arch, scheme):
 
 
 def _naive_greedy(model, source, padding, steps):
-    """Greedy decoding that recomputes the whole prefix at every step (no cache)."""
+    """Greedy decoding that recomputes the whole prefix at every step (no cache). A scheme that
+    draws positions per sequence (randomized) draws once, for the tokens generate() feeds."""
+    batch = source.shape[0]
     if model.arch == "encoder-decoder":
         memory = model.encode(source, padding)
-        tokens = torch.full((source.shape[0], 1), 1, dtype=torch.long)  # BOS = 1
-        for _ in range(steps):
-            nxt = model.decode(tokens, memory, padding)[:, -1].argmax(-1, keepdim=True)
-            tokens = torch.cat((tokens, nxt), 1)
+        tokens = torch.full((batch, 1), 1, dtype=torch.long)  # BOS = 1
+        with model.decoder.one_draw(batch, steps, "cpu"):
+            for _ in range(steps):
+                nxt = model.decode(tokens, memory, padding)[:, -1].argmax(-1, keepdim=True)
+                tokens = torch.cat((tokens, nxt), 1)
         return tokens[:, 1:]
     tokens = source
-    for _ in range(steps):
-        tokens = torch.cat((tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)), 1)
+    with model.decoder.one_draw(batch, source.shape[1] + steps - 1, "cpu"):
+        for _ in range(steps):
+            tokens = torch.cat((tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)), 1)
     return tokens[:, source.shape[1] :]
 
 
-@pytest.mark.parametrize("scheme", CACHED)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
 def test_cached_decoding_equals_full_recomputation(arch, scheme):
     torch.manual_seed(1)
@@ -81,67 +83,35 @@ def test_cached_decoding_equals_full_recomputation(arch, scheme):
         padding = torch.zeros(4, 6, dtype=torch.bool)
         padding[1, 4:] = True  # a padded source row: cross-attention must ignore it
     steps = 9  # beyond the source length, so positions keep growing past it
-    # Logits step by step: cached (one new token per call) vs recomputed from scratch.
+    # Logits step by step: cached (one new token per call) vs recomputed from scratch, both
+    # reading one draw of positions for a scheme that draws them (randomized).
     caches = [KVCache() for _ in range(2)]
     tokens = torch.randint(4, VOCAB, (4, steps))
-    if arch == "encoder-decoder":
-        memory = model.encode(source, padding)
-        full = model.decode(tokens, memory, padding)
-        cached = torch.cat(
-            [
-                model.decode(tokens[:, t : t + 1], memory, padding, caches=caches)
-                for t in range(steps)
-            ],
-            1,
-        )
-    else:
-        full = model(tokens)
-        cached = torch.cat([model(tokens[:, t : t + 1], caches=caches) for t in range(steps)], 1)
-    torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9)
-    # And generate() equals naive greedy; eos=None: no early stop.
-    if arch == "encoder-decoder":
-        generated = model.generate(source, padding, bos=1, eos=None, max_new_tokens=steps)
-    else:
-        generated = model.generate(source, eos=None, max_new_tokens=steps)
-    assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
-
-
-def test_uncached_schemes_exist_and_are_the_randomized_one():
-    # Pins the split above: without it the next test would run on nothing.
-    assert UNCACHED == ["randomized"]
-
-
-@pytest.mark.parametrize("scheme", UNCACHED)
-@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
-def test_schemes_without_cached_decoding_generate_by_recomputing(arch, scheme):
-    # A scheme whose positions depend on the whole sequence refuses a cache, and generate()
-    # recomputes the prefix at every step: the same tokens as the naive loop, which draws its
-    # positions in the same order, given the same seed.
-    model = build_model(tiny(arch, scheme), VOCAB).double().eval()
-    source = torch.randint(4, VOCAB, (4, 6))
-    padding = None
-    if arch == "encoder-decoder":
-        padding = torch.zeros(4, 6, dtype=torch.bool)
-        padding[1, 4:] = True
-    with pytest.raises(ValueError, match="offset must be 0 for randomized positions"):
+    memory = model.encode(source, padding) if arch == "encoder-decoder" else None
+    with model.decoder.one_draw(4, steps, "cpu"):
         if arch == "encoder-decoder":
-            memory = model.encode(source, padding)
-            caches = [KVCache() for _ in range(2)]
-            for t in range(2):
-                model.decode(source[:, t : t + 1], memory, padding, caches=caches)
+            full = model.decode(tokens, memory, padding)
+            cached = torch.cat(
+                [
+                    model.decode(tokens[:, t : t + 1], memory, padding, caches=caches)
+                    for t in range(steps)
+                ],
+                1,
+            )
         else:
-            caches = [KVCache() for _ in range(2)]
-            for t in range(2):
-                model(source[:, t : t + 1], caches=caches)
-    steps = 9
-    torch.manual_seed(5)
+            full = model(tokens)
+            cached = [model(tokens[:, t : t + 1], caches=caches) for t in range(steps)]
+            cached = torch.cat(cached, 1)
+    torch.testing.assert_close(cached, full, rtol=1e-9, atol=1e-9)
+    # And generate() equals naive greedy; eos=None: no early stop. The same seed before each
+    # gives a drawing scheme the same encoder and decoder positions in both.
+    torch.manual_seed(2)
     if arch == "encoder-decoder":
         generated = model.generate(source, padding, bos=1, eos=None, max_new_tokens=steps)
     else:
         generated = model.generate(source, eos=None, max_new_tokens=steps)
-    torch.manual_seed(5)
+    torch.manual_seed(2)
     assert torch.equal(generated, _naive_greedy(model, source, padding, steps))
-    assert generated.shape == (4, steps)
 
 
 def test_greedy_decode_stops_and_pads_finished_rows_with_eos():

@@ -100,7 +100,9 @@ def test_the_module_refuses_what_it_cannot_draw_for():
     module = RandomizedPositions(4, 8)
     with pytest.raises(ValueError, match=r"x must have shape \(B, L, 4\), got \(2, 4\)"):
         module(torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="offset must be 0 for randomized positions, got 2"):
+    with pytest.raises(
+        ValueError, match=r"offset must be 0 for randomized positions outside fixed\(\), got 2"
+    ):
         module(torch.zeros(1, 1, 4), offset=2)
     with pytest.raises(ValueError, match="offset must be 0 .* got True"):
         module(torch.zeros(1, 1, 4), offset=True)
@@ -123,7 +125,7 @@ def test_the_scheme_checks_its_options_and_defaults_to_the_models_length():
     scheme = relpos.get_scheme("randomized", max_position=40, encoding="learned")
     module = scheme.input_encoding(8, max_len=33)
     assert (module.max_position, module.encoding) == (40, "learned")
-    assert scheme.absolute and not scheme.cached_decoding
+    assert scheme.absolute
 
 
 def test_an_encoder_draws_each_rows_positions_for_its_own_length():
@@ -147,3 +149,62 @@ def test_an_encoder_draws_each_rows_positions_for_its_own_length():
     first = seen[0][:, 0]  # (400, 8): the encoding added to each row's first token
     at_zero = (first - model.encoder.input_encoding.table[0]).abs().sum(-1) < 1e-6
     assert 0.15 < at_zero.float().mean().item() < 0.35  # 2/8 = 0.25, not 6/8
+
+
+def test_inside_fixed_calls_in_pieces_read_one_draw():
+    module = RandomizedPositions(6, 30).double()
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    with module.fixed(2, 7) as positions:
+        whole = module(x)
+        pieces = torch.cat([module(x[:, :3]), module(x[:, 3:4], offset=3), module(x[:, 4:], 4)], 1)
+        again = module(x)
+    assert positions.shape == (2, 7) and module._fixed is None
+    torch.testing.assert_close(pieces, whole)
+    torch.testing.assert_close(again, whole)
+    torch.testing.assert_close(whole - x, module.table.double()[positions])
+
+
+def test_fixed_refuses_calls_outside_its_draw_and_nesting():
+    module = RandomizedPositions(4, 30)
+    with module.fixed(2, 5):
+        with pytest.raises(ValueError, match=r"drew positions for 2 rows of 5 tokens; .*3 rows"):
+            module(torch.zeros(3, 1, 4))
+        with pytest.raises(ValueError, match=r"this call asks for 2 rows, tokens 4\.\.5"):
+            module(torch.zeros(2, 2, 4), offset=4)
+        with pytest.raises(ValueError, match="offset must be a non-negative int .* got -1"):
+            module(torch.zeros(2, 1, 4), offset=-1)
+        with pytest.raises(RuntimeError, match="already active"):
+            with module.fixed(2, 5):
+                pass
+    with pytest.raises(ValueError, match="needs 31 distinct positions"):
+        with module.fixed(1, 31):
+            pass
+    assert module._fixed is None
+
+
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder"])
+def test_generate_draws_once_for_the_tokens_it_feeds(arch, monkeypatch):
+    # Training feeds BOS T (encoder-decoder) or S SEP T (decoder) to the decoder: generate()
+    # fixes one draw for as many tokens, max_new_tokens for BOS and all but the last generated
+    # token, or the prompt plus max_new_tokens - 1.
+    config = ModelConfig(
+        arch=arch, d_model=8, num_heads=2, num_layers=1, d_ff=16, dropout=0.0,
+        scheme="randomized", scheme_options={"max_position": 40}, max_len=40,
+    )  # fmt: skip
+    model = build_model(config, 10).eval()
+    module = model.decoder.input_encoding
+    draws, fixed = [], module.fixed
+
+    def recording(batch, width, device):
+        draws.append((batch, width))
+        return fixed(batch, width, device)
+
+    monkeypatch.setattr(module, "fixed", recording)
+    source = torch.randint(4, 10, (3, 5))
+    if arch == "encoder-decoder":
+        out = model.generate(source, bos=1, eos=None, max_new_tokens=6)
+        assert draws == [(3, 6)]
+    else:
+        out = model.generate(source, eos=None, max_new_tokens=6)
+        assert draws == [(3, 5 + 6 - 1)]
+    assert out.shape == (3, 6)

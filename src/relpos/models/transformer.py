@@ -32,6 +32,7 @@ Shape legend: ``B`` batch, ``L`` / ``Ls`` / ``Lt`` length (source, target), ``E`
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +137,13 @@ class Stack(nn.Module):
         if self.input_encoding is not None:
             x = self.input_encoding(x, offset, padding)
         return self.drop(x)
+
+    def one_draw(self, batch: int, width: int, device: torch.device) -> AbstractContextManager:
+        """A context in which this stack's positions come from one draw for ``width`` tokens,
+        for an input encoding that draws them per sequence (``randomized``: its ``fixed``);
+        nothing for any other. Decoding token by token runs inside it."""
+        fixed = getattr(self.input_encoding, "fixed", None)
+        return nullcontext() if fixed is None else fixed(batch, width, device)
 
     def cache_length(self, caches: list[KVCache] | None) -> int:
         """Tokens already in ``caches`` (one :class:`KVCache` per layer): the new tokens' offset."""
@@ -274,19 +282,6 @@ def greedy_decode(step, first: Tensor, *, eos: int | None, max_new_tokens: int) 
     return torch.stack(generated, dim=1)  # (B, T)
 
 
-def _recomputing_step(logits_of, before: Tensor | None = None):
-    """A :func:`greedy_decode` step without a cache, for schemes whose positions depend on the
-    whole sequence (``cached_decoding = False``): each call appends the new tokens to the prefix
-    (``before`` and all tokens fed so far) and runs ``logits_of`` on all of it."""
-    fed = [] if before is None or before.shape[1] == 0 else [before]
-
-    def step(tokens: Tensor) -> Tensor:
-        fed.append(tokens)
-        return logits_of(torch.cat(fed, dim=1))  # (B, prefix, V); greedy_decode reads the last
-
-    return step
-
-
 class EncoderDecoder(_TokenModel):
     """Bidirectional encoder + causal decoder with content-only cross-attention."""
 
@@ -349,19 +344,14 @@ class EncoderDecoder(_TokenModel):
         self._check_token_id(eos, "eos", none=True)
         memory = self.encode(source, source_padding)
         first = torch.full((source.shape[0], 1), bos, dtype=torch.long, device=source.device)
-        if not self.scheme.cached_decoding:
-            return greedy_decode(
-                _recomputing_step(lambda prefix: self.decode(prefix, memory, source_padding)),
-                first,
-                eos=eos,
-                max_new_tokens=max_new_tokens,
-            )
         caches = [KVCache() for _ in self.decoder.blocks]
 
         def step(tokens: Tensor) -> Tensor:
             return self.decode(tokens, memory, source_padding, caches=caches)
 
-        return greedy_decode(step, first, eos=eos, max_new_tokens=max_new_tokens)
+        # Fed: BOS and all but the last generated token, as the teacher-forced BOS T in training.
+        with self.decoder.one_draw(source.shape[0], max(max_new_tokens, 1), source.device):
+            return greedy_decode(step, first, eos=eos, max_new_tokens=max_new_tokens)
 
 
 class DecoderOnly(_TokenModel):
@@ -395,17 +385,17 @@ class DecoderOnly(_TokenModel):
                 f"got {tuple(prompt.shape)}"
             )
         self._check_token_id(eos, "eos", none=True)
-        if not self.scheme.cached_decoding:
-            step = _recomputing_step(self, prompt[:, :-1])
-            return greedy_decode(step, prompt[:, -1:], eos=eos, max_new_tokens=max_new_tokens)
         caches = [KVCache() for _ in self.decoder.blocks]
-        if prompt.shape[1] > 1:
-            self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last token
 
         def step(tokens: Tensor) -> Tensor:
             return self(tokens, caches=caches)
 
-        return greedy_decode(step, prompt[:, -1:], eos=eos, max_new_tokens=max_new_tokens)
+        # Fed: the prompt and all but the last generated token (the final EOS is never an input).
+        width = prompt.shape[1] + max(max_new_tokens - 1, 0)
+        with self.decoder.one_draw(prompt.shape[0], width, prompt.device):
+            if prompt.shape[1] > 1:
+                self(prompt[:, :-1], caches=caches)  # fills the caches; the loop feeds the last
+            return greedy_decode(step, prompt[:, -1:], eos=eos, max_new_tokens=max_new_tokens)
 
 
 class EncoderOnly(_TokenModel):

@@ -280,14 +280,13 @@ class PositionScheme:
     absolute: ClassVar[bool] = False
     #: T5 computes its bias once and shares it with every layer.
     shared_across_layers: ClassVar[bool] = False
-    #: False when a token's position depends on the whole sequence (``randomized`` draws them
-    #: per forward pass): the models then decode by recomputing the prefix, not from a cache.
-    cached_decoding: ClassVar[bool] = True
 
     def input_encoding(self, d_model: int, max_len: int) -> nn.Module | None:
         """Module ``(x (B, L, d_model), offset=0, padding=None) -> (B, L, d_model)`` added at the
         input, or None. ``offset`` is the first token's position (cached decoding), ``padding``
-        ``(B, L)`` is True at right-padding (given by encoders)."""
+        ``(B, L)`` is True at right-padding (given by encoders). A module whose positions depend
+        on the whole sequence (``randomized``) also has ``fixed(batch, width, device)``, a context
+        in which calls continue one draw; the models decode inside it."""
         return None
 
     def attention_position(

@@ -12,14 +12,22 @@ never sees consecutive positions), and so does this module.
 Differences from the paper's setting, stated: rows of a batch draw independently (the authors'
 code draws once per batch, whose sequences share one length); a right-padded row draws for its
 own length when the stack is given its ``padding`` (encoders), else for the padded width
-(decoders, whose padding the causal mask hides). A draw lasts one forward pass, so a stack fed
-token by token has no positions to continue: models decode a randomized scheme by recomputing the
-prefix at every step (``cached_decoding = False``), drawing afresh each time.
+(decoders, whose padding the causal mask hides).
+
+A draw normally lasts one forward pass. A decoder fed token by token needs its tokens' positions
+to be one draw's, as in training, where the token at step ``t`` sits at the ``t``-th smallest of
+``W`` drawn positions (``W`` the width of the teacher-forced target): :meth:`RandomizedPositions.
+fixed` draws once for ``W`` tokens and serves every call inside it (``offset`` reads on), and the
+models' ``generate`` wraps its decoding in it with ``W`` = the decoding budget. (Drawing afresh
+for each prefix instead would put step ``t``'s ``t + 1`` positions across all of ``[0, L)``, a
+spread the decoder never met at that step in training.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -97,6 +105,21 @@ class RandomizedPositions(nn.Module):
         else:
             table = sinusoidal_encoding(torch.arange(max_position), d_model)
             self.register_buffer("sinusoids", table, persistent=False)  # (max_position, d_model)
+        self._fixed: Tensor | None = None  # (B, W) inside fixed(), else None
+
+    @contextlib.contextmanager
+    def fixed(self, batch: int, width: int, device: torch.device | str = "cpu") -> Iterator[Tensor]:
+        """Draw ``(batch, width)`` positions once; inside the ``with`` block every call reads its
+        tokens' positions from that draw (``offset`` on), so that a sequence fed in pieces, as in
+        cached decoding, gets the positions one pass over all of it would."""
+        if self._fixed is not None:
+            raise RuntimeError("fixed() is already active on this module; they do not nest")
+        lengths = torch.full((batch,), width, dtype=torch.long, device=device)
+        self._fixed = random_ordered_positions(lengths, width, self.max_position)
+        try:
+            yield self._fixed
+        finally:
+            self._fixed = None
 
     @property
     def table(self) -> Tensor:
@@ -106,13 +129,16 @@ class RandomizedPositions(nn.Module):
     def forward(self, x: Tensor, offset: int = 0, padding: Tensor | None = None) -> Tensor:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must have shape (B, L, {self.d_model}), got {tuple(x.shape)}")
+        batch, width, _ = x.shape
+        if self._fixed is not None:
+            return x + self.table[self._read_fixed(batch, width, offset)].to(x.dtype)
         if offset != 0 or isinstance(offset, bool):
             raise ValueError(
-                f"offset must be 0 for randomized positions, got {offset!r}: a draw lasts one "
-                "forward pass, so tokens fed after cached ones have no positions to continue. "
-                "Decode without a key/value cache (the models do this for this scheme)"
+                f"offset must be 0 for randomized positions outside fixed(), got {offset!r}: a "
+                "draw lasts one forward pass, so tokens fed after cached ones have no positions "
+                "to continue. Decode inside `with module.fixed(batch, width):` (the models' "
+                "generate does)"
             )
-        batch, width, _ = x.shape
         if padding is None:
             lengths = torch.full((batch,), width, dtype=torch.long, device=x.device)
         else:
@@ -126,6 +152,17 @@ class RandomizedPositions(nn.Module):
             random_ordered_positions(lengths[:0], width, self.max_position)  # raises, saying why
         positions = _draw(lengths, width, self.max_position, None)  # (B, L)
         return x + self.table[positions].to(x.dtype)  # (B, L, d_model)
+
+    def _read_fixed(self, batch: int, width: int, offset: int) -> Tensor:
+        fixed = self._fixed
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative int (a position), got {offset!r}")
+        if batch != fixed.shape[0] or offset + width > fixed.shape[1]:
+            raise ValueError(
+                f"fixed() drew positions for {fixed.shape[0]} rows of {fixed.shape[1]} tokens; "
+                f"this call asks for {batch} rows, tokens {offset}..{offset + width - 1}"
+            )
+        return fixed[:, offset : offset + width]  # (B, L)
 
     def extra_repr(self) -> str:
         return (
@@ -141,7 +178,6 @@ class RandomizedScheme(PositionScheme):
     name = "randomized"
     paper = "Ruoss et al. 2023, Randomized Positional Encodings Boost Length Generalization"
     absolute = True
-    cached_decoding = False
 
     encoding: str = "sinusoidal"  # or "learned"; the paper randomizes both (and others)
     max_position: int | None = None  # L; None: the model's max_len
