@@ -232,7 +232,7 @@ def test_a_model_that_cannot_take_a_source_leaves_the_others_their_outputs(tmp_p
     assert table.to_dict()["predictions"][0]["errors"] == long.errors
 
 
-def test_unseen_example_is_the_first_input_one_past_the_training_range(compare_dir):
+def test_unseen_example_is_the_first_input_one_past_the_training_range(compare_dir, monkeypatch):
     results = json.loads((compare_dir / "results.json").read_text())
     (experiment,) = results["experiments"]
     table = unseen_example(compare_dir, experiment)
@@ -240,8 +240,18 @@ def test_unseen_example_is_the_first_input_one_past_the_training_range(compare_d
     first = next(ex for ex in data.evaluation if ex.length == 4)  # trained on 1-3
     (row,) = table.rows
     assert row.source == first.source and row.expected == first.target and row.seen is False
+    budget = len(first.target) + 1  # decoded as the evaluation decodes: the target and EOS
     for label, path in find_runs(compare_dir).items():
-        assert [list(row.outputs[label])] == load_run(path).predict([first.source])
+        expected = load_run(path).predict([first.source], max_new_tokens=budget)
+        assert [list(row.outputs[label])] == expected
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            "relpos.experiments.predict.predict_runs",
+            lambda runs, sources, **options: calls.append(options),
+        )
+        unseen_example(compare_dir, experiment)
+    assert calls == [{"max_new_tokens": budget}]
     # Evaluated on training lengths only: nothing unseen to show.
     assert unseen_example(compare_dir, {**experiment, "eval_lengths": [1, 2, 3]}) is None
 

@@ -176,9 +176,10 @@ def test_fixed_refuses_calls_outside_its_draw_and_nesting():
         with pytest.raises(RuntimeError, match="already active"):
             with module.fixed(2, 5):
                 pass
-    with pytest.raises(ValueError, match="needs 31 distinct positions"):
-        with module.fixed(1, 31):
-            pass
+    with module.fixed(1, 31) as positions:  # a budget above L: all of [0, L), in order
+        assert positions.tolist() == [list(range(30))]
+        with pytest.raises(ValueError, match=r"drew positions for 1 rows of 30 tokens"):
+            module(torch.zeros(1, 31, 4))
     assert module._fixed is None
 
 

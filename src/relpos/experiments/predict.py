@@ -208,7 +208,7 @@ def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | No
     """The first evaluation input of the shortest unseen length of ``experiment`` (an entry of a
     compare's ``results.json``), decoded by each variant's lowest-seed run in ``folder``: what the
     compare prints under its table. ``None`` when the experiment has no unseen length or no
-    runs."""
+    runs. It is decoded as the evaluation decodes it, with room for the target and its EOS."""
     from ..tasks import get_task
     from ..training.loop import TrainConfig
 
@@ -227,7 +227,9 @@ def unseen_example(folder: str | Path, experiment: dict) -> PredictionTable | No
     example = next((ex for ex in data.evaluation if ex.length == length), None)
     if example is None:
         return None
-    return predict_runs(runs, [example.source])
+    # The evaluation's budget: the target and its EOS (a scheme that draws its decoder's
+    # positions, randomized, draws them for that many tokens).
+    return predict_runs(runs, [example.source], max_new_tokens=len(example.target) + 1)
 
 
 def split_source(

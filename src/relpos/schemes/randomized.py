@@ -20,7 +20,10 @@ to be one draw's, as in training, where the token at step ``t`` sits at the ``t`
 fixed` draws once for ``W`` tokens and serves every call inside it (``offset`` reads on), and the
 models' ``generate`` wraps its decoding in it with ``W`` = the decoding budget. (Drawing afresh
 for each prefix instead would put step ``t``'s ``t + 1`` positions across all of ``[0, L)``, a
-spread the decoder never met at that step in training.)
+spread the decoder never met at that step in training.) The budget should therefore be the
+output's length, as in evaluation (the reference target and its EOS); a larger one (``relpos
+predict`` allows up to the model's ``max_len``) crowds the draw toward small positions, and one
+above ``L`` draws all of ``[0, L)``: consecutive positions, never met in training.
 """
 
 from __future__ import annotations
@@ -114,6 +117,10 @@ class RandomizedPositions(nn.Module):
         cached decoding, gets the positions one pass over all of it would."""
         if self._fixed is not None:
             raise RuntimeError("fixed() is already active on this module; they do not nest")
+        # A decoding budget is an upper bound (``relpos predict``'s default is the model's
+        # max_len): past max_position the draw is all of [0, L), and a sequence that really
+        # grows past L tokens is refused when it gets there.
+        width = min(width, self.max_position)
         lengths = torch.full((batch,), width, dtype=torch.long, device=device)
         self._fixed = random_ordered_positions(lengths, width, self.max_position)
         try:
