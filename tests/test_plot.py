@@ -46,6 +46,8 @@ def compare_dir(tmp_path_factory):
     "argv",
     [
         ["sinusoidal", "--length", "32", "--dim", "16"],
+        ["randomized"],
+        ["randomized", "--length", "3"],
         ["index"],
         ["index", "--tokens", "I think therefore I am", "-k", "4"],
         ["distances"],
@@ -122,6 +124,8 @@ def test_attention_on_a_source_of_your_own(compare_dir, monkeypatch, capsys):
         (["index", "--scheme", "shaw"], "--scheme does not apply to `index`"),
         (["vectors", "{run}", "--length", "5"], "--length does not apply to `vectors`"),
         (["sinusoidal", "--length", "100000"], "length must be an int in 1..4096, got 100000"),
+        (["randomized", "--length", "65"], "--length (the longest training length) must be <= 64"),
+        (["randomized", "-k", "2"], "-k does not apply to `randomized`"),
         # The flag, not plot_distances' keyword (the message once said "span must be").
         (["distances", "--length", "5000"], "--length (the largest |j − i| drawn) must be <= 4096"),
         (
@@ -331,3 +335,18 @@ def test_long_attention_plots_thin_their_ticks_and_titles():
     assert plots_module._thinned(labels[:10]) == (list(range(10)), labels[:10])
     assert plots_module._shortened(list("ab")) == "a b"
     assert plots_module._shortened(labels, most=3) == "0 1 2 … (+46)"
+
+
+def test_position_coverage_counts_what_training_reaches():
+    # Lengths uniform in 1..4: 0, 1, 2, … holds position p in a share (4 - p) / 4 of the
+    # sequences and nothing past 3; random draws from [0, 12) hold each p in E[n] / 12 = 2.5 / 12
+    # of them. Both total E[n] = 2.5 positions per sequence.
+    consecutive, randomized = plots_module.position_coverage(4, 12, sequences=40_000)
+    torch.testing.assert_close(consecutive[4:], torch.zeros(8, dtype=torch.float64))
+    expected = torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64)
+    torch.testing.assert_close(consecutive[:4], expected, atol=0.01, rtol=0)
+    torch.testing.assert_close(randomized, torch.full((12,), 2.5 / 12, dtype=torch.float64),
+                               atol=0.01, rtol=0)  # fmt: skip
+    assert abs(consecutive.sum().item() - randomized.sum().item()) < 1e-9
+    with pytest.raises(ValueError, match=r"train_length \(5\) must be <= max_position \(4\)"):
+        plots_module.position_coverage(5, 4)

@@ -1,6 +1,9 @@
 """``relpos plot``: figures that explain position representations (PNG files).
 
   relpos plot sinusoidal                 the sinusoidal encoding as a heatmap, and PE(p)·PE(q)
+  relpos plot randomized                 Ruoss et al.'s random sorted positions against 0, 1, 2, …,
+                                         and how often training reaches each position
+                                         (--length: the longest training length, default 8)
   relpos plot index                      the relative index matrix (the seed's: length 10, k = 3)
   relpos plot distances                  what each relative scheme makes of the distance j − i
   relpos plot window                     Swin's 2D window index, and the table rows one query
@@ -27,7 +30,18 @@ from .show import parse_window
 
 __all__ = ["register", "run"]
 
-FIGURES = ("sinusoidal", "index", "distances", "window", "vectors", "attention", "accuracy")
+FIGURES = (
+    "sinusoidal",
+    "randomized",
+    "index",
+    "distances",
+    "window",
+    "vectors",
+    "attention",
+    "accuracy",
+)
+#: the longest training length `randomized` draws (its range is 8 times that).
+MAX_RANDOMIZED_LENGTH = 64
 
 
 def _parse_query(text: str | None) -> tuple[int, int] | None:
@@ -52,7 +66,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--length",
         type=positive_int,
-        help="sequence length (sinusoidal, index, attention); for distances, the largest |j − i|",
+        help="sequence length (sinusoidal, index, attention); for distances, the largest |j − i|; "
+        "for randomized, the longest training length",
     )
     parser.add_argument(
         "-k",
@@ -123,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value, figures in (
         ("--tokens", args.tokens, ("index",)),
         ("--scheme", args.scheme, ("vectors", "attention")),
-        ("--length", args.length, ("sinusoidal", "index", "distances", "attention")),
+        ("--length", args.length, ("sinusoidal", "randomized", "index", "distances", "attention")),
         ("-k", args.max_distance, ("index", "distances")),
         ("--source", args.source, ("attention",)),
         ("--task", args.task, ("vectors", "attention")),
@@ -166,6 +181,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.figure == "sinusoidal":
         path = plots.plot_sinusoidal(out, length=args.length or 64, dim=args.dim)
+    elif args.figure == "randomized":
+        length = args.length or 8
+        if length > MAX_RANDOMIZED_LENGTH:
+            raise ValueError(
+                f"--length (the longest training length) must be <= {MAX_RANDOMIZED_LENGTH} for "
+                f"`randomized`, got {length}"
+            )
+        # The range docs/experiments.md uses: four times the test length, twice the training one.
+        path = plots.plot_randomized(out, train_length=length, max_position=8 * length)
     elif args.figure == "index":
         tokens = args.tokens.split() if args.tokens is not None else None
         k = 3 if args.max_distance is None else args.max_distance

@@ -8,6 +8,9 @@ headless machines.
 * :func:`plot_sinusoidal` — the sinusoidal encoding as a heatmap, and the dot products between
   positions (they depend on the distance ``p - q`` only: the absolute encoding hides a relative
   one, Vaswani et al. Sec. 3.5);
+* :func:`plot_randomized` — which positions a sequence gets with and without Ruoss et al.'s
+  random draws, and how often training reaches each position (:func:`position_coverage` has the
+  numbers);
 * :func:`plot_index` — the seed's relative index matrix ``clip(j - i, -k, k) + k``;
 * :func:`plot_distances` — what each scheme makes of the distance ``j - i`` (table rows,
   buckets, biases, RoPE's decay), side by side (:func:`distance_profiles` has the numbers);
@@ -28,10 +31,13 @@ from pathlib import Path
 import torch
 
 from ..attention.index import relative_position_index
+from ..schemes.randomized import random_ordered_positions
 from ..schemes.sinusoidal import sinusoidal_encoding
 
 __all__ = [
     "plot_sinusoidal",
+    "position_coverage",
+    "plot_randomized",
     "plot_index",
     "distance_profiles",
     "plot_distances",
@@ -114,6 +120,102 @@ def plot_sinusoidal(
     fig.colorbar(image, ax=right, fraction=0.046)
     fig.suptitle(
         "Sinusoidal absolute positions (Vaswani et al. 2017): one fixed vector per position"
+    )
+    return _save(fig, out)
+
+
+def position_coverage(
+    train_length: int, max_position: int, *, sequences: int = 20_000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How often a training sequence holds each position ``p < max_position``: ``(consecutive,
+    randomized)``, each ``(max_position,)``, over ``sequences`` training sequences whose lengths
+    are uniform in ``1..train_length``.
+
+    Consecutive positions ``0..n-1`` reach ``p`` only when ``n > p``; sorted random draws from
+    ``[0, max_position)`` (:func:`~relpos.schemes.randomized.random_ordered_positions`) reach every
+    ``p`` equally, ``E[n] / max_position`` of the time.
+    """
+    _check_positive(train_length, "train_length")
+    _check_positive(max_position, "max_position")
+    if train_length > max_position:
+        raise ValueError(
+            f"train_length ({train_length}) must be <= max_position ({max_position}): a sequence "
+            "needs that many distinct positions"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, train_length + 1, (sequences,), generator=generator)
+    drawn = random_ordered_positions(lengths, train_length, max_position, generator=generator)
+    real = torch.arange(train_length)[None, :] < lengths[:, None]  # (N, n): not padding
+    randomized = torch.bincount(drawn[real], minlength=max_position).double() / sequences
+    consecutive = torch.zeros(max_position, dtype=torch.float64)
+    consecutive[:train_length] = (
+        torch.bincount(torch.arange(train_length).expand_as(real)[real], minlength=train_length)
+        .double()
+        .div(sequences)
+    )
+    return consecutive, randomized
+
+
+def plot_randomized(
+    out: str | Path,
+    *,
+    train_length: int = 8,
+    max_position: int = 64,
+    draws: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Ruoss et al. (2023) in two panels: the positions a training and a test sequence get, as
+    ``0, 1, 2, …`` and as sorted random draws from ``[0, max_position)``; and how often training
+    reaches each position either way (:func:`position_coverage`)."""
+    _check_positive(draws, "draws", most=16)
+    consecutive, randomized = position_coverage(train_length, max_position, seed=seed)
+    test_length = min(2 * train_length, max_position)
+    generator = torch.Generator().manual_seed(seed + 1)
+    rows = [  # (label, positions, drawn at random?)
+        (f"0, 1, 2, … (train, n = {train_length})", list(range(train_length)), False),
+        (f"0, 1, 2, … (test, n = {test_length})", list(range(test_length)), False),
+    ]
+    for draw in range(draws):
+        lengths = torch.tensor([train_length if draw < draws - 1 else test_length])
+        positions = random_ordered_positions(
+            lengths, int(lengths[0]), max_position, generator=generator
+        )[0].tolist()
+        kind = "train" if draw < draws - 1 else "test"
+        rows.append((f"random draw {draw + 1} ({kind}, n = {len(positions)})", positions, True))
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.45 * len(rows) + 3.2))
+    for y, (_, positions, drawn) in enumerate(reversed(rows)):
+        if drawn:  # every position below max_position is trained
+            left.scatter(positions, [y] * len(positions), color="tab:orange", s=22, zorder=3)
+        else:
+            seen = [p for p in positions if p < train_length]
+            unseen = [p for p in positions if p >= train_length]
+            left.scatter(seen, [y] * len(seen), color="tab:blue", s=22, zorder=3)
+            left.scatter(unseen, [y] * len(unseen), color="tab:red", marker="x", s=30, zorder=3)
+        left.axhline(y, color="0.9", lw=0.8, zorder=1)
+    left.set_yticks(range(len(rows)), [label for label, _, _ in reversed(rows)], fontsize=8)
+    left.set_xlim(-1, max_position)
+    left.set_xlabel(f"position (range [0, {max_position}))")
+    left.set_title(
+        "Which positions a sequence gets\n"
+        "blue: trained, red ×: never trained (0, 1, 2, … past the training length)",
+        fontsize=10,
+    )
+    right.bar(range(max_position), consecutive.numpy(), color="tab:blue", alpha=0.7,
+              label="0, 1, 2, …")  # fmt: skip
+    right.bar(range(max_position), randomized.numpy(), color="tab:orange", alpha=0.7,
+              label="random sorted draws")  # fmt: skip
+    right.set_xlabel("position p")
+    right.set_ylabel("share of training sequences holding p")
+    right.set_title(
+        f"How often training reaches each position (lengths 1–{train_length}, uniform)\n"
+        f"0, 1, 2, …: only p < {train_length}; random draws: every p < {max_position}, rarely",
+        fontsize=10,
+    )
+    right.legend(fontsize=8)
+    fig.suptitle(
+        "Randomized positions (Ruoss et al. 2023): an absolute encoding whose every position "
+        "is trained"
     )
     return _save(fig, out)
 
