@@ -43,7 +43,8 @@ def register(subparsers) -> None:
         "--max-new-tokens",
         type=int,
         help="decoding budget (default: the model's max_len; decoder-only: what it leaves after "
-        "the source)",
+        "the source). A randomized model draws its decoder's positions for this many tokens, as "
+        "its training drew them for the target and EOS: give it the expected output length + 1",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
