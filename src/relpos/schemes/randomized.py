@@ -66,7 +66,8 @@ def random_ordered_positions(
         raise ValueError(
             f"a sequence of {width} tokens needs {width} distinct positions, but max_position="
             f"{max_position} offers {max_position}; build the scheme with max_position >= the "
-            "longest sequence it will see (Ruoss et al. use several times the test length)"
+            "longest sequence it will see, with room to spare (Ruoss et al.'s code draws from "
+            "2,048 positions for training lengths up to 40)"
         )
     if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > width):
         raise ValueError(f"lengths must lie in [0, {width}], got {lengths.tolist()}")
