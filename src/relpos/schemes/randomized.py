@@ -188,7 +188,9 @@ class RandomizedScheme(PositionScheme):
     absolute = True
 
     encoding: str = "sinusoidal"  # or "learned"; the paper randomizes both (and others)
-    max_position: int | None = None  # L; None: the model's max_len
+    # L; None: the model's max_len. It must exceed the longest sequence; on the reverse task a
+    # range just above that learned fastest (docs/experiments.md, section 1).
+    max_position: int | None = None
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
